@@ -35,7 +35,9 @@ LIB_SRCS := \
 	ddpm/parallel.cpp \
 	ddpm/kernels.cpp \
 	ddpm/tape.cpp \
-	ddpm/ops/elementwise.cpp
+	ddpm/ops/elementwise.cpp \
+	ddpm/cli.cpp \
+	ddpm/optim.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -45,7 +47,9 @@ TEST_SRCS := \
 	tests/test_parallel.cpp \
 	tests/test_kernels.cpp \
 	tests/test_tape.cpp \
-	tests/test_elementwise.cpp
+	tests/test_elementwise.cpp \
+	tests/test_cli.cpp \
+	tests/test_optim.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=

@@ -1,0 +1,49 @@
+// cli.h: command-line flags for the tools.
+//
+//   Flags flags("train_mnist", "Train a DDPM U-Net on MNIST.");
+//   flags.add("--steps", &steps, "number of training steps");
+//   flags.parse(argc, argv);     // throws ddpm::Error on a bad flag; --help sets help()
+//
+// Every flag takes a value as "--name value" or "--name=value"; bool flags also accept
+// a bare "--name" (true) and "--no-name" (false). Integers and floats are parsed
+// strictly (the whole word, in range, finite). An unknown flag's error suggests the
+// closest known one. The help text lists every flag with its default.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ddpm {
+
+class Flags {
+ public:
+  Flags(std::string program, std::string description);
+
+  void add(const std::string& name, int64_t* value, const std::string& help);
+  void add(const std::string& name, double* value, const std::string& help);
+  void add(const std::string& name, std::string* value, const std::string& help);
+  void add(const std::string& name, bool* value, const std::string& help);
+
+  // Parses argv[1..]; returns false if --help was given (help() has the text).
+  bool parse(int argc, const char* const* argv);
+  bool parse(const std::vector<std::string>& args);
+  std::string help() const;
+  // True if the flag was given on the command line (not just defaulted).
+  bool given(const std::string& name) const;
+
+ private:
+  enum class Kind { integer, real, text, boolean };
+  struct Flag {
+    std::string name, help, default_text;
+    Kind kind;
+    void* target;
+    bool given = false;
+  };
+  Flag* find(const std::string& name);
+  void set(Flag& f, const std::string& value);
+  std::string program_, description_;
+  std::vector<Flag> flags_;
+};
+
+}  // namespace ddpm
