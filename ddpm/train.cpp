@@ -1,0 +1,351 @@
+#include "ddpm/train.h"
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "ddpm/check.h"
+#include "ddpm/io/safetensors.h"
+
+namespace ddpm {
+
+namespace {
+
+enum TrainRngPurpose : uint64_t {
+  rng_shuffle = 0x7e01,     // the data permutation of epoch e: Generator(seed, make_stream(rng_shuffle, e))
+  rng_dropout = 0x7e02,     // dropout masks of step k: make_stream(rng_dropout, k), then the block id
+  rng_label_drop = 0x7e03,  // classifier-free guidance label drop of step k, index i
+};
+
+constexpr const char* kFormat = "ddpm.checkpoint";
+constexpr const char* kFormatVersion = "1";
+
+std::string format_double(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+const std::string& meta_get(const std::map<std::string, std::string>& m, const std::string& key,
+                            const std::string& source) {
+  auto it = m.find(key);
+  DDPM_CHECK(it != m.end(), source << ": metadata has no '" << key << "' (is this a ddpm checkpoint?)");
+  return it->second;
+}
+
+int64_t meta_int(const std::map<std::string, std::string>& m, const std::string& key, const std::string& source) {
+  const std::string& s = meta_get(m, key, source);
+  try {
+    size_t used = 0;
+    long long v = std::stoll(s, &used);
+    if (used == s.size()) return v;
+  } catch (...) {
+  }
+  DDPM_FAIL(source << ": metadata '" << key << "' = '" << s << "' is not an integer");
+}
+
+double meta_double(const std::map<std::string, std::string>& m, const std::string& key, const std::string& source) {
+  const std::string& s = meta_get(m, key, source);
+  try {
+    size_t used = 0;
+    double v = std::stod(s, &used);
+    if (used == s.size() && std::isfinite(v)) return v;
+  } catch (...) {
+  }
+  DDPM_FAIL(source << ": metadata '" << key << "' = '" << s << "' is not a finite number");
+}
+
+LossType parse_loss(const std::string& s) {
+  if (s == "simple") return LossType::simple;
+  if (s == "weighted") return LossType::weighted;
+  DDPM_FAIL("unknown loss '" << s << "': use simple (L_simple, Algorithm 1) or weighted (L_t with its weight)");
+}
+
+}  // namespace
+
+std::map<std::string, std::string> TrainConfig::to_metadata() const {
+  return {{"train.model", model},
+          {"train.batch", std::to_string(batch)},
+          {"train.lr", format_double(lr)},
+          {"train.warmup", std::to_string(warmup)},
+          {"train.grad_clip", format_double(grad_clip)},
+          {"train.ema", format_double(ema)},
+          {"train.schedule", schedule},
+          {"train.T", std::to_string(T)},
+          {"train.seed", std::to_string(seed)},
+          {"train.loss", loss},
+          {"train.variance", variance},
+          {"train.conditional", conditional ? "1" : "0"},
+          {"train.p_uncond", format_double(p_uncond)}};
+}
+
+TrainConfig TrainConfig::from_metadata(const std::map<std::string, std::string>& m) {
+  const std::string src = "checkpoint";
+  TrainConfig c;
+  c.model = meta_get(m, "train.model", src);
+  c.batch = meta_int(m, "train.batch", src);
+  c.lr = meta_double(m, "train.lr", src);
+  c.warmup = meta_int(m, "train.warmup", src);
+  c.grad_clip = meta_double(m, "train.grad_clip", src);
+  c.ema = meta_double(m, "train.ema", src);
+  c.schedule = meta_get(m, "train.schedule", src);
+  c.T = meta_int(m, "train.T", src);
+  c.seed = static_cast<uint64_t>(meta_int(m, "train.seed", src));
+  c.loss = meta_get(m, "train.loss", src);
+  c.variance = meta_get(m, "train.variance", src);
+  c.conditional = meta_int(m, "train.conditional", src) != 0;
+  c.p_uncond = meta_double(m, "train.p_uncond", src);
+  return c;
+}
+
+Trainer::Trainer(const TrainConfig& config, Dataset data, const UNetConfig* model_config)
+    : config_(config), data_(std::move(data)), schedule_(make_schedule(config.schedule, config.T)) {
+  DDPM_CHECK(config_.batch >= 1, "train: --batch " << config_.batch << " must be at least 1");
+  DDPM_CHECK(config_.lr > 0, "train: --lr " << config_.lr << " must be positive");
+  DDPM_CHECK(config_.p_uncond >= 0 && config_.p_uncond <= 1, "train: --p-uncond " << config_.p_uncond << " not in [0, 1]");
+  DDPM_CHECK(data_.size() > 0, "train: the dataset is empty");
+  DDPM_CHECK(static_cast<int64_t>(data_.labels.size()) == data_.size(),
+             "train: " << data_.labels.size() << " labels for " << data_.size() << " images");
+  parse_loss(config_.loss);
+  parse_variance(config_.variance);
+  UNetConfig mc = model_config ? *model_config : unet_config(config_.model);
+  if (config_.conditional) mc.num_classes = 10;
+  const Shape& s = data_.images.shape();
+  DDPM_CHECK(s.size() == 4 && s[1] == mc.in_ch && s[2] == mc.image_size && s[3] == mc.image_size,
+             "train: images " << data_.images.shape_str() << " do not fit model '" << mc.name << "' ([N, " << mc.in_ch
+                              << ", " << mc.image_size << ", " << mc.image_size << "])");
+  model_ = std::make_unique<UNet>(mc, config_.seed);
+  params_ = model_->parameters();
+  adam_ = std::make_unique<Adam>(params_, AdamConfig{config_.lr});
+  ema_ = std::make_unique<EMA>(params_, config_.ema);
+}
+
+double Trainer::epoch_progress() const {
+  return static_cast<double>(epoch_) + static_cast<double>(position_) / static_cast<double>(data_.size());
+}
+
+const std::vector<int64_t>& Trainer::permutation(int64_t epoch) {
+  if (perm_epoch_ != epoch) {
+    // Fisher-Yates with the epoch's own generator: the order of epoch e depends only on
+    // (seed, e), so a resumed run sees the same batches.
+    const int64_t n = data_.size();
+    perm_.resize(n);
+    for (int64_t i = 0; i < n; i++) perm_[i] = i;
+    Generator gen(config_.seed, make_stream(rng_shuffle, static_cast<uint64_t>(epoch)));
+    for (int64_t i = n - 1; i > 0; i--) std::swap(perm_[i], perm_[gen.below(static_cast<uint64_t>(i + 1))]);
+    perm_epoch_ = epoch;
+  }
+  return perm_;
+}
+
+void Trainer::next_batch(Tensor& x0, std::vector<int64_t>& labels) {
+  const Shape& s = data_.images.shape();
+  const int64_t B = config_.batch, D = s[1] * s[2] * s[3];
+  x0 = Tensor({B, s[1], s[2], s[3]});
+  labels.resize(B);
+  for (int64_t i = 0; i < B; i++) {
+    const int64_t j = permutation(epoch_)[position_];
+    std::copy(data_.images.data() + j * D, data_.images.data() + (j + 1) * D, x0.data() + i * D);
+    labels[i] = data_.labels[j];
+    if (++position_ == data_.size()) {
+      position_ = 0;
+      epoch_++;
+    }
+  }
+}
+
+double Trainer::step() {
+  const int64_t saved_epoch = epoch_, saved_position = position_;
+  // Algorithm 1, line 2: x_0 ~ q(x_0), a batch from the shuffled data.
+  Tensor x0;
+  std::vector<int64_t> labels;
+  next_batch(x0, labels);
+  const uint64_t k = static_cast<uint64_t>(step_);
+  const int64_t null_class = model_->config().num_classes;
+  if (config_.conditional) {
+    // Classifier-free guidance (Ho & Salimans 2022): drop the label to null with p_uncond.
+    RngKey drop{config_.seed, make_stream(rng_label_drop, k)};
+    for (size_t i = 0; i < labels.size(); i++)
+      if (uniform(drop, i) < config_.p_uncond) labels[i] = null_class;
+  }
+  const ForwardContext ctx{true, RngKey{config_.seed, make_stream(rng_dropout, k)}};
+  TapeEpsFn eps_theta = [&](Tape& tape, const Var& x_t, const std::vector<int64_t>& t) {
+    return model_->forward(tape, x_t, t, ctx, config_.conditional ? &labels : nullptr);
+  };
+
+  zero_grad(params_);
+  Tape tape;
+  TrainOptions options;
+  options.loss = parse_loss(config_.loss);
+  options.variance = parse_variance(config_.variance);
+  // Algorithm 1, lines 3-5: t, eps and the loss (diffusion.h).
+  TrainStep ts = training_step(tape, schedule_, eps_theta, x0, config_.seed, k, options);
+  const double loss = ts.loss->value[0];
+
+  auto fail = [&](const std::string& what) {
+    epoch_ = saved_epoch;
+    position_ = saved_position;
+    std::ostringstream os;
+    os << "step " << step_ + 1 << ": " << what << ".";
+    // Which samples went bad, by their timestep.
+    const int64_t N = ts.x_t.size(0), D = ts.x_t.numel() / N;
+    std::vector<int64_t> bad_t;
+    for (int64_t i = 0; i < N; i++) {
+      bool bad = false;
+      for (int64_t j = 0; j < D && !bad; j++)
+        bad = !std::isfinite(ts.eps_theta->value[i * D + j]) || !std::isfinite(ts.x_t[i * D + j]);
+      if (bad) bad_t.push_back(ts.t[i]);
+    }
+    if (!bad_t.empty()) {
+      os << " Samples with non-finite x_t or eps_theta have t = [";
+      for (size_t i = 0; i < bad_t.size() && i < 16; i++) os << (i ? ", " : "") << bad_t[i];
+      os << (bad_t.size() > 16 ? ", ...]." : "].");
+    }
+    std::string first = tape.first_nonfinite();
+    os << (first.empty() ? " Every op's output was finite." : " First non-finite value: " + first + ".");
+    os << " Resume from the last checkpoint with a lower --lr, or check the data.";
+    throw NonFiniteError(os.str());
+  };
+  if (!std::isfinite(loss)) fail("the loss is " + std::to_string(loss));
+
+  tape.backward(ts.loss);
+  const double max_norm = config_.grad_clip > 0 ? config_.grad_clip : std::numeric_limits<double>::infinity();
+  const double grad_norm = clip_grad_norm(params_, max_norm);
+  if (!std::isfinite(grad_norm)) fail("the gradient norm is " + std::to_string(grad_norm));
+
+  // The optimizer: Adam with linear warm-up, then the EMA of the weights.
+  adam_->step(warmup_lr(config_.lr, step_ + 1, config_.warmup));
+  ema_->update(params_);
+  step_++;
+  return loss;
+}
+
+void Trainer::save_checkpoint(const std::string& path) {
+  NamedTensors tensors;
+  for (size_t i = 0; i < params_.size(); i++) tensors.emplace_back(params_[i]->name, params_[i]->var->value);
+  for (size_t i = 0; i < params_.size(); i++) tensors.emplace_back("ema." + params_[i]->name, ema_->shadow()[i]);
+  for (size_t i = 0; i < params_.size(); i++) tensors.emplace_back("adam.m." + params_[i]->name, adam_->m()[i]);
+  for (size_t i = 0; i < params_.size(); i++) tensors.emplace_back("adam.v." + params_[i]->name, adam_->v()[i]);
+  std::map<std::string, std::string> meta = model_->config().to_metadata();
+  for (auto& kv : config_.to_metadata()) meta.insert(kv);
+  meta["format"] = kFormat;
+  meta["format_version"] = kFormatVersion;
+  meta["state.step"] = std::to_string(step_);
+  meta["state.epoch"] = std::to_string(epoch_);
+  meta["state.position"] = std::to_string(position_);
+  meta["state.adam_steps"] = std::to_string(adam_->steps());
+  meta["state.ema_updates"] = std::to_string(ema_->updates());
+  meta["state.data_size"] = std::to_string(data_.size());
+  save_safetensors(path, tensors, meta);
+}
+
+static void check_format(const SafeTensors& st) {
+  auto it = st.metadata.find("format");
+  DDPM_CHECK(it != st.metadata.end() && it->second == kFormat,
+             st.source << ": not a ddpm training checkpoint (metadata 'format' is not '" << kFormat << "')");
+  const std::string& v = meta_get(st.metadata, "format_version", st.source);
+  DDPM_CHECK(v == kFormatVersion, st.source << ": checkpoint format version " << v << ", this build reads "
+                                            << kFormatVersion);
+}
+
+void Trainer::load_checkpoint(const std::string& path) {
+  SafeTensors st = load_safetensors(path);
+  check_format(st);
+  // The run's configuration must be the one in the file.
+  for (auto& kv : model_->config().to_metadata()) {
+    const std::string& theirs = meta_get(st.metadata, kv.first, path);
+    DDPM_CHECK(theirs == kv.second, path << ": the checkpoint has " << kv.first << " = " << theirs << ", this run has "
+                                         << kv.second << " (resume with the checkpoint's own settings)");
+  }
+  for (auto& kv : config_.to_metadata()) {
+    const std::string& theirs = meta_get(st.metadata, kv.first, path);
+    DDPM_CHECK(theirs == kv.second, path << ": the checkpoint has " << kv.first << " = " << theirs << ", this run has "
+                                         << kv.second << " (resume with the checkpoint's own settings)");
+  }
+  const int64_t data_size = meta_int(st.metadata, "state.data_size", path);
+  DDPM_CHECK(data_size == data_.size(), path << ": trained on " << data_size << " images, this dataset has "
+                                             << data_.size() << " (use the same --dataset and --data)");
+  std::vector<std::pair<std::string, Shape>> expected;
+  for (const char* prefix : {"", "ema.", "adam.m.", "adam.v."})
+    for (Parameter* p : params_) expected.emplace_back(prefix + p->name, p->var->value.shape());
+  check_tensor_shapes(st, expected, "was it trained with another --model?");
+  for (size_t i = 0; i < params_.size(); i++) {
+    params_[i]->var->value.copy_(st.at(params_[i]->name));
+    ema_->shadow()[i].copy_(st.at("ema." + params_[i]->name));
+    adam_->m()[i].copy_(st.at("adam.m." + params_[i]->name));
+    adam_->v()[i].copy_(st.at("adam.v." + params_[i]->name));
+  }
+  step_ = meta_int(st.metadata, "state.step", path);
+  epoch_ = meta_int(st.metadata, "state.epoch", path);
+  position_ = meta_int(st.metadata, "state.position", path);
+  DDPM_CHECK(step_ >= 0 && epoch_ >= 0 && position_ >= 0 && position_ < data_.size(),
+             path << ": bad training state step " << step_ << ", epoch " << epoch_ << ", position " << position_);
+  adam_->set_steps(meta_int(st.metadata, "state.adam_steps", path));
+  ema_->set_updates(meta_int(st.metadata, "state.ema_updates", path));
+}
+
+std::unique_ptr<UNet> Trainer::ema_model() const {
+  auto copy = std::make_unique<UNet>(model_->config());
+  ParamList ps = copy->parameters();
+  for (size_t i = 0; i < ps.size(); i++) ps[i]->var->value.copy_(ema_->shadow()[i]);
+  return copy;
+}
+
+EpsFn unet_eps_fn(UNet& model, const std::vector<int64_t>* labels, double guidance) {
+  return [&model, labels, guidance](const Tensor& x_t, const std::vector<int64_t>& t) -> ModelOutput {
+    const UNetConfig& c = model.config();
+    const int64_t N = x_t.size(0);
+    Tape tape = Tape::no_grad();
+    auto run = [&](const std::vector<int64_t>* ls) {
+      return model.forward(tape, constant(x_t), t, ForwardContext{}, ls)->value;
+    };
+    Tensor out;
+    if (c.num_classes > 0) {
+      std::vector<int64_t> null_labels(N, c.num_classes);
+      const std::vector<int64_t>& cond = labels ? *labels : null_labels;
+      DDPM_CHECK(static_cast<int64_t>(cond.size()) == N, "sample: " << cond.size() << " labels for " << N << " images");
+      out = run(&cond);
+      if (guidance != 0.0 && labels) {
+        // Classifier-free guidance: eps = (1 + w) eps(x, c) - w eps(x, null).
+        Tensor uncond = run(&null_labels);
+        const float w = static_cast<float>(guidance);
+        for (int64_t i = 0; i < out.numel(); i++) out[i] = (1.0f + w) * out[i] - w * uncond[i];
+      }
+    } else {
+      DDPM_CHECK(labels == nullptr, "sample: class labels given to an unconditional model");
+      out = run(nullptr);
+    }
+    if (!c.learned_variance) return ModelOutput(out);
+    // Learned variance: channels [0, C) are eps, [C, 2C) the interpolation v.
+    const int64_t C = c.in_ch, HW = x_t.size(2) * x_t.size(3);
+    Tensor eps({N, C, x_t.size(2), x_t.size(3)}), v({N, C, x_t.size(2), x_t.size(3)});
+    for (int64_t n = 0; n < N; n++) {
+      std::copy(out.data() + (n * 2 * C) * HW, out.data() + (n * 2 * C + C) * HW, eps.data() + n * C * HW);
+      std::copy(out.data() + (n * 2 * C + C) * HW, out.data() + (n * 2 * C + 2 * C) * HW, v.data() + n * C * HW);
+    }
+    return ModelOutput(eps, v);
+  };
+}
+
+std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata) {
+  SafeTensors st = load_safetensors(path);
+  UNetConfig config;
+  try {
+    config = UNetConfig::from_metadata(st.metadata);
+  } catch (const Error& e) {
+    DDPM_FAIL(path << ": cannot read the model config from the metadata (" << e.what()
+                   << "); a state dict from elsewhere needs the config.* keys, see README 'Cross-checking'");
+  }
+  auto model = std::make_unique<UNet>(config);
+  const bool has_ema = use_ema && st.find("ema." + model->parameters()[0]->name) != nullptr;
+  const std::string prefix = has_ema ? "ema." : "";
+  std::vector<std::pair<std::string, Shape>> expected;
+  for (Parameter* p : model->parameters()) expected.emplace_back(prefix + p->name, p->var->value.shape());
+  check_tensor_shapes(st, expected, "was it trained with another --model?");
+  for (Parameter* p : model->parameters()) p->var->value.copy_(st.at(prefix + p->name));
+  if (metadata) *metadata = st.metadata;
+  return model;
+}
+
+}  // namespace ddpm

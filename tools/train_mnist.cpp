@@ -1,0 +1,260 @@
+// train_mnist: train a DDPM U-Net on MNIST (Algorithm 1), with progress, sample grids,
+// exact checkpoints and resume. `./train_mnist --help` lists every flag.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <dirent.h>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ddpm/check.h"
+#include "ddpm/cli.h"
+#include "ddpm/data/mnist.h"
+#include "ddpm/io/png.h"
+#include "ddpm/io/svg.h"
+#include "ddpm/io/safetensors.h"
+#include "ddpm/parallel.h"
+#include "ddpm/train.h"
+
+using namespace ddpm;
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_sigint(int) { g_interrupted = true; }
+
+const char* kFashionDir = "/usr/share/datasets/fashion-mnist";
+
+Dataset load_dataset(const std::string& dataset, const std::string& dir) {
+  std::string d = dir;
+  if (d.empty()) {
+    if (dataset == "mnist") d = "data/mnist";
+    else if (dataset == "fashion") d = kFashionDir;
+    else DDPM_FAIL("unknown --dataset '" << dataset << "': use mnist or fashion");
+  }
+  if (dataset == "fashion" && dir.empty()) {
+    struct stat st;
+    DDPM_CHECK(stat(d.c_str(), &st) == 0, "Fashion-MNIST not found at " << d
+                                           << ": install Debian's package (apt-get install -y dataset-fashion-mnist)"
+                                              " or pass --data DIR");
+  }
+  MnistSplit split = load_mnist(d, "train");
+  return Dataset{split.images, split.labels};
+}
+
+std::string checkpoint_path(const std::string& out, int64_t step) {
+  char name[64];
+  std::snprintf(name, sizeof name, "ckpt-%08lld.safetensors", static_cast<long long>(step));
+  return out + "/" + name;
+}
+
+// Checkpoints in `out`, newest first.
+std::vector<std::string> list_checkpoints(const std::string& out) {
+  std::vector<std::string> names;
+  if (DIR* d = opendir(out.c_str())) {
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n.size() == 29 && n.compare(0, 5, "ckpt-") == 0 && n.compare(13, 16, ".safetensors") == 0)
+        names.push_back(n);
+    }
+    closedir(d);
+  }
+  std::sort(names.rbegin(), names.rend());
+  for (auto& n : names) n = out + "/" + n;
+  return names;
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  long s = std::lround(seconds);
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+  else std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+  return buf;
+}
+
+void make_dir(const std::string& path) {
+  if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+    DDPM_FAIL("cannot create output folder " << path << ": " << std::strerror(errno));
+}
+
+void write_samples(Trainer& trainer, const std::string& path, int64_t n, uint64_t seed, const std::string& variance) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<UNet> ema = trainer.ema_model();
+  const UNetConfig& c = ema->config();
+  std::vector<int64_t> labels;
+  for (int64_t i = 0; i < n; i++) labels.push_back(i % 10);
+  EpsFn eps = unet_eps_fn(*ema, c.num_classes > 0 ? &labels : nullptr, c.num_classes > 0 ? 1.0 : 0.0);
+  SampleOptions options;
+  options.reverse.variance = parse_variance(variance);
+  SampleResult r = sample(trainer.schedule(), eps, {n, c.in_ch, c.image_size, c.image_size}, seed, options);
+  const int64_t nrow = std::max<int64_t>(1, std::lround(std::sqrt(static_cast<double>(n))));
+  write_image_grid(path, r.x0, nrow);
+  double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("wrote %s (%lld samples, EMA weights, %lld steps of Algorithm 2, %.1fs)\n", path.c_str(),
+              static_cast<long long>(n), static_cast<long long>(trainer.schedule().T), dt);
+  std::fflush(stdout);
+}
+
+int run(int argc, char** argv) {
+  TrainConfig cfg;
+  int64_t steps = 4000, epochs = 0, threads = std::max(1u, std::thread::hardware_concurrency());
+  int64_t T = cfg.T, seed = 0, sample_every = 0, sample_n = 64, ckpt_every = 500, keep = 3, log_every = 10;
+  std::string out = "out", resume, dataset = "mnist", data_dir;
+  Flags flags("train_mnist", "Train a DDPM U-Net on MNIST with Algorithm 1 (L_simple) of Ho et al. 2020.");
+  flags.add("--model", &cfg.model, "U-Net config: tiny (1.1M params) or small (6.5M)");
+  flags.add("--steps", &steps, "total training steps");
+  flags.add("--epochs", &epochs, "if > 0, train this many epochs instead of --steps");
+  flags.add("--batch", &cfg.batch, "batch size");
+  flags.add("--lr", &cfg.lr, "Adam learning rate (after warm-up)");
+  flags.add("--warmup", &cfg.warmup, "linear learning-rate warm-up steps");
+  flags.add("--grad-clip", &cfg.grad_clip, "clip the global gradient norm to this (0: off)");
+  flags.add("--ema", &cfg.ema, "EMA decay of the weights used for sampling");
+  flags.add("--schedule", &cfg.schedule, "beta schedule: linear, cosine, sigmoid or quadratic");
+  flags.add("--T", &T, "number of diffusion steps");
+  flags.add("--loss", &cfg.loss, "simple (L_simple) or weighted (L_t with its scaling term)");
+  flags.add("--variance", &cfg.variance, "sigma_t^2 for sampling and the weighted loss: fixed_large or fixed_small");
+  flags.add("--conditional", &cfg.conditional, "class-conditional model (classifier-free guidance)");
+  flags.add("--p-uncond", &cfg.p_uncond, "with --conditional: probability of dropping the label");
+  flags.add("--seed", &seed, "seed for initialization, data order, t, noise and dropout");
+  flags.add("--threads", &threads, "worker threads (results do not depend on it)");
+  flags.add("--dataset", &dataset, "mnist or fashion (Fashion-MNIST from Debian's dataset-fashion-mnist)");
+  flags.add("--data", &data_dir, "folder with the four IDX files, gzipped or not (default: data/mnist)");
+  flags.add("--out", &out, "output folder for checkpoints, sample grids and the loss curve");
+  flags.add("--resume", &resume, "continue from a checkpoint file, or 'auto' for the newest in --out");
+  flags.add("--sample-every", &sample_every, "write a sample grid every N steps (0: only at the end)");
+  flags.add("--sample-n", &sample_n, "images in each sample grid");
+  flags.add("--ckpt-every", &ckpt_every, "write a checkpoint every N steps");
+  flags.add("--keep", &keep, "keep the newest K checkpoints");
+  flags.add("--log-every", &log_every, "print a progress line every N steps");
+  if (!flags.parse(argc, argv)) {
+    std::printf("%s", flags.help().c_str());
+    return 0;
+  }
+  DDPM_CHECK(threads >= 1, "--threads " << threads << " must be at least 1");
+  DDPM_CHECK(keep >= 1, "--keep " << keep << " must be at least 1");
+  DDPM_CHECK(ckpt_every >= 1 && log_every >= 1 && sample_every >= 0 && sample_n >= 1,
+             "--ckpt-every, --log-every and --sample-n must be positive, --sample-every non-negative");
+  DDPM_CHECK(steps >= 0 && epochs >= 0, "--steps and --epochs must be non-negative");
+  cfg.T = T;
+  cfg.seed = static_cast<uint64_t>(seed);
+  set_num_threads(static_cast<int>(threads));
+  make_dir(out);
+
+  Dataset data = load_dataset(dataset, data_dir);
+  std::unique_ptr<Trainer> trainer;
+  if (!resume.empty()) {
+    std::string path = resume;
+    if (resume == "auto") {
+      auto found = list_checkpoints(out);
+      DDPM_CHECK(!found.empty(), "--resume auto: no checkpoint ckpt-*.safetensors in " << out);
+      path = found.front();
+    }
+    SafeTensors st = load_safetensors(path);
+    TrainConfig saved = TrainConfig::from_metadata(st.metadata);
+    UNetConfig model_config = UNetConfig::from_metadata(st.metadata);
+    for (const char* f : {"--model", "--batch", "--lr", "--warmup", "--schedule", "--T", "--seed", "--loss",
+                          "--conditional", "--ema", "--grad-clip", "--variance", "--p-uncond"})
+      if (flags.given(f))
+        std::fprintf(stderr, "note: %s is ignored with --resume: the checkpoint's settings are used\n", f);
+    trainer = std::make_unique<Trainer>(saved, std::move(data), &model_config);
+    trainer->load_checkpoint(path);
+    std::printf("resumed from %s at step %lld\n", path.c_str(), static_cast<long long>(trainer->steps_done()));
+  } else {
+    trainer = std::make_unique<Trainer>(cfg, std::move(data));
+  }
+  const TrainConfig& tc = trainer->config();
+  const int64_t data_size = trainer->epoch_progress() >= 0 ? 0 : 0;
+  (void)data_size;
+  int64_t target = steps;
+  if (epochs > 0) target = (epochs * 60000 + tc.batch - 1) / tc.batch;
+  std::printf("model %s (%lld parameters), %s schedule T=%lld, batch %lld, lr %g, EMA %g, %d threads, target %lld steps\n",
+              tc.model.c_str(), static_cast<long long>(trainer->model().num_parameters()), tc.schedule.c_str(),
+              static_cast<long long>(tc.T), static_cast<long long>(tc.batch), tc.lr, tc.ema, num_threads(),
+              static_cast<long long>(target));
+  std::fflush(stdout);
+
+  std::signal(SIGINT, on_sigint);
+  std::signal(SIGTERM, on_sigint);
+  auto save = [&]() {
+    std::string path = checkpoint_path(out, trainer->steps_done());
+    trainer->save_checkpoint(path);
+    auto all = list_checkpoints(out);
+    for (size_t i = static_cast<size_t>(keep); i < all.size(); i++) std::remove(all[i].c_str());
+    std::printf("saved %s\n", path.c_str());
+    std::fflush(stdout);
+  };
+
+  std::vector<double> curve_x, curve_y;
+  double smoothed = NAN;
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t first_step = trainer->steps_done();
+  int64_t last_saved = first_step;
+  while (trainer->steps_done() < target && !g_interrupted) {
+    double loss;
+    try {
+      loss = trainer->step();
+    } catch (const NonFiniteError& e) {
+      std::fprintf(stderr, "error: training stopped: %s\n", e.what());
+      auto found = list_checkpoints(out);
+      if (!found.empty()) std::fprintf(stderr, "the last good checkpoint is %s (--resume auto)\n", found.front().c_str());
+      return 3;
+    }
+    smoothed = std::isnan(smoothed) ? loss : 0.98 * smoothed + 0.02 * loss;
+    const int64_t k = trainer->steps_done();
+    curve_x.push_back(static_cast<double>(k));
+    curve_y.push_back(loss);
+    if (k % log_every == 0 || k == target) {
+      double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      double per_step = elapsed / static_cast<double>(k - first_step);
+      std::printf("step %6lld/%lld  epoch %.2f  loss %.4f (smoothed %.4f)  %.1f img/s  elapsed %s  eta %s\n",
+                  static_cast<long long>(k), static_cast<long long>(target), trainer->epoch_progress(), loss, smoothed,
+                  static_cast<double>(tc.batch) / per_step, format_duration(elapsed).c_str(),
+                  format_duration(per_step * static_cast<double>(target - k)).c_str());
+      std::fflush(stdout);
+    }
+    if (k % ckpt_every == 0) {
+      save();
+      last_saved = k;
+    }
+    if (sample_every > 0 && k % sample_every == 0) {
+      char name[64];
+      std::snprintf(name, sizeof name, "/samples-%08lld.png", static_cast<long long>(k));
+      write_samples(*trainer, out + name, sample_n, tc.seed, tc.variance);
+    }
+  }
+  if (trainer->steps_done() != last_saved) save();
+  if (g_interrupted) {
+    std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", out.c_str());
+    return 0;
+  }
+  if (!curve_x.empty()) {
+    PlotSeries s{"loss (per step)", curve_x, curve_y, ""};
+    PlotOptions po;
+    po.title = "Training loss (" + tc.loss + ")";
+    po.x_label = "step";
+    po.y_label = "loss";
+    po.log_y = true;
+    write_line_plot(out + "/loss.svg", {s}, po);
+    std::printf("wrote %s/loss.svg\n", out.c_str());
+  }
+  write_samples(*trainer, out + "/samples.png", sample_n, tc.seed, tc.variance);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
