@@ -37,7 +37,9 @@ LIB_SRCS := \
 	ddpm/tape.cpp \
 	ddpm/ops/elementwise.cpp \
 	ddpm/cli.cpp \
-	ddpm/optim.cpp
+	ddpm/optim.cpp \
+	ddpm/ops/conv.cpp \
+	ddpm/ops/linear.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -49,7 +51,9 @@ TEST_SRCS := \
 	tests/test_tape.cpp \
 	tests/test_elementwise.cpp \
 	tests/test_cli.cpp \
-	tests/test_optim.cpp
+	tests/test_optim.cpp \
+	tests/test_conv.cpp \
+	tests/test_linear.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=
