@@ -39,7 +39,8 @@ LIB_SRCS := \
 	ddpm/cli.cpp \
 	ddpm/optim.cpp \
 	ddpm/ops/conv.cpp \
-	ddpm/ops/linear.cpp
+	ddpm/ops/linear.cpp \
+	ddpm/linalg.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -53,7 +54,8 @@ TEST_SRCS := \
 	tests/test_cli.cpp \
 	tests/test_optim.cpp \
 	tests/test_conv.cpp \
-	tests/test_linear.cpp
+	tests/test_linear.cpp \
+	tests/test_linalg.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=
