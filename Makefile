@@ -40,7 +40,9 @@ LIB_SRCS := \
 	ddpm/optim.cpp \
 	ddpm/ops/conv.cpp \
 	ddpm/ops/linear.cpp \
-	ddpm/linalg.cpp
+	ddpm/linalg.cpp \
+	ddpm/ops/pool.cpp \
+	ddpm/ops/cross_entropy.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -55,7 +57,9 @@ TEST_SRCS := \
 	tests/test_optim.cpp \
 	tests/test_conv.cpp \
 	tests/test_linear.cpp \
-	tests/test_linalg.cpp
+	tests/test_linalg.cpp \
+	tests/test_pool.cpp \
+	tests/test_cross_entropy.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=

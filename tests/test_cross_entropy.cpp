@@ -1,0 +1,35 @@
+#include <cmath>
+
+#include "ddpm/check.h"
+#include "ddpm/ops/cross_entropy.h"
+#include "tests/testing.h"
+
+using namespace ddpm;
+using namespace ddpm::testing;
+
+TEST_CASE("cross_entropy: hand values") {
+  Tape tape = Tape::no_grad();
+  // Equal logits over K classes: loss = log K.
+  Var a = cross_entropy(tape, constant(Tensor({2, 10})), {3, 7});
+  CHECK(a->value[0] == doctest::Approx(std::log(10.0)).epsilon(1e-6));  // float32 output
+  // Row [1, 2, 3], label 2: log(e + e^2 + e^3) - 3; row [1000, 0], label 0: ~0 (no overflow).
+  Var b = cross_entropy(tape, constant(Tensor::from({2, 3}, {1, 2, 3, 1000, 0, 0})), {2, 0});
+  const double want = 0.5 * (std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 3.0);
+  CHECK(b->value[0] == doctest::Approx(want).epsilon(1e-6));
+  Tensor p({1, 3});
+  softmax_forward(p.data(), Tensor::from({1, 3}, {0, 0, std::log(2.0f)}).data(), 1, 3);
+  check_allclose("softmax", p, Tensor::from({1, 3}, {0.25f, 0.25f, 0.5f}), 1e-7, 0);  // float rounding
+}
+
+TEST_CASE("cross_entropy: backward matches finite differences") {
+  const std::vector<int64_t> labels = {0, 4, 2, 2, 1};
+  gradcheck([&](Tape& t, const std::vector<Var>& in) { return cross_entropy(t, in[0], labels); },
+            {randn({5, 5}, 8, 2.0f)}, 1e-2, 1e-2, "cross_entropy");
+}
+
+TEST_CASE("cross_entropy: rejects bad labels and shapes") {
+  Tape tape;
+  CHECK_THROWS_AS(cross_entropy(tape, constant(Tensor({2, 3})), {0, 3}), Error);
+  CHECK_THROWS_AS(cross_entropy(tape, constant(Tensor({2, 3})), {0}), Error);
+  CHECK_THROWS_AS(cross_entropy(tape, constant(Tensor({2, 3, 1, 1})), {0, 1}), Error);
+}
