@@ -42,7 +42,8 @@ LIB_SRCS := \
 	ddpm/ops/linear.cpp \
 	ddpm/linalg.cpp \
 	ddpm/ops/pool.cpp \
-	ddpm/ops/cross_entropy.cpp
+	ddpm/ops/cross_entropy.cpp \
+	ddpm/eval/metrics.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -59,7 +60,8 @@ TEST_SRCS := \
 	tests/test_linear.cpp \
 	tests/test_linalg.cpp \
 	tests/test_pool.cpp \
-	tests/test_cross_entropy.cpp
+	tests/test_cross_entropy.cpp \
+	tests/test_metrics.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=
