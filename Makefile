@@ -35,7 +35,8 @@ LIB_SRCS := \
 	ddpm/parallel.cpp \
 	ddpm/kernels.cpp \
 	ddpm/tape.cpp \
-	ddpm/ops/elementwise.cpp
+	ddpm/ops/elementwise.cpp \
+	ddpm/ops/group_norm.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -45,7 +46,8 @@ TEST_SRCS := \
 	tests/test_parallel.cpp \
 	tests/test_kernels.cpp \
 	tests/test_tape.cpp \
-	tests/test_elementwise.cpp
+	tests/test_elementwise.cpp \
+	tests/test_group_norm.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=
