@@ -36,7 +36,8 @@ LIB_SRCS := \
 	ddpm/kernels.cpp \
 	ddpm/tape.cpp \
 	ddpm/ops/elementwise.cpp \
-	ddpm/ops/group_norm.cpp
+	ddpm/ops/group_norm.cpp \
+	ddpm/ops/attention.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -47,7 +48,8 @@ TEST_SRCS := \
 	tests/test_kernels.cpp \
 	tests/test_tape.cpp \
 	tests/test_elementwise.cpp \
-	tests/test_group_norm.cpp
+	tests/test_group_norm.cpp \
+	tests/test_attention.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=
