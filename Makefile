@@ -37,7 +37,8 @@ LIB_SRCS := \
 	ddpm/tape.cpp \
 	ddpm/ops/elementwise.cpp \
 	ddpm/ops/group_norm.cpp \
-	ddpm/ops/attention.cpp
+	ddpm/ops/attention.cpp \
+	ddpm/ops/shape.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -49,7 +50,8 @@ TEST_SRCS := \
 	tests/test_tape.cpp \
 	tests/test_elementwise.cpp \
 	tests/test_group_norm.cpp \
-	tests/test_attention.cpp
+	tests/test_attention.cpp \
+	tests/test_shape.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=
