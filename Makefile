@@ -38,7 +38,8 @@ LIB_SRCS := \
 	ddpm/ops/elementwise.cpp \
 	ddpm/ops/group_norm.cpp \
 	ddpm/ops/attention.cpp \
-	ddpm/ops/shape.cpp
+	ddpm/ops/shape.cpp \
+	ddpm/ops/dropout.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -51,7 +52,8 @@ TEST_SRCS := \
 	tests/test_elementwise.cpp \
 	tests/test_group_norm.cpp \
 	tests/test_attention.cpp \
-	tests/test_shape.cpp
+	tests/test_shape.cpp \
+	tests/test_dropout.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=
