@@ -39,7 +39,8 @@ LIB_SRCS := \
 	ddpm/ops/group_norm.cpp \
 	ddpm/ops/attention.cpp \
 	ddpm/ops/shape.cpp \
-	ddpm/ops/dropout.cpp
+	ddpm/ops/dropout.cpp \
+	ddpm/ops/embedding.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -53,7 +54,8 @@ TEST_SRCS := \
 	tests/test_group_norm.cpp \
 	tests/test_attention.cpp \
 	tests/test_shape.cpp \
-	tests/test_dropout.cpp
+	tests/test_dropout.cpp \
+	tests/test_embedding.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=

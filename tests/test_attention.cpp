@@ -130,7 +130,8 @@ TEST_CASE("attention: gradients of q, k and v match finite differences") {
             "attention C=1");
   // Only v needs a gradient: the q/k branch is skipped and v's gradient is unchanged.
   Tape tape;
-  Var q = constant(randn({1, 2, 2, 2}, 15)), k = constant(randn({1, 2, 2, 2}, 16)), v = variable(randn({1, 2, 2, 2}, 17));
+  Var q = constant(randn({1, 2, 2, 2}, 15)), k = constant(randn({1, 2, 2, 2}, 16));
+  Var v = variable(randn({1, 2, 2, 2}, 17));
   tape.backward(attention(tape, q, k, v), randn({1, 2, 2, 2}, 18));
   CHECK(!q->grad.defined());
   CHECK(v->grad.defined());
