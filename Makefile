@@ -39,7 +39,12 @@ LIB_SRCS := \
 	ddpm/cli.cpp \
 	ddpm/optim.cpp \
 	ddpm/ops/conv.cpp \
-	ddpm/ops/linear.cpp
+	ddpm/ops/linear.cpp \
+	ddpm/ops/group_norm.cpp \
+	ddpm/ops/attention.cpp \
+	ddpm/ops/shape.cpp \
+	ddpm/ops/dropout.cpp \
+	ddpm/ops/embedding.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -53,7 +58,12 @@ TEST_SRCS := \
 	tests/test_cli.cpp \
 	tests/test_optim.cpp \
 	tests/test_conv.cpp \
-	tests/test_linear.cpp
+	tests/test_linear.cpp \
+	tests/test_group_norm.cpp \
+	tests/test_attention.cpp \
+	tests/test_shape.cpp \
+	tests/test_dropout.cpp \
+	tests/test_embedding.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=
