@@ -44,7 +44,9 @@ LIB_SRCS := \
 	ddpm/ops/attention.cpp \
 	ddpm/ops/shape.cpp \
 	ddpm/ops/dropout.cpp \
-	ddpm/ops/embedding.cpp
+	ddpm/ops/embedding.cpp \
+	ddpm/nn.cpp \
+	ddpm/unet.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -63,7 +65,9 @@ TEST_SRCS := \
 	tests/test_attention.cpp \
 	tests/test_shape.cpp \
 	tests/test_dropout.cpp \
-	tests/test_embedding.cpp
+	tests/test_embedding.cpp \
+	tests/test_nn.cpp \
+	tests/test_unet.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=
