@@ -40,6 +40,13 @@ LIB_SRCS := \
 	ddpm/optim.cpp \
 	ddpm/ops/conv.cpp \
 	ddpm/ops/linear.cpp \
+	ddpm/ops/group_norm.cpp \
+	ddpm/ops/attention.cpp \
+	ddpm/ops/shape.cpp \
+	ddpm/ops/dropout.cpp \
+	ddpm/ops/embedding.cpp \
+	ddpm/nn.cpp \
+	ddpm/unet.cpp \
 	ddpm/linalg.cpp \
 	ddpm/ops/pool.cpp \
 	ddpm/ops/cross_entropy.cpp \
@@ -58,6 +65,13 @@ TEST_SRCS := \
 	tests/test_optim.cpp \
 	tests/test_conv.cpp \
 	tests/test_linear.cpp \
+	tests/test_group_norm.cpp \
+	tests/test_attention.cpp \
+	tests/test_shape.cpp \
+	tests/test_dropout.cpp \
+	tests/test_embedding.cpp \
+	tests/test_nn.cpp \
+	tests/test_unet.cpp \
 	tests/test_linalg.cpp \
 	tests/test_pool.cpp \
 	tests/test_cross_entropy.cpp \

@@ -77,7 +77,7 @@ Var ResBlock::operator()(Tape& tape, const Var& x, const Var& temb, const Forwar
   Var h = conv1(tape, silu(tape, norm1(tape, x)));                              // [N, out, H, W]
   h = add(tape, h, temb_proj(tape, silu(tape, temb)));                          // + [N, out] over H, W
   RngKey key{ctx.dropout_key.seed, make_stream(ctx.dropout_key.stream, id)};
-  h = conv2(tape, dropout(tape, silu(tape, norm2(tape, h)), dropout, key, ctx.training));
+  h = conv2(tape, ddpm::dropout(tape, silu(tape, norm2(tape, h)), dropout, key, ctx.training));
   return add(tape, has_skip ? skip(tape, x) : x, h);
 }
 

@@ -1,15 +1,24 @@
 // ops/dropout.h: inverted dropout, seeded.   (PyTorch nn.Dropout in training mode)
 //
-//   keep[i] = uniform(key, i) >= p;   out[i] = keep[i] ? x[i] / (1 - p) : 0
-// The mask is a pure function of (key, element index), so it does not depend on the
-// thread count. With p == 0 or training == false the op is the identity.
-// Caches nothing: backward recomputes the mask from the key.
+//   keep[i] = uniform(key, i) >= p;   out[i] = keep[i] ? x[i] * scale : 0,  scale = 1 / (1 - p)
+// (scale is rounded to float once and multiplied, as PyTorch does). i is the element's
+// index in the flattened x, so the mask is a pure function of (key, i): it does not
+// depend on the thread count. Give each layer and training step its own key (see
+// make_stream in rng.h), or they will share masks.
+// With p == 0 or training == false the op is the identity and returns x itself
+// (nothing is recorded). p must be in [0, 1).
+// Caches nothing: backward recomputes the mask from the key,
+//   dx[i] += keep[i] ? dout[i] * scale : 0.
 #pragma once
 
 #include "ddpm/rng.h"
 #include "ddpm/tape.h"
 
 namespace ddpm {
+
+// n elements; p in [0, 1). Backward adds into dx.
+void dropout_forward(float* out, const float* x, int64_t n, float p, RngKey key);
+void dropout_backward(float* dx, const float* dout, int64_t n, float p, RngKey key);
 
 Var dropout(Tape& tape, const Var& x, float p, RngKey key, bool training);
 
