@@ -50,7 +50,8 @@ LIB_SRCS := \
 	ddpm/linalg.cpp \
 	ddpm/ops/pool.cpp \
 	ddpm/ops/cross_entropy.cpp \
-	ddpm/eval/metrics.cpp
+	ddpm/eval/metrics.cpp \
+	ddpm/classifier.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
