@@ -35,7 +35,10 @@ LIB_SRCS := \
 	ddpm/parallel.cpp \
 	ddpm/kernels.cpp \
 	ddpm/tape.cpp \
-	ddpm/ops/elementwise.cpp
+	ddpm/ops/elementwise.cpp \
+	ddpm/schedule.cpp \
+	ddpm/diffusion.cpp \
+	ddpm/io/svg.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -45,17 +48,20 @@ TEST_SRCS := \
 	tests/test_parallel.cpp \
 	tests/test_kernels.cpp \
 	tests/test_tape.cpp \
-	tests/test_elementwise.cpp
+	tests/test_elementwise.cpp \
+	tests/test_diffusion.cpp \
+	tests/test_svg.cpp
 
 # --- tools: one program per source ------------------------------------------
-TOOLS :=
+TOOLS := \
+	schedule
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all test check-sources clean
+.PHONY: all test check-sources check-derivation clean
 all: $(TOOLS)
 
 $(BUILD)/%.o: %.cpp
@@ -77,13 +83,16 @@ $(BUILD)/tests/test_main.o: tests/test_main.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
-test: $(TEST_BIN) check-sources
+test: $(TEST_BIN) check-sources check-derivation
 	./$(TEST_BIN)
 
 check-sources:
 	@bash tools/check_sources.sh
 
+check-derivation:
+	@bash tools/check_derivation_map.sh
+
 clean:
 	rm -rf build $(TOOLS)
 
--include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TOOLS:%=$(BUILD)/tools/%.d)
