@@ -46,7 +46,12 @@ LIB_SRCS := \
 	ddpm/ops/dropout.cpp \
 	ddpm/ops/embedding.cpp \
 	ddpm/nn.cpp \
-	ddpm/unet.cpp
+	ddpm/unet.cpp \
+	ddpm/io/file.cpp \
+	ddpm/io/json.cpp \
+	ddpm/io/safetensors.cpp \
+	ddpm/io/png.cpp \
+	ddpm/data/mnist.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -67,7 +72,11 @@ TEST_SRCS := \
 	tests/test_dropout.cpp \
 	tests/test_embedding.cpp \
 	tests/test_nn.cpp \
-	tests/test_unet.cpp
+	tests/test_unet.cpp \
+	tests/test_json.cpp \
+	tests/test_safetensors.cpp \
+	tests/test_png.cpp \
+	tests/test_mnist.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=
@@ -77,7 +86,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all test check-sources clean
+.PHONY: all test check-sources check-derivation clean
 all: $(TOOLS)
 
 $(BUILD)/%.o: %.cpp
@@ -99,13 +108,16 @@ $(BUILD)/tests/test_main.o: tests/test_main.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
-test: $(TEST_BIN) check-sources
+test: $(TEST_BIN) check-sources check-derivation
 	./$(TEST_BIN)
 
 check-sources:
 	@bash tools/check_sources.sh
 
+check-derivation:
+	@bash tools/check_derivation_map.sh
+
 clean:
 	rm -rf build $(TOOLS)
 
--include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TOOLS:%=$(BUILD)/tools/%.d)
