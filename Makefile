@@ -35,7 +35,12 @@ LIB_SRCS := \
 	ddpm/parallel.cpp \
 	ddpm/kernels.cpp \
 	ddpm/tape.cpp \
-	ddpm/ops/elementwise.cpp
+	ddpm/ops/elementwise.cpp \
+	ddpm/io/file.cpp \
+	ddpm/io/json.cpp \
+	ddpm/io/safetensors.cpp \
+	ddpm/io/png.cpp \
+	ddpm/data/mnist.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -45,7 +50,11 @@ TEST_SRCS := \
 	tests/test_parallel.cpp \
 	tests/test_kernels.cpp \
 	tests/test_tape.cpp \
-	tests/test_elementwise.cpp
+	tests/test_elementwise.cpp \
+	tests/test_json.cpp \
+	tests/test_safetensors.cpp \
+	tests/test_png.cpp \
+	tests/test_mnist.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS :=

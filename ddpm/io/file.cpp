@@ -1,13 +1,19 @@
 #include "ddpm/io/file.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "ddpm/check.h"
+
+extern char** environ;
 
 namespace ddpm {
 
@@ -39,6 +45,87 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
   }
   ::close(fd);
   return bytes;
+}
+
+std::vector<uint8_t> read_gzip_file(const std::string& path, size_t max_bytes) {
+  // Fail early with the usual message when the file itself is missing.
+  DDPM_CHECK(::access(path.c_str(), R_OK) == 0, "read_file: cannot open '" << path << "': " << os_error()
+                                                                           << "; check the path");
+  int out_pipe[2], err_pipe[2];
+  DDPM_CHECK(::pipe2(out_pipe, O_CLOEXEC) == 0, "gzip: pipe failed: " << os_error());
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ::close(out_pipe[0]), ::close(out_pipe[1]);
+    DDPM_FAIL("gzip: pipe failed: " << os_error());
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);  // dup2 clears close-on-exec
+  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+  std::string arg0 = "gzip", arg1 = "-dc", arg2 = "--", arg3 = path;
+  char* argv[] = {&arg0[0], &arg1[0], &arg2[0], &arg3[0], nullptr};
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, "gzip", &actions, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out_pipe[1]), ::close(err_pipe[1]);
+  if (rc != 0) {
+    ::close(out_pipe[0]), ::close(err_pipe[0]);
+    DDPM_FAIL("gzip: cannot run 'gzip' to decompress '" << path << "': " << std::strerror(rc)
+                                                        << "; install gzip (apt-get install gzip) or gunzip the file");
+  }
+
+  // Read stdout and stderr together so that neither pipe fills up and blocks gzip.
+  std::vector<uint8_t> bytes;
+  std::string messages;
+  bool too_big = false;
+  struct pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  int open_fds = 2;
+  uint8_t chunk[1 << 16];
+  while (open_fds > 0 && !too_big) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (auto& f : fds) {
+      if (f.fd < 0 || !(f.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = ::read(f.fd, chunk, sizeof(chunk));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        ::close(f.fd);
+        f.fd = -1;
+        open_fds--;
+      } else if (f.fd == out_pipe[0]) {
+        if (bytes.size() + n > max_bytes) too_big = true;
+        else bytes.insert(bytes.end(), chunk, chunk + n);
+      } else if (messages.size() < 4096) {
+        messages.append(reinterpret_cast<const char*>(chunk), n);
+      }
+    }
+  }
+  if (too_big) ::kill(pid, SIGKILL);
+  for (auto& f : fds)
+    if (f.fd >= 0) ::close(f.fd);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  DDPM_CHECK(!too_big, "gzip: '" << path << "' decompresses to more than " << max_bytes
+                                 << " bytes; that is not the expected dataset file");
+  // gzip's message on one line.
+  for (char& c : messages)
+    if (c == '\n' || c == '\r') c = ' ';
+  size_t first = messages.find_first_not_of(' '), last = messages.find_last_not_of(' ');
+  messages = first == std::string::npos ? "" : messages.substr(first, last - first + 1);
+  DDPM_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+             "gzip: 'gzip -dc' failed on '" << path << "' ("
+                                            << (WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
+                                                                  : std::string("killed by a signal"))
+                                            << (messages.empty() ? "" : ": " + messages)
+                                            << "); the file is corrupt or truncated: download it again");
+  return bytes;
+}
+
+std::vector<uint8_t> read_file_maybe_gzip(const std::string& path, size_t max_bytes) {
+  bool gz = path.size() >= 3 && path.compare(path.size() - 3, 3, ".gz") == 0;
+  return gz ? read_gzip_file(path, max_bytes) : read_file_bytes(path);
 }
 
 // The folder part of path ("." when it has none), for the directory fsync.

@@ -2,6 +2,8 @@
 //
 // read_file_bytes(path)
 //     The file's bytes. Errors name the file and the system's reason.
+// read_gzip_file(path) / read_file_maybe_gzip(path)
+//     Decompressed through the system's gzip, for .gz datasets.
 // AtomicFile / write_file_atomic(path, bytes)
 //     Writes go to "<path>.tmp.<pid>"; commit() fsyncs that file, renames it over
 //     <path> and fsyncs the directory. A crash or a write error at any moment leaves
@@ -22,6 +24,14 @@
 namespace ddpm {
 
 std::vector<uint8_t> read_file_bytes(const std::string& path);
+
+// The decompressed bytes of a gzip file, by running the system's `gzip -dc -- path`
+// (no shell involved). Output beyond max_bytes is an error (a guard against gzip
+// bombs), as is a missing gzip or a gzip that fails (its message is included).
+std::vector<uint8_t> read_gzip_file(const std::string& path, size_t max_bytes = size_t(1) << 30);
+
+// read_gzip_file for names ending in ".gz", read_file_bytes otherwise.
+std::vector<uint8_t> read_file_maybe_gzip(const std::string& path, size_t max_bytes = size_t(1) << 30);
 
 class AtomicFile {
  public:
