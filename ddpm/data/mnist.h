@@ -1,0 +1,44 @@
+// mnist.h: the IDX file format and the MNIST / Fashion-MNIST datasets.
+//
+// IDX (http://yann.lecun.com/exdb/mnist/): a big-endian header, then unsigned bytes.
+//   images: magic 0x00000803 (ubyte data, 3 dims), N, rows, cols, then N*rows*cols pixels
+//   labels: magic 0x00000801 (ubyte data, 1 dim),  N,             then N labels
+// The readers check the magic, the dimension count and that the file holds exactly the
+// bytes the header announces BEFORE allocating anything. Files ending in ".gz" are
+// decompressed with the system's gzip.
+//
+// Images come back as float [N, 1, rows, cols] scaled to [-1, 1]: x / 127.5 - 1 (the
+// data scaling of Ho et al. 2020, Sec. 3.3). Labels as bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ddpm/tensor.h"
+
+namespace ddpm {
+
+constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";  // Debian's dataset-fashion-mnist
+
+Tensor parse_idx_images(const uint8_t* bytes, size_t size, const std::string& source);  // [N, 1, rows, cols]
+std::vector<uint8_t> parse_idx_labels(const uint8_t* bytes, size_t size, const std::string& source);
+Tensor read_idx_images(const std::string& path);
+std::vector<uint8_t> read_idx_labels(const std::string& path);
+
+struct MnistSplit {
+  Tensor images;                // [N, 1, 28, 28], in [-1, 1]
+  std::vector<uint8_t> labels;  // N labels in 0..9
+};
+
+// Reads an image file and a label file and checks that they go together: the same N,
+// labels below 10.
+MnistSplit load_mnist_files(const std::string& images_path, const std::string& labels_path);
+
+// split "train" or "test": finds {train,t10k}-{images-idx3,labels-idx1}-ubyte in dir,
+// also spelled with '.' before "idx" and/or with ".gz". The error lists what it looked
+// for and how to get the files.
+MnistSplit load_mnist(const std::string& dir, const std::string& split);
+
+}  // namespace ddpm

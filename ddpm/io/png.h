@@ -1,0 +1,47 @@
+// png.h: a PNG writer that needs no zlib, and image grids from tensors.
+//
+// The PNG is 8 bits per channel, gray (1 channel), RGB (3) or RGBA (4), not
+// interlaced, filter type 0 ("None") on every row. Its zlib stream holds stored
+// (uncompressed) deflate blocks of at most 65535 bytes (RFC 1951, section 3.2.4),
+// followed by the Adler-32 of the raw rows (RFC 1950); each chunk ends with the CRC-32
+// of its type and data (PNG spec, section 5.3). Files are a few percent larger than
+// the raw pixels, which is fine for sample grids.
+//
+// Grids follow torchvision.utils.make_grid + save_image: images [N, C, H, W] in
+// [-1, 1] are mapped to [0, 1], then pixel = floor(clamp(v * 255 + 0.5, 0, 255));
+// nrow images per row, `padding` pixels of pad_value around and between them
+// (NaN maps to 0).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ddpm/tensor.h"
+
+namespace ddpm {
+
+// CRC-32 (polynomial 0xEDB88320, as PNG, zlib and gzip); chain by passing the previous
+// value: crc32(b, nb, crc32(a, na)) == crc32(a ++ b).
+uint32_t crc32(const uint8_t* data, size_t size, uint32_t crc = 0);
+// Adler-32 (RFC 1950); chain the same way, starting from 1.
+uint32_t adler32(const uint8_t* data, size_t size, uint32_t adler = 1);
+
+// pixels: height rows of width * channels bytes, channels interleaved.
+std::vector<uint8_t> encode_png(int64_t width, int64_t height, int channels, const uint8_t* pixels);
+void write_png(const std::string& path, int64_t width, int64_t height, int channels, const uint8_t* pixels);
+
+struct Image {
+  int64_t width = 0, height = 0;
+  int channels = 0;
+  std::vector<uint8_t> pixels;  // [height][width][channels]
+};
+
+uint8_t to_pixel(float x);  // [-1, 1] -> 0..255, clamped and rounded; NaN -> 0
+
+// images: [N, C, H, W] with C = 1 or 3.
+Image image_grid(const Tensor& images, int64_t nrow = 8, int64_t padding = 2, uint8_t pad_value = 0);
+void write_image_grid(const std::string& path, const Tensor& images, int64_t nrow = 8, int64_t padding = 2);
+
+}  // namespace ddpm
