@@ -109,9 +109,9 @@ std::vector<double> sqrtm_psd(const std::vector<double>& A, int64_t n) {
   return out;
 }
 
-Gaussian fit_gaussian(const float* X, int64_t N, int64_t D) {
+GaussianStats fit_gaussian(const float* X, int64_t N, int64_t D) {
   DDPM_CHECK(N >= 2 && D >= 1, "fit_gaussian: needs at least 2 rows and 1 column, got X [" << N << ", " << D << "]");
-  Gaussian g;
+  GaussianStats g;
   g.D = D;
   g.mean.assign(D, 0.0);
   g.cov.assign(D * D, 0.0);
@@ -136,7 +136,7 @@ Gaussian fit_gaussian(const float* X, int64_t N, int64_t D) {
   return g;
 }
 
-double frechet_distance(const Gaussian& a, const Gaussian& b) {
+double frechet_distance(const GaussianStats& a, const GaussianStats& b) {
   DDPM_CHECK(a.D == b.D && a.D > 0, "frechet_distance: Gaussians of dimension " << a.D << " and " << b.D);
   const int64_t D = a.D;
   double mean_term = 0.0;  // ||mu_a - mu_b||^2

@@ -35,14 +35,14 @@ struct SymmetricEigen {
 SymmetricEigen eigh(const std::vector<double>& A, int64_t n);
 std::vector<double> sqrtm_psd(const std::vector<double>& A, int64_t n);
 
-struct Gaussian {
+struct GaussianStats {
   int64_t D = 0;
   std::vector<double> mean;  // [D]
   std::vector<double> cov;   // [D, D]
 };
 
-Gaussian fit_gaussian(const float* X, int64_t N, int64_t D);
-double frechet_distance(const Gaussian& a, const Gaussian& b);
+GaussianStats fit_gaussian(const float* X, int64_t N, int64_t D);
+double frechet_distance(const GaussianStats& a, const GaussianStats& b);
 
 // C[n, m] = A[n, k] B[k, m], row-major, plain loops (small matrices only).
 std::vector<double> matmul(const std::vector<double>& A, const std::vector<double>& B, int64_t n, int64_t k,

@@ -9,7 +9,7 @@ using namespace ddpm;
 namespace {
 
 // A random symmetric matrix Q diag(w) Q^T with the given eigenvalues (Q orthonormal
-// from Gram-Schmidt on Gaussian columns), so the answer is known.
+// from Gram-Schmidt on GaussianStats columns), so the answer is known.
 std::vector<double> with_eigenvalues(const std::vector<double>& w, uint64_t seed) {
   const int64_t n = static_cast<int64_t>(w.size());
   std::vector<double> Q(n * n);
@@ -39,8 +39,8 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
   return m;
 }
 
-Gaussian diagonal_gaussian(const std::vector<double>& mean, const std::vector<double>& var) {
-  Gaussian g;
+GaussianStats diagonal_gaussian(const std::vector<double>& mean, const std::vector<double>& var) {
+  GaussianStats g;
   g.D = static_cast<int64_t>(mean.size());
   g.mean = mean;
   g.cov.assign(g.D * g.D, 0.0);
@@ -118,7 +118,7 @@ TEST_CASE("linalg: fit_gaussian matches the textbook mean and unbiased covarianc
   // Rows (1, 2), (3, 6), (5, 4): mean (3, 4); deviations (-2,-2), (0,2), (2,0);
   // cov = 1/2 [[8, 4], [4, 8]] = [[4, 2], [2, 4]].
   const float X[] = {1, 2, 3, 6, 5, 4};
-  const Gaussian g = fit_gaussian(X, 3, 2);
+  const GaussianStats g = fit_gaussian(X, 3, 2);
   CHECK(max_abs_diff(g.mean, {3, 4}) < 1e-12);  // exact in double
   CHECK(max_abs_diff(g.cov, {4, 2, 2, 4}) < 1e-12);
   CHECK_THROWS_AS(fit_gaussian(X, 1, 2), Error);
@@ -139,8 +139,8 @@ TEST_CASE("linalg: Frechet distance of identical sets is 0, of shifted sets is |
       X[i * D + d] = normal(RngKey{9, 3}, i * (D + 1) + d) + 0.5f * normal(RngKey{9, 3}, i * (D + 1) + d + 1);
       Y[i * D + d] = static_cast<float>(X[i * D + d] + shift[d]);
     }
-  const Gaussian gx = fit_gaussian(X.data(), N, D);
-  const Gaussian gy = fit_gaussian(Y.data(), N, D);
+  const GaussianStats gx = fit_gaussian(X.data(), N, D);
+  const GaussianStats gy = fit_gaussian(Y.data(), N, D);
   // Traces are ~20; the sqrt-of-eigenvalue route loses ~sqrt(eps) only at exactly zero
   // eigenvalues, which a full-rank covariance has none of: 1e-8 absolute.
   CHECK(std::fabs(frechet_distance(gx, gx)) < 1e-8);
