@@ -51,7 +51,11 @@ LIB_SRCS := \
 	ddpm/io/json.cpp \
 	ddpm/io/safetensors.cpp \
 	ddpm/io/png.cpp \
-	ddpm/data/mnist.cpp
+	ddpm/data/mnist.cpp \
+	ddpm/train.cpp \
+	ddpm/schedule.cpp \
+	ddpm/diffusion.cpp \
+	ddpm/io/svg.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -76,11 +80,14 @@ TEST_SRCS := \
 	tests/test_json.cpp \
 	tests/test_safetensors.cpp \
 	tests/test_png.cpp \
-	tests/test_mnist.cpp
+	tests/test_mnist.cpp \
+	tests/test_diffusion.cpp \
+	tests/test_svg.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
-	schedule
+	schedule \
+	train_mnist
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
