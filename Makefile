@@ -52,6 +52,10 @@ LIB_SRCS := \
 	ddpm/io/safetensors.cpp \
 	ddpm/io/png.cpp \
 	ddpm/data/mnist.cpp \
+	ddpm/train.cpp \
+	ddpm/schedule.cpp \
+	ddpm/diffusion.cpp \
+	ddpm/io/svg.cpp \
 	ddpm/linalg.cpp \
 	ddpm/ops/pool.cpp \
 	ddpm/ops/cross_entropy.cpp \
@@ -82,6 +86,8 @@ TEST_SRCS := \
 	tests/test_safetensors.cpp \
 	tests/test_png.cpp \
 	tests/test_mnist.cpp \
+	tests/test_diffusion.cpp \
+	tests/test_svg.cpp \
 	tests/test_linalg.cpp \
 	tests/test_pool.cpp \
 	tests/test_cross_entropy.cpp \
@@ -89,7 +95,8 @@ TEST_SRCS := \
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
-	schedule
+	schedule \
+	train_mnist
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)

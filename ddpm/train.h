@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/check.h"
 #include "ddpm/diffusion.h"
 #include "ddpm/optim.h"
 #include "ddpm/unet.h"
