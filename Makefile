@@ -60,7 +60,8 @@ LIB_SRCS := \
 	ddpm/ops/pool.cpp \
 	ddpm/ops/cross_entropy.cpp \
 	ddpm/eval/metrics.cpp \
-	ddpm/classifier.cpp
+	ddpm/classifier.cpp \
+	ddpm/eval/evaluate.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -91,12 +92,15 @@ TEST_SRCS := \
 	tests/test_linalg.cpp \
 	tests/test_pool.cpp \
 	tests/test_cross_entropy.cpp \
-	tests/test_metrics.cpp
+	tests/test_metrics.cpp \
+	tests/test_classifier.cpp \
+	tests/test_evaluate.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
 	schedule \
-	train_mnist
+	train_mnist \
+	eval
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)

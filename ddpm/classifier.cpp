@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "ddpm/check.h"
+#include "ddpm/io/safetensors.h"
 #include "ddpm/ops/cross_entropy.h"
 #include "ddpm/ops/pool.h"
 #include "ddpm/optim.h"
@@ -14,7 +15,17 @@ namespace {
 enum : uint64_t {
   rng_classifier_init = 0xc1a501,     // parameter initialization
   rng_classifier_shuffle = 0xc1a502,  // epoch e's data order: make_stream(rng_classifier_shuffle, e)
+  rng_classifier_shift = 0xc1a503,    // epoch e's shifts: make_stream(rng_classifier_shift, e), index i
 };
+
+// out[y, x] = in[y - dy, x - dx], -1 (background) where that falls outside the image.
+void shift_image(float* out, const float* in, int64_t dy, int64_t dx) {
+  for (int64_t y = 0; y < 28; y++)
+    for (int64_t x = 0; x < 28; x++) {
+      const int64_t sy = y - dy, sx = x - dx;
+      out[y * 28 + x] = (sy >= 0 && sy < 28 && sx >= 0 && sx < 28) ? in[sy * 28 + sx] : -1.0f;
+    }
+}
 }  // namespace
 
 // One generator for the whole model: the draws are conv1, conv2, fc1, fc2 (weight then
@@ -61,7 +72,7 @@ void train_classifier(Classifier& model, const Tensor& images, const std::vector
                  static_cast<int64_t>(labels.size()) == s[0] && s[0] > 0,
              "train_classifier: images " << to_string(s) << " must be [N, 1, 28, 28] with N = " << labels.size()
                                          << " labels");
-  DDPM_CHECK(config.epochs >= 1 && config.batch >= 1 && config.lr > 0,
+  DDPM_CHECK(config.epochs >= 1 && config.batch >= 1 && config.lr > 0 && config.max_shift >= 0 && config.max_shift < 28,
              "train_classifier: epochs " << config.epochs << ", batch " << config.batch << ", lr " << config.lr
                                          << " must all be positive");
   const int64_t N = s[0], B = std::min(config.batch, N), image_numel = 28 * 28;
@@ -86,8 +97,12 @@ void train_classifier(Classifier& model, const Tensor& images, const std::vector
     for (int64_t b = 0; b < steps_per_epoch; b++) {
       for (int64_t i = 0; i < B; i++) {
         const int64_t src = perm[b * B + i];
-        std::copy(images.data() + src * image_numel, images.data() + (src + 1) * image_numel,
-                  x.data() + i * image_numel);
+        const uint64_t r = rng_bits(config.seed, make_stream(rng_classifier_shift, static_cast<uint64_t>(epoch)),
+                                    static_cast<uint64_t>(b * B + i));
+        const uint64_t span = static_cast<uint64_t>(2 * config.max_shift + 1);
+        const int64_t dy = static_cast<int64_t>(r % span) - config.max_shift;
+        const int64_t dx = static_cast<int64_t>((r >> 32) % span) - config.max_shift;
+        shift_image(x.data() + i * image_numel, images.data() + src * image_numel, dy, dx);
         y[i] = labels[src];
       }
       zero_grad(params);
@@ -139,6 +154,29 @@ double classifier_accuracy(const Tensor& probs, const std::vector<uint8_t>& labe
     if (std::max_element(p, p + K) - p == labels[n]) correct++;
   }
   return static_cast<double>(correct) / N;
+}
+
+void save_classifier(const std::string& path, Classifier& model, std::map<std::string, std::string> metadata) {
+  NamedTensors tensors;
+  for (Parameter* p : model.params()) tensors.emplace_back(p->name, p->var->value);
+  metadata["format"] = "ddpm-mnist-classifier";
+  save_safetensors(path, tensors, metadata);
+}
+
+std::unique_ptr<Classifier> load_classifier(const std::string& path, std::map<std::string, std::string>* metadata) {
+  SafeTensors st = load_safetensors(path);
+  auto format = st.metadata.find("format");
+  DDPM_CHECK(format != st.metadata.end() && format->second == "ddpm-mnist-classifier",
+             path << ": not an evaluation classifier (metadata \"format\" is "
+                  << (format == st.metadata.end() ? std::string("absent") : "'" + format->second + "'")
+                  << "); train one with ./eval --train-classifier");
+  auto model = std::make_unique<Classifier>(0);
+  std::vector<std::pair<std::string, Shape>> expected;
+  for (Parameter* p : model->params()) expected.emplace_back(p->name, p->var->value.shape());
+  check_tensor_shapes(st, expected, "was it written by another version of the classifier?", false);
+  for (Parameter* p : model->params()) p->var->value.copy_(st.at(p->name));
+  if (metadata) *metadata = st.metadata;
+  return model;
 }
 
 }  // namespace ddpm

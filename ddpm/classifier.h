@@ -10,11 +10,17 @@
 // and recall are computed in.
 //
 // Training (train_classifier): softmax cross-entropy, Adam (PyTorch defaults, lr 1e-3)
-// with the learning rate decayed linearly to 0 over the run, batch 64, a seeded
-// permutation of the training set each epoch. Every random choice is a pure function of
-// the seed (initialization: Generator(seed, make_stream(rng_classifier_init)); epoch e's
-// order: Generator(seed, make_stream(rng_classifier_shuffle, e))), and every kernel is
-// bit-identical for any thread count, so a seed fixes the weights bit for bit.
+// with the learning rate decayed linearly to 0 over the run, batch 64, 5 epochs, a seeded
+// permutation of the training set each epoch, and each image shifted by a random
+// (dy, dx) in [-2, 2]^2 (background -1 fills in). Without the shifts this network
+// measured 98.97% test accuracy after 3 epochs (training loss 0.02: it overfits); with
+// them 3 epochs gave 99.07%, so the default is 5 epochs, for margin.
+// Every random choice is a pure function of the seed:
+//   initialization       Generator(seed, make_stream(rng_classifier_init))
+//   epoch e's order      Generator(seed, make_stream(rng_classifier_shuffle, e))
+//   shift of image i     rng_bits(seed, make_stream(rng_classifier_shift, e), i)
+// and every kernel is bit-identical for any thread count, so a seed fixes the weights
+// bit for bit.
 #pragma once
 
 #include <functional>
@@ -49,9 +55,10 @@ class Classifier {
 };
 
 struct ClassifierTrainConfig {
-  int64_t epochs = 3;
+  int64_t epochs = 5;
   int64_t batch = 64;
   double lr = 1e-3;   // peak; decays linearly to 0 at the last step
+  int64_t max_shift = 2;  // augmentation: each training image is shifted by up to this many pixels
   uint64_t seed = 0;
 };
 
@@ -72,5 +79,13 @@ ClassifierOutputs classify(const Classifier& model, const Tensor& images, int64_
 
 // Fraction of rows whose argmax matches the label.
 double classifier_accuracy(const Tensor& probs, const std::vector<uint8_t>& labels);
+
+// A safetensors file with the parameters under their names ("conv1.weight", ...) and
+// metadata "format" = "ddpm-mnist-classifier" plus the caller's keys (the training
+// config and the measured test accuracy). load_classifier checks the format key and
+// every name and shape before copying.
+void save_classifier(const std::string& path, Classifier& model, std::map<std::string, std::string> metadata = {});
+std::unique_ptr<Classifier> load_classifier(const std::string& path,
+                                            std::map<std::string, std::string>* metadata = nullptr);
 
 }  // namespace ddpm

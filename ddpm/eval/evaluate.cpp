@@ -1,0 +1,196 @@
+#include "ddpm/eval/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <sstream>
+
+#include "ddpm/check.h"
+
+namespace ddpm {
+
+namespace {
+enum : uint64_t {
+  rng_eval_subset = 0xe7a101,  // random_subset's permutation
+  rng_eval_noise = 0xe7a102,   // noise_images, index i * D + j
+};
+
+// Rows [b0, b0 + B) of x [N, ...] as a new tensor.
+Tensor rows(const Tensor& x, int64_t b0, int64_t B) {
+  Shape shape = x.shape();
+  const int64_t row = x.numel() / shape[0];
+  shape[0] = B;
+  Tensor out(shape);
+  std::copy(x.data() + b0 * row, x.data() + (b0 + B) * row, out.data());
+  return out;
+}
+}  // namespace
+
+Tensor prepare_images(const Tensor& images) {
+  Tensor out(images.shape());
+  for (int64_t i = 0; i < images.numel(); i++) {
+    const float x = std::min(1.0f, std::max(-1.0f, images[i]));
+    // k = round((x + 1) * 127.5) in 0..255, x = k / 127.5 - 1
+    out[i] = std::nearbyint((x + 1.0f) * 127.5f) / 127.5f - 1.0f;
+  }
+  return out;
+}
+
+Tensor random_subset(const Tensor& images, int64_t n, uint64_t seed) {
+  const int64_t N = images.size(0);
+  DDPM_CHECK(n >= 0 && n <= N, "random_subset: " << n << " rows asked of " << images.shape_str());
+  std::vector<int64_t> perm(N);
+  std::iota(perm.begin(), perm.end(), 0);
+  Generator gen(seed, make_stream(rng_eval_subset));
+  for (int64_t i = N - 1; i > 0; i--) std::swap(perm[i], perm[gen.below(static_cast<uint64_t>(i + 1))]);
+  Shape shape = images.shape();
+  const int64_t row = images.numel() / N;
+  shape[0] = n;
+  Tensor out(shape);
+  for (int64_t i = 0; i < n; i++)
+    std::copy(images.data() + perm[i] * row, images.data() + (perm[i] + 1) * row, out.data() + i * row);
+  return out;
+}
+
+Tensor noise_images(int64_t n, uint64_t seed) {
+  Tensor x({n, 1, 28, 28});
+  fill_normal(x.data(), x.numel(), RngKey{seed, make_stream(rng_eval_noise)});
+  return prepare_images(x);
+}
+
+EvalReference make_reference(const Classifier& classifier, const Tensor& images, const std::string& name,
+                             uint64_t seed) {
+  EvalReference ref;
+  ref.name = name;
+  ref.n = images.size(0);
+  ref.seed = seed;
+  ref.features = classify(classifier, images).features;
+  ref.gaussian = fit_gaussian(ref.features.data(), ref.n, Classifier::feature_dim);
+  return ref;
+}
+
+QualityRow evaluate_images(const Classifier& classifier, const EvalReference& reference, const Tensor& images,
+                           const std::string& name, int64_t k) {
+  const int64_t N = images.size(0), D = Classifier::feature_dim;
+  DDPM_CHECK(N > k, "evaluate_images: " << name << " has " << N << " images; precision/recall with k = " << k
+                                        << " needs at least " << k + 1);
+  QualityRow row;
+  row.name = name;
+  row.n = N;
+  const ClassifierOutputs out = classify(classifier, prepare_images(images));
+  row.fld = frechet_distance(fit_gaussian(out.features.data(), N, D), reference.gaussian);
+  // The real set for precision/recall: N reference features (all of them if fewer).
+  row.pr_reference_n = std::min(N, reference.n);
+  const Tensor real = random_subset(reference.features, row.pr_reference_n, reference.seed);
+  row.pr = precision_recall(real.data(), row.pr_reference_n, out.features.data(), N, D, k);
+  row.classes = class_statistics(out.probs.data(), N, Classifier::num_classes);
+  return row;
+}
+
+Tensor sample_images(const Schedule& s, const EpsFn& model, const Shape& image_shape, int64_t n, int64_t batch,
+                     uint64_t seed, const ReverseOptions& options, const EvalProgress& progress) {
+  DDPM_CHECK(image_shape.size() == 3 && n >= 1 && batch >= 1,
+             "sample_images: image shape " << to_string(image_shape) << " must be [C, H, W], n " << n << " and batch "
+                                           << batch << " positive");
+  Tensor out({n, image_shape[0], image_shape[1], image_shape[2]});
+  const int64_t row = out.numel() / n;
+  for (int64_t b0 = 0; b0 < n; b0 += batch) {
+    const int64_t B = std::min(batch, n - b0);
+    SampleOptions opts;
+    opts.reverse = options;
+    opts.first_index = b0;  // image i's noise keyed by (seed, i) whatever the batching
+    SampleResult r = sample(s, model, {B, image_shape[0], image_shape[1], image_shape[2]}, seed, opts);
+    std::copy(r.x0.data(), r.x0.data() + B * row, out.data() + b0 * row);
+    if (progress) progress(b0 + B, n);
+  }
+  return out;
+}
+
+NllSummary evaluate_nll(const Schedule& s, const EpsFn& model, const Tensor& images, const std::string& data_name,
+                        int64_t batch, int64_t stride, uint64_t seed, const ReverseOptions& options,
+                        const EvalProgress& progress) {
+  const int64_t N = images.size(0);
+  DDPM_CHECK(N >= 1 && batch >= 1 && stride >= 1,
+             "evaluate_nll: images " << images.shape_str() << ", batch " << batch << ", stride " << stride);
+  NllSummary sum;
+  sum.n = N;
+  sum.stride = stride;
+  double prior = 0, kl = 0, decoder = 0, total = 0;
+  std::string vlb_name;
+  for (int64_t b0 = 0; b0 < N; b0 += batch) {
+    const int64_t B = std::min(batch, N - b0);
+    VlbOptions opts;
+    opts.reverse = options;
+    opts.stride = stride;
+    opts.first_index = b0;
+    const VlbResult r = vlb_terms(s, model, rows(images, b0, B), seed, opts);
+    for (int64_t i = 0; i < B; i++) {
+      prior += r.prior_nats[i];
+      kl += r.kl_sum_nats[i];
+      decoder += r.decoder_nats[i];
+      total += r.total_nats[i];
+    }
+    sum.D = r.D;
+    sum.T = r.T;
+    vlb_name = r.name;
+    if (progress) progress(b0 + B, N);
+  }
+  // bits/dim = nats / (D ln 2), averaged over images
+  const double per_bpd = 1.0 / (static_cast<double>(N) * sum.D * std::log(2.0));
+  sum.prior_bpd = prior * per_bpd;
+  sum.kl_sum_bpd = kl * per_bpd;
+  sum.decoder_bpd = decoder * per_bpd;
+  sum.total_bpd = total * per_bpd;
+  sum.total_nats = total / N;
+  sum.name = vlb_name + " on " + data_name + " (N = " + std::to_string(N) + ")";
+  return sum;
+}
+
+std::string format_quality(const std::vector<QualityRow>& rows, const EvalReference& reference) {
+  std::ostringstream os;
+  char line[512];
+  os << "Sample quality in the classifier's " << Classifier::feature_dim << "-d features; FLD against the "
+     << reference.name << " (" << reference.n << " images), precision/recall (k = 3) against " << "N random "
+     << reference.name << " images.\n";
+  std::snprintf(line, sizeof line, "  %-34s %6s %10s %10s %8s %12s %11s\n", "set", "N", "FLD", "precision", "recall",
+                "entropy/bit", "confidence");
+  os << line;
+  for (const QualityRow& r : rows) {
+    std::snprintf(line, sizeof line, "  %-34s %6lld %10.3f %10.4f %8.4f %12.4f %11.4f\n", r.name.c_str(),
+                  static_cast<long long>(r.n), r.fld, r.pr.precision, r.pr.recall, r.classes.entropy_bits,
+                  r.classes.mean_confidence);
+    os << line;
+  }
+  os << "Class histogram of the predictions (digits 0..9):\n";
+  for (const QualityRow& r : rows) {
+    std::snprintf(line, sizeof line, "  %-34s", r.name.c_str());
+    os << line;
+    for (int64_t c : r.classes.histogram) {
+      std::snprintf(line, sizeof line, " %6lld", static_cast<long long>(c));
+      os << line;
+    }
+    os << "\n";
+  }
+  return os.str();
+}
+
+std::string format_nll(const NllSummary& nll) {
+  std::ostringstream os;
+  char line[256];
+  os << "Negative log-likelihood bound: " << nll.name << ", T = " << nll.T << ", D = " << nll.D << "\n";
+  std::snprintf(line, sizeof line, "  %-24s %10s\n", "term", "bits/dim");
+  os << line;
+  std::snprintf(line, sizeof line, "  %-24s %10.4f\n", "L_T (prior)", nll.prior_bpd);
+  os << line;
+  std::snprintf(line, sizeof line, "  %-24s %10.4f\n", "sum_t L_{t-1}", nll.kl_sum_bpd);
+  os << line;
+  std::snprintf(line, sizeof line, "  %-24s %10.4f\n", "L_0 (decoder)", nll.decoder_bpd);
+  os << line;
+  std::snprintf(line, sizeof line, "  %-24s %10.4f   (%.2f nats per image)\n", "total", nll.total_bpd,
+                nll.total_nats);
+  os << line;
+  return os.str();
+}
+
+}  // namespace ddpm
