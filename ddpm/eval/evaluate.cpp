@@ -153,18 +153,20 @@ std::string format_quality(const std::vector<QualityRow>& rows, const EvalRefere
   os << "Sample quality in the classifier's " << Classifier::feature_dim << "-d features; FLD against the "
      << reference.name << " (" << reference.n << " images), precision/recall (k = 3) against " << "N random "
      << reference.name << " images.\n";
-  std::snprintf(line, sizeof line, "  %-34s %6s %10s %10s %8s %12s %11s\n", "set", "N", "FLD", "precision", "recall",
-                "entropy/bit", "confidence");
+  int width = 34;  // the set-name column grows to fit the longest name
+  for (const QualityRow& r : rows) width = std::max(width, static_cast<int>(r.name.size()));
+  std::snprintf(line, sizeof line, "  %-*s %6s %10s %10s %8s %12s %11s\n", width, "set", "N", "FLD", "precision",
+                "recall", "entropy/bit", "confidence");
   os << line;
   for (const QualityRow& r : rows) {
-    std::snprintf(line, sizeof line, "  %-34s %6lld %10.3f %10.4f %8.4f %12.4f %11.4f\n", r.name.c_str(),
+    std::snprintf(line, sizeof line, "  %-*s %6lld %10.3f %10.4f %8.4f %12.4f %11.4f\n", width, r.name.c_str(),
                   static_cast<long long>(r.n), r.fld, r.pr.precision, r.pr.recall, r.classes.entropy_bits,
                   r.classes.mean_confidence);
     os << line;
   }
   os << "Class histogram of the predictions (digits 0..9):\n";
   for (const QualityRow& r : rows) {
-    std::snprintf(line, sizeof line, "  %-34s", r.name.c_str());
+    std::snprintf(line, sizeof line, "  %-*s", width, r.name.c_str());
     os << line;
     for (int64_t c : r.classes.histogram) {
       std::snprintf(line, sizeof line, " %6lld", static_cast<long long>(c));
