@@ -1,0 +1,35 @@
+// kernels.h: the numeric kernels every op is built from, each with a plain-loop twin.
+//
+// A kernel here works on raw pointers with explicit sizes: outputs first, then inputs,
+// then sizes. Each optimized kernel `foo` has a `foo_ref` twin written as the plainest
+// loop (accumulating in double where that makes a better oracle); tests compare them
+// at awkward sizes. Kernels are free of threads unless their comment says otherwise.
+#pragma once
+
+#include <cstdint>
+
+namespace ddpm {
+
+// ---------------------------------------------------------------------------
+// SGEMM, row-major:  C[M, N] = (accumulate ? C : 0) + op(A)[M, K] * op(B)[K, N]
+//   op(A) = A        (A is [M, K], row stride lda)   when !trans_a
+//   op(A) = A^T      (A is [K, M], row stride lda)   when trans_a
+//   and likewise for B ([K, N] or [N, K], row stride ldb).
+// Register-blocked: op(A) and op(B) are packed into MR-row and NR-column panels and
+// a microkernel keeps an MR x NR tile of C in registers. Threads split C into tiles;
+// each element's sum over K runs in a fixed order, so the result is bit-identical for
+// any thread count.
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
+void sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
+
+// Vector kernels, n elements each.
+void axpy(float* y, float a, const float* x, int64_t n);      // y += a * x
+void axpy_ref(float* y, float a, const float* x, int64_t n);
+float dot(const float* x, const float* y, int64_t n);         // sum x * y (lane-split order)
+double dot_ref(const float* x, const float* y, int64_t n);
+float sum(const float* x, int64_t n);                          // sum x (lane-split order)
+double sum_ref(const float* x, int64_t n);
+
+}  // namespace ddpm
