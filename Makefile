@@ -48,15 +48,18 @@ TEST_SRCS := \
 	tests/test_elementwise.cpp
 
 # --- tools: one program per source ------------------------------------------
-TOOLS :=
+TOOLS := \
+	bench
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all test check-sources clean
-all: $(TOOLS)
+.PHONY: all test check-sources clean bench
+# bench is linked like every tool, but `make bench` also runs it: its rules are below.
+TOOL_BINS := $(filter-out bench,$(TOOLS))
+all: $(TOOL_BINS) $(BUILD)/bench
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
@@ -66,8 +69,17 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(TOOLS): %: $(BUILD)/tools/%.o $(LIB)
+$(TOOL_BINS): %: $(BUILD)/tools/%.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
+
+# `make bench` builds ./bench and runs it (about a minute): FMA peak and GEMM rates,
+# medians of several runs, JSON in build/bench.json. BENCH_ARGS="--help" lists options.
+BENCH_ARGS ?= --json build/bench.json
+$(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
+	cp $@ bench
+bench: $(BUILD)/bench
+	./bench $(BENCH_ARGS)
 
 $(TEST_BIN): $(TEST_OBJS) $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
@@ -86,4 +98,4 @@ check-sources:
 clean:
 	rm -rf build $(TOOLS)
 
--include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TOOLS:%=$(BUILD)/tools/%.d)
