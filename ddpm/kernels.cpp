@@ -170,10 +170,11 @@ void run_block(const Gemm& g, int64_t r0, int64_t r1, int64_t v0, int64_t v1) {
   const bool p_in_place = g.P.in_place();
   const int64_t p_packed_rows = p_in_place ? MR : r_panels * MR;
   // Vectors along C's columns (ccs != 1) accumulate in a row-major copy of the block,
-  // written back once, instead of a strided copy per tile and K block.
+  // written back once, instead of a strided copy per tile and K block. It is padded to
+  // whole tiles (r_panels * MR rows of ldt), so every tile is written in full.
   const bool c_copy = g.ccs != 1;
   const int64_t ldt = round_up(vn, NR);
-  float* Qp = scratch.get(nc_max * kc_max + p_packed_rows * kc_max + (c_copy ? rn * ldt : 0));
+  float* Qp = scratch.get(nc_max * kc_max + p_packed_rows * kc_max + (c_copy ? r_panels * MR * ldt : 0));
   float* Pp = Qp + nc_max * kc_max;
   float* Ct = Pp + p_packed_rows * kc_max;
   if (c_copy && g.accumulate)
@@ -206,7 +207,7 @@ void run_block(const Gemm& g, int64_t r0, int64_t r1, int64_t v0, int64_t v1) {
           } else if (p_in_place) {
             P = Pp;
           }
-          if (c_copy) {  // the block copy is padded to whole tiles
+          if (c_copy) {
             microkernel(kc, P, prs, pks, Qpanel, Ct + (r - r0) * ldt + (v - v0), ldt, load_c);
             continue;
           }
