@@ -177,9 +177,10 @@ void run_block(const Gemm& g, int64_t r0, int64_t r1, int64_t v0, int64_t v1) {
   float* Qp = scratch.get(nc_max * kc_max + p_packed_rows * kc_max + (c_copy ? r_panels * MR * ldt : 0));
   float* Pp = Qp + nc_max * kc_max;
   float* Ct = Pp + p_packed_rows * kc_max;
+  // C's rows are this block's columns (crs == 1): walk C row by row, contiguously.
   if (c_copy && g.accumulate)
-    for (int64_t i = 0; i < rn; i++)
-      for (int64_t j = 0; j < vn; j++) Ct[i * ldt + j] = g.C[(r0 + i) * g.crs + (v0 + j) * g.ccs];
+    for (int64_t j = 0; j < vn; j++)
+      for (int64_t i = 0; i < rn; i++) Ct[i * ldt + j] = g.C[(r0 + i) * g.crs + (v0 + j) * g.ccs];
   alignas(64) float tile[MR * NR];
   for (int64_t k0 = 0; k0 < g.K; k0 += KC) {
     const int64_t kc = std::min(KC, g.K - k0);
@@ -228,8 +229,8 @@ void run_block(const Gemm& g, int64_t r0, int64_t r1, int64_t v0, int64_t v1) {
     }
   }
   if (c_copy)
-    for (int64_t i = 0; i < rn; i++)
-      for (int64_t j = 0; j < vn; j++) g.C[(r0 + i) * g.crs + (v0 + j) * g.ccs] = Ct[i * ldt + j];
+    for (int64_t j = 0; j < vn; j++)
+      for (int64_t i = 0; i < rn; i++) g.C[(r0 + i) * g.crs + (v0 + j) * g.ccs] = Ct[i * ldt + j];
 }
 
 // Estimated cycles of one orientation: padded FMAs (two per cycle), plus packing Q
