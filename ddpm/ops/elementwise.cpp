@@ -98,7 +98,7 @@ Var add(Tape& tape, const Var& a, const Var& b) {
   const Shape& sb = b->value.shape();
   const int64_t n = a->value.numel();
   if (sa == sb) {
-    Tensor out(sa);
+    Tensor out = Tensor::empty(sa);
     for (int64_t i = 0; i < n; i++) out[i] = a->value[i] + b->value[i];
     return tape.record("add", out, {a, b}, [a, b, n](Node& o) {
       if (a->requires_grad) axpy(a->grad_ref().data(), 1.0f, o.grad.data(), n);  // out = a + b
@@ -109,7 +109,7 @@ Var add(Tape& tape, const Var& a, const Var& b) {
              "add: shapes " << to_string(sa) << " and " << to_string(sb)
                             << " must match, or be [N, C, H, W] and [N, C]");
   const int64_t NC = sa[0] * sa[1], HW = sa[2] * sa[3];
-  Tensor out(sa);
+  Tensor out = Tensor::empty(sa);
   add_channel_forward(out.data(), a->value.data(), b->value.data(), NC, HW);
   return tape.record("add", out, {a, b}, [a, b, n, NC, HW](Node& o) {
     if (a->requires_grad) axpy(a->grad_ref().data(), 1.0f, o.grad.data(), n);  // out = a + b[n, c]
@@ -121,7 +121,7 @@ Var mul(Tape& tape, const Var& a, const Var& b) {
   DDPM_CHECK(a->value.shape() == b->value.shape(),
              "mul: shapes " << a->value.shape_str() << " and " << b->value.shape_str() << " must match");
   const int64_t n = a->value.numel();
-  Tensor out(a->value.shape());
+  Tensor out = Tensor::empty(a->value.shape());
   for (int64_t i = 0; i < n; i++) out[i] = a->value[i] * b->value[i];
   return tape.record("mul", out, {a, b}, [a, b, n](Node& o) {
     // out = a * b  =>  da += dout * b,  db += dout * a
@@ -138,7 +138,7 @@ Var mul(Tape& tape, const Var& a, const Var& b) {
 
 Var scale(Tape& tape, const Var& a, float s) {
   const int64_t n = a->value.numel();
-  Tensor out(a->value.shape());
+  Tensor out = Tensor::empty(a->value.shape());
   for (int64_t i = 0; i < n; i++) out[i] = s * a->value[i];
   return tape.record("scale", out, {a}, [a, s, n](Node& o) {
     axpy(a->grad_ref().data(), s, o.grad.data(), n);  // out = s * a
@@ -147,7 +147,7 @@ Var scale(Tape& tape, const Var& a, float s) {
 
 Var silu(Tape& tape, const Var& x) {
   const int64_t n = x->value.numel();
-  Tensor out(x->value.shape());
+  Tensor out = Tensor::empty(x->value.shape());
   silu_forward(out.data(), x->value.data(), n);
   return tape.record("silu", out, {x}, [x, n](Node& o) {
     silu_backward(x->grad_ref().data(), o.grad.data(), x->value.data(), n);
