@@ -82,7 +82,8 @@ TEST_SRCS := \
 	tests/test_png.cpp \
 	tests/test_mnist.cpp \
 	tests/test_diffusion.cpp \
-	tests/test_svg.cpp
+	tests/test_svg.cpp \
+	tests/test_crosscheck.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
