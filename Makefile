@@ -1,5 +1,6 @@
 # ddpm: `make` builds ./train_mnist (and the other tools) and fetches MNIST if absent;
-# `make test` builds and runs the doctest suite; `make bench` runs the benchmarks.
+# `make test` builds and runs the doctest suite; `make bench` runs the benchmarks;
+# `make crosscheck` compares against PyTorch live (needs python3-torch).
 #
 #   make SIMD=scalar test     force the scalar SIMD target (the always-buildable fallback)
 #   make SIMD=avx2 test       AVX2+FMA only, even on an AVX-512 machine
@@ -83,7 +84,8 @@ TEST_SRCS := \
 	tests/test_mnist.cpp \
 	tests/test_diffusion.cpp \
 	tests/test_svg.cpp \
-	tests/test_train.cpp
+	tests/test_train.cpp \
+	tests/test_crosscheck.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
@@ -96,7 +98,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data test check-sources check-derivation clean bench
+.PHONY: all data test check-sources check-derivation clean bench crosscheck
 # bench is linked like every tool, but `make bench` also runs it: its rules are below.
 TOOL_BINS := $(filter-out bench,$(TOOLS))
 all: data $(TOOL_BINS) $(BUILD)/bench
@@ -140,6 +142,12 @@ $(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
 	cp $@ bench
 bench: $(BUILD)/bench
 	./bench $(BENCH_ARGS)
+
+# `make crosscheck`: the live comparison against PyTorch (tools/crosscheck.sh): regenerate
+# the fixtures with tools/torch_reference.py, compare, and check checkpoint interop both
+# ways. Skips with a message when /usr/bin/python3 has no torch (Debian: python3-torch).
+crosscheck:
+	@SIMD=$(SIMD) bash tools/crosscheck.sh
 
 check-derivation:
 	@bash tools/check_derivation_map.sh

@@ -194,6 +194,10 @@ struct TrainStep {
 // optimizer step.
 TrainStep training_step(Tape& tape, const Schedule& s, const TapeEpsFn& model, const Tensor& x0, uint64_t seed,
                         uint64_t step, const TrainOptions& options = {});
+// Algorithm 1 line 5 alone, with t and eps given instead of drawn (training_step calls it after
+// lines 3-4; the PyTorch cross-check feeds t and eps from a fixture). options.first_index is unused.
+TrainStep training_loss_given(Tape& tape, const Schedule& s, const TapeEpsFn& model, const Tensor& x0,
+                              const std::vector<int64_t>& t, const Tensor& eps, const TrainOptions& options = {});
 
 struct SampleOptions {
   ReverseOptions reverse;
