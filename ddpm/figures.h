@@ -4,8 +4,9 @@
 //   sample_in_batches   Algorithm 2 (or any Sampler) over n images, `batch` at a time. The
 //                       noise of image i is keyed by its global index i (SampleOptions::
 //                       first_index), so the images are bit-identical for any batch size.
-//   chain_figure        the denoising chain (slide "Reverse process output"): row r is
-//                       sample r, column k is x_t at the k-th kept t, from x_T down to x_0.
+//   chain_figure        the denoising chain (slide "Reverse Process Output Using Linear
+//                       Scheduler"): row r is sample r, column k is x_t at the k-th kept t,
+//                       from x_T down to x_0.
 //   forward_figure      the forward process (slide "Forward (Diffusion) Process (1/2)"): row r
 //                       is real image r, column k is x_t at the k-th t (ascending from x_0),
 //                       one trajectory of q(x_t | x_{t-1}) per row (forward_chain).
