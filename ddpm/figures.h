@@ -35,7 +35,8 @@ std::vector<int64_t> evenly_spaced_t(int64_t from, int64_t to, int64_t count);
 // run gives each batch its own labels through it.
 using BatchEpsFn = std::function<EpsFn(int64_t first, int64_t count)>;
 // One sampler run on one batch: shape = [count, C, H, W], options.first_index = first.
-// ddpm_sampler is Algorithm 2 (ddpm::sample); DDIM will be another Sampler.
+// ddpm_sampler is Algorithm 2 (ddpm::sample); DDIM will be another Sampler. The schedule
+// must outlive the Sampler (it is held by reference).
 using Sampler = std::function<SampleResult(const EpsFn& model, const Shape& shape, const SampleOptions& options)>;
 Sampler ddpm_sampler(const Schedule& s, uint64_t seed);
 
