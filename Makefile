@@ -56,7 +56,9 @@ LIB_SRCS := \
 	ddpm/train.cpp \
 	ddpm/schedule.cpp \
 	ddpm/diffusion.cpp \
-	ddpm/io/svg.cpp
+	ddpm/io/svg.cpp \
+	ddpm/figures.cpp \
+	ddpm/io/gif.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -85,13 +87,16 @@ TEST_SRCS := \
 	tests/test_diffusion.cpp \
 	tests/test_svg.cpp \
 	tests/test_train.cpp \
-	tests/test_crosscheck.cpp
+	tests/test_crosscheck.cpp \
+	tests/test_sample.cpp \
+	tests/test_gif.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
 	schedule \
 	train_mnist \
-	bench
+	bench \
+	sample
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)

@@ -99,13 +99,21 @@ static Tensor keyed_normal(const Shape& shape, RngKey key, int64_t first_index) 
   return z;
 }
 
-std::vector<Tensor> forward_chain(const Schedule& s, const Tensor& x0, uint64_t seed, int64_t first_index) {
+void forward_chain(const Schedule& s, const Tensor& x0, uint64_t seed, int64_t first_index,
+                   const std::function<void(int64_t t, const Tensor& x_t)>& visit) {
   check_timesteps(s, x0, std::vector<int64_t>(x0.defined() && x0.dim() >= 1 ? x0.size(0) : 0, 1), "forward_chain");
-  std::vector<Tensor> chain{x0};
+  Tensor x = x0;
+  visit(0, x);
   for (int64_t t = 1; t <= s.T; t++) {
     Tensor eps = keyed_normal(x0.shape(), RngKey{seed, make_stream(rng_forward_eps, t)}, first_index);
-    chain.push_back(q_step(s, chain.back(), std::vector<int64_t>(x0.size(0), t), eps));
+    x = q_step(s, x, std::vector<int64_t>(x0.size(0), t), eps);
+    visit(t, x);
   }
+}
+
+std::vector<Tensor> forward_chain(const Schedule& s, const Tensor& x0, uint64_t seed, int64_t first_index) {
+  std::vector<Tensor> chain;
+  forward_chain(s, x0, seed, first_index, [&](int64_t, const Tensor& x_t) { chain.push_back(x_t); });
   return chain;
 }
 
@@ -502,6 +510,7 @@ SampleResult sample(const Schedule& s, const EpsFn& model, const Shape& shape, u
     // Algorithm 2 line 4: x_{t-1} = 1/sqrt(alpha_t) (x_t - (1 - alpha_t) / sqrt(1 - alpha-bar_t) eps_theta(x_t, t)) + sigma_t z
     x = p_sample(s, x, tv, model(x, tv), z, options.reverse);
     keep(t - 1, x);
+    if (options.progress) options.progress(t);
   }  // Algorithm 2 line 5: end for
   // Algorithm 2 line 6: return x_0
   r.x0 = x;
