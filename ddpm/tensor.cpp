@@ -2,6 +2,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 
 #include "ddpm/check.h"
 
@@ -27,19 +30,77 @@ int64_t numel_of(const Shape& shape) {
   return n;
 }
 
-static std::shared_ptr<float> allocate(int64_t numel) {
-  // 64-byte aligned (one cache line, one AVX-512 register); the size is rounded up so
-  // aligned_alloc's contract holds, and at least one line so data() is never null.
+namespace {
+
+// Freed buffers are kept by size and handed out again. A training step allocates the
+// same shapes in the same order every time, so after the first step no memory comes
+// from the operating system: no page faults and no zero-filling of fresh pages. The
+// cache holds at most what was live at once, and is trimmed above kMaxCachedBytes.
+class BufferCache {
+ public:
+  static constexpr size_t kMaxCachedBytes = size_t(8) << 30;
+
+  float* get(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(bytes);
+      if (it != free_.end() && !it->second.empty()) {
+        float* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= bytes;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, bytes);
+    DDPM_CHECK(p != nullptr, "tensor: out of memory allocating " << bytes << " bytes");
+    return static_cast<float*>(p);
+  }
+
+  void put(float* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (cached_ + bytes > kMaxCachedBytes) {
+      std::free(p);
+      return;
+    }
+    free_[bytes].push_back(p);
+    cached_ += bytes;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<float*>> free_;
+  size_t cached_ = 0;
+};
+
+BufferCache& cache() {
+  static BufferCache* c = new BufferCache;  // never destroyed: tensors may outlive main's statics
+  return *c;
+}
+
+// 64-byte aligned (one cache line, one AVX-512 register); the size is rounded up so
+// aligned_alloc's contract holds, and at least one line so data() is never null.
+std::shared_ptr<float> allocate(int64_t numel, bool zero) {
   size_t bytes = static_cast<size_t>(numel) * sizeof(float);
   bytes = (bytes + 63) / 64 * 64;
   if (bytes == 0) bytes = 64;
-  void* p = std::aligned_alloc(64, bytes);
-  DDPM_CHECK(p != nullptr, "tensor: out of memory allocating " << bytes << " bytes");
-  std::memset(p, 0, bytes);
-  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
+  float* p = cache().get(bytes);
+  if (zero) std::memset(p, 0, bytes);
+  return std::shared_ptr<float>(p, [bytes](float* q) { cache().put(q, bytes); });
 }
 
-Tensor::Tensor(const Shape& shape) : shape_(shape), numel_(numel_of(shape)), storage_(allocate(numel_)), defined_(true) {}
+}  // namespace
+
+Tensor::Tensor(const Shape& shape)
+    : shape_(shape), numel_(numel_of(shape)), storage_(allocate(numel_, /*zero=*/true)), defined_(true) {}
+
+Tensor Tensor::empty(const Shape& shape) {
+  Tensor t;
+  t.shape_ = shape;
+  t.numel_ = numel_of(shape);
+  t.storage_ = allocate(t.numel_, /*zero=*/false);
+  t.defined_ = true;
+  return t;
+}
 
 Tensor Tensor::full(const Shape& shape, float value) {
   Tensor t(shape);
@@ -64,7 +125,7 @@ int64_t Tensor::size(int64_t d) const {
 
 Tensor Tensor::clone() const {
   if (!defined_) return Tensor();
-  Tensor t(shape_);
+  Tensor t = empty(shape_);
   std::memcpy(t.data(), data(), numel_ * sizeof(float));
   return t;
 }

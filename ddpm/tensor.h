@@ -3,7 +3,9 @@
 // Contiguous, at most 4 dimensions, in PyTorch order ([N, C, H, W] for images,
 // [out, in] for linear weights, [C_out, C_in, kH, kW] for conv weights). No views and
 // no strides. Storage is 64-byte aligned and shared on copy, as a torch.Tensor is:
-// `Tensor b = a;` aliases a's data, and `a.clone()` makes a deep copy.
+// `Tensor b = a;` aliases a's data, and `a.clone()` makes a deep copy. Freed storage is
+// cached by size and reused (see tensor.cpp), so a training loop that allocates the
+// same shapes each step stops touching the operating system after its first step.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +27,8 @@ class Tensor {
   explicit Tensor(const Shape& shape);  // zero-filled
 
   static Tensor zeros(const Shape& shape) { return Tensor(shape); }
+  // Uninitialized contents: for outputs that are written in full before being read.
+  static Tensor empty(const Shape& shape);
   static Tensor full(const Shape& shape, float value);
   static Tensor from(const Shape& shape, const std::vector<float>& values);
 

@@ -328,7 +328,8 @@ EpsFn unet_eps_fn(UNet& model, const std::vector<int64_t>* labels, double guidan
   };
 }
 
-std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata) {
+std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata,
+                                 bool* loaded_ema) {
   SafeTensors st = load_safetensors(path);
   UNetConfig config;
   try {
@@ -345,6 +346,7 @@ std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map
   check_tensor_shapes(st, expected, "was it trained with another --model?");
   for (Parameter* p : model->parameters()) p->var->value.copy_(st.at(prefix + p->name));
   if (metadata) *metadata = st.metadata;
+  if (loaded_ema) *loaded_ema = has_ema;
   return model;
 }
 

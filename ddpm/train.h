@@ -99,7 +99,9 @@ class Trainer {
 EpsFn unet_eps_fn(UNet& model, const std::vector<int64_t>* labels = nullptr, double guidance = 0.0);
 
 // Loads the model weights of a checkpoint (EMA weights if present and use_ema), building
-// the UNet from the checkpoint's config. Also returns the metadata.
-std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata);
+// the UNet from the checkpoint's config. Also returns the metadata, and whether the EMA
+// weights were the ones loaded.
+std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata,
+                                 bool* loaded_ema = nullptr);
 
 }  // namespace ddpm

@@ -1,5 +1,7 @@
 #include "ddpm/check.h"
 #include "ddpm/ops/elementwise.h"
+#include "ddpm/parallel.h"
+#include "ddpm/simd.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
@@ -7,17 +9,36 @@ using testing::gradcheck;
 using testing::randn;
 
 TEST_CASE("silu: kernels match their double twins at awkward lengths") {
-  for (int64_t n : {0, 1, 15, 16, 17, 5000}) {
+  const int64_t L = simd::kLanes;
+  for (int64_t n : {int64_t(0), int64_t(1), L > 1 ? L - 1 : 2, L, L + 1, int64_t(15), int64_t(17), int64_t(5000),
+                    int64_t(8195)}) {
+    CAPTURE(n);
     Tensor x = randn({n}, 11, 3.0f), dout = randn({n}, 12);
     Tensor y(Shape{n}), y_ref(Shape{n}), dx = Tensor::full({n}, 0.5f), dx_ref = Tensor::full({n}, 0.5f);
     silu_forward(y.data(), x.data(), n);
     silu_forward_ref(y_ref.data(), x.data(), n);
     silu_backward(dx.data(), dout.data(), x.data(), n);
     silu_backward_ref(dx_ref.data(), dout.data(), x.data(), n);
-    // float exp against double exp: a few ulps.
+    // simd::exp is within 2e-7 relative, then a divide and a few products: a few ulps.
     testing::check_allclose("silu fwd", y.data(), y_ref.data(), n, 1e-6, 1e-5);
     testing::check_allclose("silu bwd", dx.data(), dx_ref.data(), n, 1e-6, 1e-5);
   }
+}
+
+TEST_CASE("silu: kernels are bit-identical at 1, 2 and 3 threads") {
+  const int64_t n = 3 * 4096 + 7;  // several parallel chunks, chunk edges off the lanes
+  Tensor x = randn({n}, 13, 4.0f), dout = randn({n}, 14);
+  std::vector<float> y1, dx1;
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    Tensor y(Shape{n}), dx = Tensor::full({n}, 0.25f);
+    silu_forward(y.data(), x.data(), n);
+    silu_backward(dx.data(), dout.data(), x.data(), n);
+    if (y1.empty()) y1 = y.to_vector(), dx1 = dx.to_vector();
+    CHECK(y.to_vector() == y1);
+    CHECK(dx.to_vector() == dx1);
+  }
+  set_num_threads(1);
 }
 
 TEST_CASE("elementwise: gradients match finite differences") {

@@ -1,5 +1,7 @@
 // Every SIMD kernel against its plain-loop twin, at lengths 0, 1, lanes-1, lanes,
 // lanes+1 and large.
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "ddpm/kernels.h"
@@ -68,4 +70,88 @@ TEST_CASE("kernels: sgemm is bit-identical at 1, 2 and 3 threads") {
     CHECK(C.to_vector() == first);
   }
   set_num_threads(1);
+}
+
+TEST_CASE("kernels: simd::exp is within 2e-7 relative of double exp, and clamps out of range") {
+  using namespace simd;
+  double worst = 0.0;
+  float in[kLanes], out[kLanes];
+  for (double x0 = -87.3; x0 <= 88.3; x0 += 0.0123) {
+    for (int l = 0; l < kLanes; l++) in[l] = static_cast<float>(x0 + 1e-3 * l);
+    store(out, simd::exp(load(in)));
+    for (int l = 0; l < kLanes; l++) {
+      const double want = std::exp(static_cast<double>(in[l]));
+      worst = std::max(worst, std::fabs(out[l] - want) / want);
+    }
+  }
+  // The bound simd.h documents (the Cephes polynomial measures about 1 ulp, 1.19e-7).
+  CHECK(worst < 2e-7);
+  // Out of range: clamped to the extreme finite results, never 0, inf or a denormal.
+  for (int l = 0; l < kLanes; l++) in[l] = (l % 2) ? 1000.0f : -1000.0f;
+  store(out, simd::exp(load(in)));
+  for (int l = 0; l < kLanes; l++) {
+    CHECK(std::isfinite(out[l]));
+    CHECK(std::fpclassify(out[l]) == FP_NORMAL);
+  }
+}
+
+// Shapes that straddle the blocking of every target (MR 4/6/8, NR 4/12/16/32, KC 256,
+// MC 256): one less, equal and one more than the block, a K of one or several KC
+// blocks, N = 49 (7x7 images), M > MC, and the wide-K conv backward-weight form.
+TEST_CASE("kernels: sgemm matches sgemm_ref at sizes straddling the blocking") {
+  struct Case {
+    int64_t M, N, K;
+  };
+  const std::vector<Case> cases = {{7, 31, 255}, {8, 32, 256}, {9, 33, 257}, {17, 49, 513}, {64, 49, 300},
+                                   {263, 13, 20}, {6, 100, 1},   {33, 65, 769}, {49, 64, 40},  {12, 580, 600}};
+  for (const Case& c : cases)
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (bool acc : {false, true}) {
+          CAPTURE(c.M);
+          CAPTURE(c.N);
+          CAPTURE(c.K);
+          CAPTURE(ta);
+          CAPTURE(tb);
+          CAPTURE(acc);
+          // Leading dimensions wider than the rows, so strides are exercised.
+          const int64_t lda = (ta ? c.M : c.K) + 2, ldb = (tb ? c.K : c.N) + 1, ldc = c.N + 5;
+          Tensor A = randn({(ta ? c.K : c.M) * lda}, 21), B = randn({(tb ? c.N : c.K) * ldb}, 22);
+          Tensor C = randn({c.M * ldc}, 23), C_ref = C.clone();
+          sgemm(ta, tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C.data(), ldc, acc);
+          sgemm_ref(ta, tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C_ref.data(), ldc, acc);
+          // float32 FMA chain of K products of N(0,1) values vs a double sum: error grows
+          // like sqrt(K) ulps of sqrt(K)-sized sums; 1e-4 * (1 + K/50) leaves a margin.
+          REQUIRE(testing::allclose("sgemm", C.data(), C_ref.data(), c.M * ldc, 1e-4 * (1 + c.K / 50.0), 1e-4));
+        }
+}
+
+TEST_CASE("kernels: sgemm is bit-identical at 1, 2 and 3 threads for every split and orientation") {
+  struct Case {
+    bool ta, tb;
+    int64_t M, N, K;
+  };
+  // Column-split, transposed orientation (conv backward-weight), row split (N one
+  // panel), several row blocks (M > 256), and a tiny one below the threading threshold.
+  const std::vector<Case> cases = {{false, false, 64, 784, 300}, {false, true, 64, 576, 1500},
+                                   {true, false, 600, 20, 64},   {false, false, 300, 49, 260},
+                                   {true, true, 5, 7, 3}};
+  for (const Case& c : cases)
+    for (bool acc : {false, true}) {
+      CAPTURE(c.M);
+      CAPTURE(c.N);
+      CAPTURE(c.K);
+      CAPTURE(acc);
+      const int64_t lda = c.ta ? c.M : c.K, ldb = c.tb ? c.K : c.N;
+      Tensor A = randn({c.M * c.K}, 31), B = randn({c.K * c.N}, 32), C0 = randn({c.M * c.N}, 33);
+      std::vector<float> first;
+      for (int threads : {1, 2, 3}) {
+        set_num_threads(threads);
+        Tensor C = C0.clone();
+        sgemm(c.ta, c.tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C.data(), c.N, acc);
+        if (first.empty()) first = C.to_vector();
+        CHECK(C.to_vector() == first);
+      }
+      set_num_threads(1);
+    }
 }

@@ -146,7 +146,7 @@ Var attention(Tape& tape, const Var& q, const Var& k, const Var& v) {
                              << v->value.shape_str() << " must be the same [N, C, H, W] shape");
   const int64_t N = s[0], C = s[1], P = s[2] * s[3];
   DDPM_CHECK(C >= 1, "attention: q " << q->value.shape_str() << " has no channels; C must be >= 1");
-  Tensor out(s), A({N, P, P});
+  Tensor out = Tensor::empty(s), A = Tensor::empty({N, P, P});
   attention_forward(out.data(), A.data(), q->value.data(), k->value.data(), v->value.data(), N, C, P);
   return tape.record("attention", out, {q, k, v}, [q, k, v, A, N, C, P](Node& o) {
     attention_backward(q->requires_grad ? q->grad_ref().data() : nullptr,

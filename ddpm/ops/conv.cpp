@@ -111,7 +111,7 @@ int64_t conv2d_images_per_block(const Conv2dSize& s) {
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const Conv2dSize& s) {
   const int64_t P = s.OH() * s.OW(), CKK = s.C * s.K * s.K;
   const int64_t B = conv2d_images_per_block(s);
-  std::vector<float> cols(CKK * B * P), out_t(s.OC * B * P);
+  Tensor cols = Tensor::empty({CKK * B * P}), out_t = Tensor::empty({s.OC * B * P});  // scratch, written before read
   for (int64_t n0 = 0; n0 < s.N; n0 += B) {
     const int64_t nb = std::min(B, s.N - n0), ld = nb * P;
     im2col_block(cols.data(), x, n0, nb, s);
@@ -151,7 +151,7 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
   }
   if (!dx && !dweight) return;
   const int64_t B = conv2d_images_per_block(s);
-  std::vector<float> cols(CKK * B * P), dout_t(s.OC * B * P);
+  Tensor cols = Tensor::empty({CKK * B * P}), dout_t = Tensor::empty({s.OC * B * P});  // scratch, written before read
   for (int64_t n0 = 0; n0 < s.N; n0 += B) {
     const int64_t nb = std::min(B, s.N - n0), ld = nb * P;
     // dout_t[o, b*P + p] = dout[n0 + b, o, p]
@@ -245,7 +245,7 @@ Var conv2d(Tape& tape, const Var& x, const Var& weight, const Var& bias, int64_t
                "conv2d: bias " << bias->value.shape_str() << " must be [" << s.OC << "] for weight "
                                << wv.shape_str() << " (or pass a null Var for no bias)");
   }
-  Tensor out(Shape{s.N, s.OC, s.OH(), s.OW()});
+  Tensor out = Tensor::empty({s.N, s.OC, s.OH(), s.OW()});
   conv2d_forward(out.data(), xv.data(), wv.data(), bias ? bias->value.data() : nullptr, s);
   return tape.record("conv2d", out, {x, weight, bias}, [x, weight, bias, s](Node& o) {
     float* dx = x->requires_grad ? x->grad_ref().data() : nullptr;

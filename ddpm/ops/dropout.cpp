@@ -26,7 +26,7 @@ Var dropout(Tape& tape, const Var& x, float p, RngKey key, bool training) {
   DDPM_CHECK(p >= 0.0f && p < 1.0f, "dropout: p = " << p << " must be in [0, 1) (x " << x->value.shape_str() << ")");
   if (p == 0.0f || !training) return x;
   const int64_t n = x->value.numel();
-  Tensor out(x->value.shape());
+  Tensor out = Tensor::empty(x->value.shape());
   dropout_forward(out.data(), x->value.data(), n, p, key);
   return tape.record("dropout", out, {x}, [x, n, p, key](Node& o) {
     dropout_backward(x->grad_ref().data(), o.grad.data(), n, p, key);

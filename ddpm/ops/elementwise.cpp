@@ -1,10 +1,12 @@
 #include "ddpm/ops/elementwise.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "ddpm/check.h"
 #include "ddpm/kernels.h"
 #include "ddpm/parallel.h"
+#include "ddpm/simd.h"
 
 namespace ddpm {
 
@@ -12,17 +14,50 @@ namespace ddpm {
 // SiLU: out = x * s, s = sigmoid(x) = 1 / (1 + exp(-x))
 // d out / dx = s + x * s * (1 - s) = s * (1 + x * (1 - s))
 
+// Vector loops with simd::exp (at most 2 ulp, see simd.h). The tail goes through the
+// same vector code on a zero-padded copy, so every element gets the same arithmetic
+// wherever a thread's range starts: results do not depend on the thread count.
+namespace {
+
+simd::Vec silu_vec(simd::Vec x) {
+  using namespace simd;
+  return div(x, add(set1(1.0f), exp(sub(zero(), x))));  // x / (1 + e^-x)
+}
+
+simd::Vec silu_grad_vec(simd::Vec dout, simd::Vec x) {
+  using namespace simd;
+  const Vec one = set1(1.0f);
+  Vec s = div(one, add(one, exp(sub(zero(), x))));
+  return mul(dout, mul(s, mul_add(x, sub(one, s), one)));  // dout * s * (1 + x * (1 - s)), out = x * s
+}
+
+}  // namespace
+
 void silu_forward(float* out, const float* x, int64_t n) {
+  using namespace simd;
   parallel_for(n, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) out[i] = x[i] / (1.0f + std::exp(-x[i]));
+    int64_t i = i0;
+    for (; i + kLanes <= i1; i += kLanes) store(out + i, silu_vec(load(x + i)));
+    if (i < i1) {  // tail, zero-padded
+      float xb[kLanes] = {}, ob[kLanes];
+      std::copy(x + i, x + i1, xb);
+      store(ob, silu_vec(load(xb)));
+      std::copy(ob, ob + (i1 - i), out + i);
+    }
   }, 4096);
 }
 
 void silu_backward(float* dx, const float* dout, const float* x, int64_t n) {
+  using namespace simd;
   parallel_for(n, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-      float s = 1.0f / (1.0f + std::exp(-x[i]));
-      dx[i] += dout[i] * s * (1.0f + x[i] * (1.0f - s));  // out = x * s
+    int64_t i = i0;
+    for (; i + kLanes <= i1; i += kLanes) store(dx + i, add(load(dx + i), silu_grad_vec(load(dout + i), load(x + i))));
+    if (i < i1) {  // tail, zero-padded
+      float db[kLanes] = {}, xb[kLanes] = {}, gb[kLanes];
+      std::copy(dout + i, dout + i1, db);
+      std::copy(x + i, x + i1, xb);
+      store(gb, silu_grad_vec(load(db), load(xb)));
+      for (int64_t j = 0; j < i1 - i; j++) dx[i + j] += gb[j];
     }
   }, 4096);
 }
@@ -63,7 +98,7 @@ Var add(Tape& tape, const Var& a, const Var& b) {
   const Shape& sb = b->value.shape();
   const int64_t n = a->value.numel();
   if (sa == sb) {
-    Tensor out(sa);
+    Tensor out = Tensor::empty(sa);
     for (int64_t i = 0; i < n; i++) out[i] = a->value[i] + b->value[i];
     return tape.record("add", out, {a, b}, [a, b, n](Node& o) {
       if (a->requires_grad) axpy(a->grad_ref().data(), 1.0f, o.grad.data(), n);  // out = a + b
@@ -74,7 +109,7 @@ Var add(Tape& tape, const Var& a, const Var& b) {
              "add: shapes " << to_string(sa) << " and " << to_string(sb)
                             << " must match, or be [N, C, H, W] and [N, C]");
   const int64_t NC = sa[0] * sa[1], HW = sa[2] * sa[3];
-  Tensor out(sa);
+  Tensor out = Tensor::empty(sa);
   add_channel_forward(out.data(), a->value.data(), b->value.data(), NC, HW);
   return tape.record("add", out, {a, b}, [a, b, n, NC, HW](Node& o) {
     if (a->requires_grad) axpy(a->grad_ref().data(), 1.0f, o.grad.data(), n);  // out = a + b[n, c]
@@ -86,7 +121,7 @@ Var mul(Tape& tape, const Var& a, const Var& b) {
   DDPM_CHECK(a->value.shape() == b->value.shape(),
              "mul: shapes " << a->value.shape_str() << " and " << b->value.shape_str() << " must match");
   const int64_t n = a->value.numel();
-  Tensor out(a->value.shape());
+  Tensor out = Tensor::empty(a->value.shape());
   for (int64_t i = 0; i < n; i++) out[i] = a->value[i] * b->value[i];
   return tape.record("mul", out, {a, b}, [a, b, n](Node& o) {
     // out = a * b  =>  da += dout * b,  db += dout * a
@@ -103,7 +138,7 @@ Var mul(Tape& tape, const Var& a, const Var& b) {
 
 Var scale(Tape& tape, const Var& a, float s) {
   const int64_t n = a->value.numel();
-  Tensor out(a->value.shape());
+  Tensor out = Tensor::empty(a->value.shape());
   for (int64_t i = 0; i < n; i++) out[i] = s * a->value[i];
   return tape.record("scale", out, {a}, [a, s, n](Node& o) {
     axpy(a->grad_ref().data(), s, o.grad.data(), n);  // out = s * a
@@ -112,7 +147,7 @@ Var scale(Tape& tape, const Var& a, float s) {
 
 Var silu(Tape& tape, const Var& x) {
   const int64_t n = x->value.numel();
-  Tensor out(x->value.shape());
+  Tensor out = Tensor::empty(x->value.shape());
   silu_forward(out.data(), x->value.data(), n);
   return tape.record("silu", out, {x}, [x, n](Node& o) {
     silu_backward(x->grad_ref().data(), o.grad.data(), x->value.data(), n);

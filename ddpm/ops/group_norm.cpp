@@ -181,7 +181,7 @@ Var group_norm(Tape& tape, const Var& x, const Var& gamma, const Var& beta, int6
                                   << " must both be [" << C << "] for x " << xv.shape_str());
   DDPM_CHECK(eps > 0.0f, "group_norm: eps = " << eps << " must be > 0");
   const int64_t G = groups;
-  Tensor out(xv.shape()), mean({N, G}), rstd({N, G});
+  Tensor out = Tensor::empty(xv.shape()), mean({N, G}), rstd({N, G});
   group_norm_forward(out.data(), mean.data(), rstd.data(), xv.data(), gamma->value.data(), beta->value.data(), N,
                      C, HW, G, eps);
   return tape.record("group_norm", out, {x, gamma, beta}, [x, gamma, beta, mean, rstd, N, C, HW, G](Node& o) {

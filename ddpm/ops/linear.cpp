@@ -79,7 +79,7 @@ Var linear(Tape& tape, const Var& x, const Var& weight, const Var& bias) {
                "linear: bias " << bias->value.shape_str() << " must be [" << OUT << "] for weight "
                                << wv.shape_str() << " (or pass a null Var for no bias)");
   }
-  Tensor out(Shape{N, OUT});
+  Tensor out = Tensor::empty({N, OUT});
   linear_forward(out.data(), xv.data(), wv.data(), bias ? bias->value.data() : nullptr, N, IN, OUT);
   return tape.record("linear", out, {x, weight, bias}, [x, weight, bias, N, IN, OUT](Node& o) {
     float* dx = x->requires_grad ? x->grad_ref().data() : nullptr;

@@ -76,7 +76,7 @@ Var upsample_nearest2x(Tape& tape, const Var& x) {
   const Shape& s = x->value.shape();
   DDPM_CHECK(s.size() == 4, "upsample_nearest2x: x " << x->value.shape_str() << " must be [N, C, H, W]");
   const int64_t NC = s[0] * s[1], H = s[2], W = s[3];
-  Tensor out({s[0], s[1], 2 * H, 2 * W});
+  Tensor out = Tensor::empty({s[0], s[1], 2 * H, 2 * W});
   upsample_nearest2x_forward(out.data(), x->value.data(), NC, H, W);
   return tape.record("upsample_nearest2x", out, {x}, [x, NC, H, W](Node& o) {
     upsample_nearest2x_backward(x->grad_ref().data(), o.grad.data(), NC, H, W);
@@ -90,7 +90,7 @@ Var concat_channels(Tape& tape, const Var& a, const Var& b) {
              "concat_channels: a " << a->value.shape_str() << " and b " << b->value.shape_str()
                                    << " must be [N, Ca, H, W] and [N, Cb, H, W] with the same N, H and W");
   const int64_t N = sa[0], Ca = sa[1], Cb = sb[1], HW = sa[2] * sa[3];
-  Tensor out({N, Ca + Cb, sa[2], sa[3]});
+  Tensor out = Tensor::empty({N, Ca + Cb, sa[2], sa[3]});
   concat_channels_forward(out.data(), a->value.data(), b->value.data(), N, Ca, Cb, HW);
   return tape.record("concat_channels", out, {a, b}, [a, b, N, Ca, Cb, HW](Node& o) {
     concat_channels_backward(a->requires_grad ? a->grad_ref().data() : nullptr,

@@ -1,0 +1,223 @@
+// Tests of ./sample's library side (ddpm/figures.h): batched sampling from a checkpoint,
+// the denoising-chain and forward-process figures. A minimal U-Net (8x8 images) with
+// perturbed weights stands in for a trained model; T is 10, so the file runs fast.
+#include <cmath>
+#include <map>
+#include <memory>
+
+#include "ddpm/check.h"
+#include "ddpm/figures.h"
+#include "ddpm/io/safetensors.h"
+#include "ddpm/train.h"
+#include "tests/temp_dir.h"
+#include "tests/testing.h"
+
+using namespace ddpm;
+using testing::randn;
+using testing::TempDir;
+
+namespace {
+
+// Saves a minimal U-Net as a training checkpoint would: weights, EMA weights ("ema."
+// prefix, a different perturbation so the two are told apart) and the config metadata.
+// The zero-initialized layers are perturbed too, so eps_theta depends on x_t, t and labels.
+void save_minimal_checkpoint(const std::string& path, int64_t num_classes, int64_t T) {
+  UNetConfig c = unet_config("minimal");
+  c.num_classes = num_classes;
+  UNet net(c, 3);
+  Generator gen(17);
+  NamedTensors tensors, ema;
+  for (Parameter* p : net.parameters()) {
+    Tensor w = p->var->value.clone();
+    for (int64_t i = 0; i < w.numel(); i++) w[i] += 0.05f * gen.normal();
+    Tensor e = w.clone();
+    for (int64_t i = 0; i < e.numel(); i++) e[i] += 0.05f * gen.normal();
+    tensors.emplace_back(p->name, w);
+    ema.emplace_back("ema." + p->name, e);
+  }
+  tensors.insert(tensors.end(), ema.begin(), ema.end());
+  TrainConfig tc;
+  tc.model = "minimal";
+  tc.schedule = "linear";
+  tc.T = T;
+  tc.conditional = num_classes > 0;
+  std::map<std::string, std::string> meta = c.to_metadata();
+  for (auto& kv : tc.to_metadata()) meta.insert(kv);
+  save_safetensors(path, tensors, meta);
+}
+
+bool bit_equal(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return false;
+  for (int64_t i = 0; i < a.numel(); i++)
+    if (!(a[i] == b[i])) return false;
+  return true;
+}
+
+// Image `i` of x [N, ...] equals image `j` of y [M, ...], bit for bit.
+bool image_equal(const Tensor& x, int64_t i, const Tensor& y, int64_t j) {
+  const int64_t D = x.numel() / x.size(0);
+  REQUIRE(D == y.numel() / y.size(0));
+  for (int64_t k = 0; k < D; k++)
+    if (!(x[i * D + k] == y[j * D + k])) return false;
+  return true;
+}
+
+struct Loaded {
+  std::unique_ptr<UNet> model;
+  std::map<std::string, std::string> meta;
+  bool ema = false;
+  Schedule schedule;
+};
+
+Loaded load(const std::string& path, bool use_ema = true) {
+  Loaded l;
+  l.model = load_model(path, use_ema, &l.meta, &l.ema);
+  l.schedule = make_schedule(l.meta.at("train.schedule"), std::stoll(l.meta.at("train.T")));
+  return l;
+}
+
+}  // namespace
+
+TEST_CASE("sample: evenly_spaced_t spans both ends, rounds, and caps the count") {
+  CHECK(evenly_spaced_t(1000, 0, 11) == std::vector<int64_t>{1000, 900, 800, 700, 600, 500, 400, 300, 200, 100, 0});
+  CHECK(evenly_spaced_t(0, 10, 4) == std::vector<int64_t>{0, 3, 7, 10});  // 0, 3.33, 6.67, 10
+  CHECK(evenly_spaced_t(10, 0, 4) == std::vector<int64_t>{10, 7, 3, 0});
+  CHECK(evenly_spaced_t(3, 0, 50) == std::vector<int64_t>{3, 2, 1, 0});  // at most |to - from| + 1
+  CHECK(evenly_spaced_t(7, 0, 1) == std::vector<int64_t>{7});
+  CHECK_THROWS_AS(evenly_spaced_t(7, 0, 0), Error);
+}
+
+TEST_CASE("sample: images from a checkpoint are bit-identical for batch sizes 1, 3 and all") {
+  TempDir dir;
+  const std::string path = dir / "ckpt.safetensors";
+  save_minimal_checkpoint(path, 0, 10);
+  Loaded l = load(path);
+  CHECK(l.ema);
+  const Shape image{1, 8, 8};
+  const int64_t n = 5;
+  BatchEpsFn eps = [&](int64_t, int64_t) { return unet_eps_fn(*l.model); };
+  auto run = [&](int64_t batch) {
+    BatchedSampleOptions o;
+    o.batch = batch;
+    o.sample.keep_t = {10, 5, 0};
+    return sample_in_batches(ddpm_sampler(l.schedule, 4), eps, n, image, o);
+  };
+  SampleResult all = run(n), one = run(1), three = run(3);
+  REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
+  CHECK(bit_equal(one.x0, all.x0));
+  CHECK(bit_equal(three.x0, all.x0));
+  REQUIRE(three.chain.size() == 3);
+  for (size_t k = 0; k < 3; k++) {
+    CHECK(bit_equal(one.chain[k], all.chain[k]));
+    CHECK(bit_equal(three.chain[k], all.chain[k]));
+  }
+  // The same images as one direct call of Algorithm 2.
+  CHECK(bit_equal(sample(l.schedule, unet_eps_fn(*l.model), {n, 1, 8, 8}, 4).x0, all.x0));
+  // The model matters (the perturbed net is not the zero predictor): the EMA and the raw
+  // weights give different images, and so does another seed.
+  Loaded raw = load(path, false);
+  CHECK_FALSE(raw.ema);
+  BatchEpsFn raw_eps = [&](int64_t, int64_t) { return unet_eps_fn(*raw.model); };
+  BatchedSampleOptions o;
+  CHECK_FALSE(bit_equal(sample_in_batches(ddpm_sampler(l.schedule, 4), raw_eps, n, image, o).x0, all.x0));
+  CHECK_FALSE(bit_equal(sample_in_batches(ddpm_sampler(l.schedule, 5), eps, n, image, o).x0, all.x0));
+  for (int64_t i = 0; i < all.x0.numel(); i++) REQUIRE(std::isfinite(all.x0[i]));
+}
+
+TEST_CASE("sample: class labels follow the global image index across batches, and guidance changes the images") {
+  TempDir dir;
+  const std::string path = dir / "cond.safetensors";
+  save_minimal_checkpoint(path, 10, 10);
+  Loaded l = load(path);
+  REQUIRE(l.model->config().num_classes == 10);
+  const Shape image{1, 8, 8};
+  const std::vector<int64_t> labels = class_grid_labels(3, 2);  // rows of classes 0, 1, 2
+  CHECK(labels == std::vector<int64_t>{0, 0, 1, 1, 2, 2});
+  auto eps_for = [&](double w) -> BatchEpsFn {
+    return [&, w](int64_t first, int64_t count) -> EpsFn {
+      auto ls = std::make_shared<std::vector<int64_t>>(labels.begin() + first, labels.begin() + first + count);
+      EpsFn e = unet_eps_fn(*l.model, ls.get(), w);
+      return [ls, e](const Tensor& x, const std::vector<int64_t>& t) { return e(x, t); };
+    };
+  };
+  auto run = [&](int64_t batch, double w) {
+    BatchedSampleOptions o;
+    o.batch = batch;
+    return sample_in_batches(ddpm_sampler(l.schedule, 8), eps_for(w), 6, image, o).x0;
+  };
+  Tensor whole = run(6, 2.0);
+  CHECK(bit_equal(run(1, 2.0), whole));
+  CHECK(bit_equal(run(4, 2.0), whole));
+  // The direct call with all six labels at once.
+  EpsFn direct = unet_eps_fn(*l.model, &labels, 2.0);
+  CHECK(bit_equal(sample(l.schedule, direct, {6, 1, 8, 8}, 8).x0, whole));
+  CHECK_FALSE(bit_equal(run(6, 0.0), whole));
+  // Same noise, different class: images 0 and 2 share nothing but the model, so they
+  // differ; the same class at the same index does not.
+  CHECK_FALSE(image_equal(whole, 0, whole, 2));
+}
+
+TEST_CASE("sample: the chain has one entry per kept t, from x_T to x_0, and its last entry is the samples") {
+  TempDir dir;
+  const std::string path = dir / "ckpt.safetensors";
+  save_minimal_checkpoint(path, 0, 12);
+  Loaded l = load(path);
+  const int64_t n = 7, rows = 4, K = 5;
+  BatchEpsFn eps = [&](int64_t, int64_t) { return unet_eps_fn(*l.model); };
+  BatchedSampleOptions o;
+  o.batch = 3;  // the chain's rows straddle two batches
+  o.chain_n = rows;
+  o.sample.keep_t = evenly_spaced_t(12, 0, K);
+  REQUIRE(o.sample.keep_t == std::vector<int64_t>{12, 9, 6, 3, 0});
+  std::vector<int64_t> progress_t;
+  o.progress = [&](int64_t first, int64_t, int64_t t) {
+    if (first == 0) progress_t.push_back(t);
+  };
+  SampleResult r = sample_in_batches(ddpm_sampler(l.schedule, 2), eps, n, {1, 8, 8}, o);
+  CHECK(progress_t == std::vector<int64_t>{12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1});
+  REQUIRE(r.kept_t == o.sample.keep_t);
+  REQUIRE(r.chain.size() == static_cast<size_t>(K));
+  for (const Tensor& c : r.chain) CHECK(c.shape() == Shape{rows, 1, 8, 8});
+  for (int64_t i = 0; i < rows; i++) {
+    CHECK(image_equal(r.chain.back(), i, r.x0, i));  // x_0 of the chain is the sample
+    // x_T is Algorithm 2 line 1's keyed draw: element j of image i has index i * D + j.
+    CHECK(r.chain[0][i * 64 + 5] == normal(RngKey{2, make_stream(rng_sample_xT)}, static_cast<uint64_t>(i * 64 + 5)));
+  }
+  CHECK_FALSE(image_equal(r.chain[1], 0, r.x0, 0));
+
+  // The figure: row r, column k is chain entry k of sample r.
+  Tensor fig = chain_figure(r, 3);
+  REQUIRE(fig.shape() == Shape{3 * K, 1, 8, 8});
+  for (int64_t row = 0; row < 3; row++)
+    for (int64_t k = 0; k < K; k++) CHECK(image_equal(fig, row * K + k, r.chain[static_cast<size_t>(k)], row));
+  CHECK_THROWS_WITH_AS(chain_figure(r, rows + 1), doctest::Contains("chain_figure"), Error);
+  CHECK_THROWS_AS(chain_figure(SampleResult{}, 1), Error);
+}
+
+TEST_CASE("sample: the forward figure's t = 0 column is the input and its columns follow forward_chain") {
+  Schedule s = make_schedule("linear", 20);
+  Tensor x0 = randn({3, 1, 5, 4}, 21);
+  for (int64_t i = 0; i < x0.numel(); i++) x0[i] = std::tanh(x0[i]);  // data in [-1, 1]
+  const std::vector<int64_t> t = evenly_spaced_t(0, 20, 6);  // 0, 4, 8, 12, 16, 20
+  const int64_t K = static_cast<int64_t>(t.size());
+  Tensor fig = forward_figure(s, x0, t, 6);
+  REQUIRE(fig.shape() == Shape{3 * K, 1, 5, 4});
+  std::vector<Tensor> chain = forward_chain(s, x0, 6);
+  for (int64_t row = 0; row < 3; row++) {
+    CHECK(image_equal(fig, row * K, x0, row));
+    for (int64_t k = 0; k < K; k++) CHECK(image_equal(fig, row * K + k, chain[static_cast<size_t>(t[k])], row));
+  }
+  // The noise did something: the last column is not the input.
+  CHECK_FALSE(image_equal(fig, K - 1, x0, 0));
+  CHECK_THROWS_WITH_AS(forward_figure(s, x0, {21}, 6), doctest::Contains("t = 21"), Error);
+}
+
+TEST_CASE("sample: a missing or foreign checkpoint gives an error naming the file") {
+  TempDir dir;
+  CHECK_THROWS_WITH_AS(load_model(dir / "nope.safetensors", true, nullptr), doctest::Contains("nope.safetensors"), Error);
+  const std::string other = dir / "other.safetensors";
+  save_safetensors(other, {{"w", Tensor({2, 2})}});
+  CHECK_THROWS_WITH_AS(load_model(other, true, nullptr), doctest::Contains("other.safetensors"), Error);
+  testing::write_bytes(dir / "junk.safetensors", {1, 2, 3});
+  CHECK_THROWS_WITH_AS(load_model(dir / "junk.safetensors", true, nullptr), doctest::Contains("junk.safetensors"), Error);
+}

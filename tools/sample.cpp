@@ -1,0 +1,328 @@
+// sample: draw images from a trained checkpoint with Algorithm 2, and the figures of the
+// derivation: the denoising chain, the forward process, an animated GIF of the chain and,
+// for a class-conditional model, one row per digit. `./sample --help` lists every flag.
+//
+//   ./sample --checkpoint out/ckpt-00004000.safetensors            out/samples.png
+//   ./sample --checkpoint CKPT --chain --gif --forward               + chain.png, chain.gif, forward.png
+//   ./sample --forward --schedule cosine --T 1000                    forward.png only, no model
+//   ./sample --checkpoint CKPT --class 3 --guidance 2                a conditional model's 3s
+//
+// The noise of image i is keyed by (seed, t, i), so --batch and --threads never change
+// the images; image i of samples.png is row i of chain.png.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ddpm/check.h"
+#include "ddpm/cli.h"
+#include "ddpm/data/mnist.h"
+#include "ddpm/figures.h"
+#include "ddpm/io/gif.h"
+#include "ddpm/io/png.h"
+#include "ddpm/parallel.h"
+#include "ddpm/schedule.h"
+#include "ddpm/train.h"
+
+using namespace ddpm;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+void make_dir(const std::string& path) {
+  if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+    DDPM_FAIL("cannot create output folder " << path << ": " << std::strerror(errno));
+}
+
+// Columns of a square-ish grid of n images: ceil(sqrt(n)).
+int64_t grid_columns(int64_t n) {
+  int64_t c = 1;
+  while (c * c < n) c++;
+  return c;
+}
+
+std::string join_t(const std::vector<int64_t>& t) {
+  std::ostringstream os;
+  for (size_t k = 0; k < t.size(); k++) os << (k ? ", " : "") << t[k];
+  return os.str();
+}
+
+const std::string* find_meta(const std::map<std::string, std::string>& m, const std::string& key) {
+  auto it = m.find(key);
+  return it == m.end() ? nullptr : &it->second;
+}
+
+// The class of image i for --class: "" cycles 0..classes-1, "null" is the null class
+// (unconditional sampling of a conditional model), a number is that class for every image.
+struct ClassChoice {
+  enum Kind { cycle, null, fixed } kind = cycle;
+  int64_t label = 0;
+};
+
+ClassChoice parse_class(const std::string& s, int64_t classes) {
+  ClassChoice c;
+  if (s.empty()) return c;
+  if (s == "null") {
+    c.kind = ClassChoice::null;
+    return c;
+  }
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(s.c_str(), &end, 10);
+  DDPM_CHECK(errno == 0 && end != s.c_str() && *end == '\0' && v >= 0 && v < classes,
+             "--class '" << s << "': use a class 0.." << classes - 1 << " or 'null' (unconditional)");
+  c.kind = ClassChoice::fixed;
+  c.label = v;
+  return c;
+}
+
+int run(int argc, char** argv) {
+  std::string checkpoint, out = "out", variance, class_flag, data_dir = "data/mnist", schedule_name = "linear";
+  int64_t n = 64, batch = 64, seed = 0, threads = std::max(1u, std::thread::hardware_concurrency());
+  int64_t T = 1000, fig_rows = 8, fig_cols = 11, gif_frames = 40, log_every = 100;
+  double guidance = 1.0;
+  bool clip_x0 = false, use_ema = true, chain = false, forward = false, gif = false, class_grid = false;
+  Flags flags("sample",
+              "Draw images from a checkpoint with Algorithm 2 of Ho et al. 2020 and write the figures:\n"
+              "DIR/samples.png always (with a checkpoint), and chain.png, chain.gif, forward.png and\n"
+              "class_grid.png when asked. Images do not depend on --batch or --threads.");
+  flags.add("--checkpoint", &checkpoint, "a ./train_mnist checkpoint (.safetensors); not needed for --forward alone");
+  flags.add("--n", &n, "number of images in samples.png");
+  flags.add("--batch", &batch, "images per sampling batch (memory vs. speed; results are the same)");
+  flags.add("--seed", &seed, "seed of the sampling noise (and of the forward-process noise)");
+  flags.add("--variance", &variance,
+            "sigma_t^2: fixed_large (beta_t) or fixed_small (beta-tilde_t); empty: the checkpoint's train.variance");
+  flags.add("--clip-x0", &clip_x0, "clip the predicted x_0 to [-1, 1] at each step (a departure from Algorithm 2)");
+  flags.add("--ema", &use_ema, "use the EMA weights when the checkpoint has them (--no-ema: the raw weights)");
+  flags.add("--class", &class_flag,
+            "conditional models: the class of every image (0-9), or 'null'; empty: image i gets class i mod 10");
+  flags.add("--guidance", &guidance, "conditional models: classifier-free guidance w, eps = (1+w) eps(x,c) - w eps(x,null)");
+  flags.add("--class-grid", &class_grid, "conditional models: write class_grid.png, one row per class, --fig-cols images each");
+  flags.add("--chain", &chain, "write chain.png: --fig-rows samples (rows) at --fig-cols evenly spaced t from T to 0");
+  flags.add("--gif", &gif, "write chain.gif: the samples.png grid from x_T to x_0 in --gif-frames frames");
+  flags.add("--gif-frames", &gif_frames, "frames of chain.gif (evenly spaced t from T to 0)");
+  flags.add("--forward", &forward, "write forward.png: --fig-rows test digits at --fig-cols evenly spaced t from 0 to T");
+  flags.add("--fig-rows", &fig_rows, "rows of chain.png and forward.png");
+  flags.add("--fig-cols", &fig_cols, "columns (timesteps) of chain.png and forward.png; images per row of class_grid.png");
+  flags.add("--data", &data_dir, "folder with the MNIST test files, for --forward");
+  flags.add("--schedule", &schedule_name, "beta schedule for --forward without --checkpoint: linear, cosine, sigmoid, quadratic");
+  flags.add("--T", &T, "number of diffusion steps for --forward without --checkpoint");
+  flags.add("--threads", &threads, "worker threads (results do not depend on it)");
+  flags.add("--out", &out, "output folder");
+  flags.add("--log-every", &log_every, "print progress every N timesteps");
+  if (!flags.parse(argc, argv)) {
+    std::printf("%s", flags.help().c_str());
+    return 0;
+  }
+  DDPM_CHECK(n >= 1 && batch >= 1, "--n " << n << " and --batch " << batch << " must be at least 1");
+  DDPM_CHECK(fig_rows >= 1 && fig_cols >= 1 && gif_frames >= 1 && log_every >= 1,
+             "--fig-rows, --fig-cols, --gif-frames and --log-every must be at least 1");
+  DDPM_CHECK(threads >= 1, "--threads " << threads << " must be at least 1");
+  DDPM_CHECK(std::isfinite(guidance), "--guidance must be a finite number");
+  set_num_threads(static_cast<int>(threads));
+  const uint64_t useed = static_cast<uint64_t>(seed);
+
+  if (checkpoint.empty()) {
+    DDPM_CHECK(forward, "--checkpoint PATH is required (only --forward works without one); see --help");
+    for (const char* f : {"--chain", "--gif", "--class", "--guidance", "--class-grid", "--variance", "--n"})
+      DDPM_CHECK(!flags.given(f), f << " needs --checkpoint PATH");
+  }
+
+  // The model and its schedule.
+  std::unique_ptr<UNet> model;
+  std::map<std::string, std::string> meta;
+  bool loaded_ema = false;
+  Schedule schedule;
+  if (!checkpoint.empty()) {
+    model = load_model(checkpoint, use_ema, &meta, &loaded_ema);
+    const std::string* meta_schedule = find_meta(meta, "train.schedule");
+    const std::string* meta_T = find_meta(meta, "train.T");
+    if (meta_schedule && meta_T) {
+      char* end = nullptr;
+      const int64_t ckpt_T = std::strtoll(meta_T->c_str(), &end, 10);
+      DDPM_CHECK(end != meta_T->c_str() && *end == '\0' && ckpt_T >= 1,
+                 checkpoint << ": metadata train.T = '" << *meta_T << "' is not a positive integer");
+      DDPM_CHECK((!flags.given("--schedule") || schedule_name == *meta_schedule) && (!flags.given("--T") || T == ckpt_T),
+                 checkpoint << " was trained with the " << *meta_schedule << " schedule and T = " << ckpt_T
+                            << "; drop --schedule/--T (they are for checkpoints that do not record theirs)");
+      schedule_name = *meta_schedule;
+      T = ckpt_T;
+    } else {
+      DDPM_CHECK(flags.given("--schedule") && flags.given("--T"),
+                 checkpoint << " does not record its schedule (train.schedule, train.T); pass --schedule and --T");
+    }
+  }
+  schedule = make_schedule(schedule_name, T);
+
+  make_dir(out);
+  const std::string prefix = out + "/";
+
+  if (forward) {
+    auto t0 = Clock::now();
+    MnistSplit test = load_mnist(data_dir, "test");
+    const int64_t rows = std::min<int64_t>(fig_rows, test.images.size(0));
+    Tensor x0 = slice_batch(test.images, 0, rows);  // [rows, 1, 28, 28]
+    std::vector<int64_t> t = evenly_spaced_t(0, schedule.T, fig_cols);
+    Tensor fig = forward_figure(schedule, x0, t, useed);
+    write_image_grid(prefix + "forward.png", fig, static_cast<int64_t>(t.size()));
+    std::printf("wrote %sforward.png (%lld test digits under the %s schedule, T = %lld, at t = %s; %.1fs)\n",
+                prefix.c_str(), static_cast<long long>(rows), schedule.name.c_str(), static_cast<long long>(schedule.T),
+                join_t(t).c_str(), seconds_since(t0));
+    std::fflush(stdout);
+  }
+  if (!model) return 0;
+
+  const UNetConfig& mc = model->config();
+  const bool conditional = mc.num_classes > 0;
+  if (!conditional)
+    for (const char* f : {"--class", "--guidance", "--class-grid"})
+      DDPM_CHECK(!flags.given(f), checkpoint << " is an unconditional model (trained without --conditional); " << f
+                                             << " needs a class-conditional checkpoint");
+  if (variance.empty()) {
+    const std::string* v = find_meta(meta, "train.variance");
+    variance = v ? *v : mc.learned_variance ? "learned_range" : "fixed_large";
+  }
+  SampleOptions base;
+  base.reverse.variance = parse_variance(variance);
+  base.reverse.clip_x0 = clip_x0;
+  const ClassChoice choice = conditional ? parse_class(class_flag, mc.num_classes) : ClassChoice{};
+  const Shape image{mc.in_ch, mc.image_size, mc.image_size};
+  const Sampler sampler = ddpm_sampler(schedule, useed);
+
+  // A BatchEpsFn giving image i the class label_of(i) (conditional models only).
+  auto eps_for = [&](std::function<int64_t(int64_t)> label_of, bool null_class) -> BatchEpsFn {
+    UNet* m = model.get();
+    return [m, label_of, null_class, conditional, guidance](int64_t first, int64_t count) -> EpsFn {
+      if (!conditional || null_class) return unet_eps_fn(*m);  // no labels: the null class
+      auto labels = std::make_shared<std::vector<int64_t>>();
+      for (int64_t i = 0; i < count; i++) labels->push_back(label_of(first + i));
+      EpsFn eps = unet_eps_fn(*m, labels.get(), guidance);
+      return [labels, eps](const Tensor& x_t, const std::vector<int64_t>& t) { return eps(x_t, t); };
+    };
+  };
+  auto progress_printer = [&](int64_t total, Clock::time_point t0) {
+    const int64_t Tn = schedule.T, every = log_every;
+    return [total, t0, Tn, every](int64_t first, int64_t count, int64_t t) {
+      const int64_t done = Tn - t + 1;  // reverse steps done in this batch
+      if (done % every != 0 && t != 1) return;
+      const double elapsed = seconds_since(t0);
+      const double work = static_cast<double>(first * Tn + count * done), all = static_cast<double>(total * Tn);
+      std::printf("  images %lld-%lld of %lld: t=%lld/%lld  %.1fs  eta %.0fs\n", static_cast<long long>(first + 1),
+                  static_cast<long long>(first + count), static_cast<long long>(total), static_cast<long long>(t - 1),
+                  static_cast<long long>(Tn), elapsed, elapsed * (all - work) / work);
+      std::fflush(stdout);
+    };
+  };
+
+  std::printf("%s: model %s (%lld parameters, %s weights), %s schedule T = %lld, variance %s%s, seed %lld, %d threads\n",
+              checkpoint.c_str(), mc.name.c_str(), static_cast<long long>(model->num_parameters()),
+              loaded_ema ? "EMA" : "raw", schedule.name.c_str(), static_cast<long long>(schedule.T), variance.c_str(),
+              clip_x0 ? ", x_0 clipped" : "", static_cast<long long>(seed), num_threads());
+  if (conditional) {
+    std::ostringstream os;
+    if (choice.kind == ClassChoice::null) os << "null class (unconditional)";
+    else if (choice.kind == ClassChoice::fixed) os << "class " << choice.label << ", guidance w = " << guidance;
+    else os << "image i has class i mod " << mc.num_classes << ", guidance w = " << guidance;
+    std::printf("conditional model: %s\n", os.str().c_str());
+  }
+  std::fflush(stdout);
+
+  // samples.png, with the chain kept for chain.png and chain.gif.
+  {
+    auto t0 = Clock::now();
+    BatchedSampleOptions o;
+    o.sample = base;
+    o.batch = batch;
+    o.progress = progress_printer(n, t0);
+    const std::vector<int64_t> chain_t = evenly_spaced_t(schedule.T, 0, fig_cols);
+    const std::vector<int64_t> gif_t = evenly_spaced_t(schedule.T, 0, gif_frames);
+    if (chain) o.sample.keep_t.insert(o.sample.keep_t.end(), chain_t.begin(), chain_t.end());
+    if (gif) o.sample.keep_t.insert(o.sample.keep_t.end(), gif_t.begin(), gif_t.end());
+    o.chain_n = gif ? n : chain ? fig_rows : 0;
+    const int64_t classes = std::max<int64_t>(mc.num_classes, 1);
+    auto label_of = [choice, classes](int64_t i) { return choice.kind == ClassChoice::fixed ? choice.label : i % classes; };
+    std::printf("sampling %lld images in batches of %lld (%lld steps of Algorithm 2)\n", static_cast<long long>(n),
+                static_cast<long long>(batch), static_cast<long long>(schedule.T));
+    SampleResult r = sample_in_batches(sampler, eps_for(label_of, choice.kind == ClassChoice::null), n, image, o);
+    const int64_t cols = grid_columns(n);
+    write_image_grid(prefix + "samples.png", r.x0, cols);
+    std::printf("wrote %ssamples.png (%lld images, %.1fs)\n", prefix.c_str(), static_cast<long long>(n), seconds_since(t0));
+
+    // Entries of r.chain for a list of t (kept_t is descending and unique).
+    auto entries = [&r](const std::vector<int64_t>& ts) {
+      SampleResult sub;
+      for (int64_t t : ts) {
+        auto it = std::find(r.kept_t.begin(), r.kept_t.end(), t);
+        DDPM_CHECK(it != r.kept_t.end(), "sample: x_" << t << " was not kept");
+        sub.kept_t.push_back(t);
+        sub.chain.push_back(r.chain[static_cast<size_t>(it - r.kept_t.begin())]);
+      }
+      return sub;
+    };
+    if (chain) {
+      const int64_t rows = std::min(fig_rows, n);
+      write_image_grid(prefix + "chain.png", chain_figure(entries(chain_t), rows), static_cast<int64_t>(chain_t.size()));
+      std::printf("wrote %schain.png (%lld samples, x_t at t = %s)\n", prefix.c_str(), static_cast<long long>(rows),
+                  join_t(chain_t).c_str());
+    }
+    if (gif) {
+      SampleResult g = entries(gif_t);
+      std::vector<std::vector<uint8_t>> frames;
+      std::vector<int> delays;
+      Image first;
+      for (size_t k = 0; k < g.chain.size(); k++) {
+        Image img = image_grid(g.chain[k], cols);
+        DDPM_CHECK(img.channels == 1, "sample: --gif writes gray images only, the model has " << img.channels << " channels");
+        if (k == 0) first = img;
+        frames.push_back(std::move(img.pixels));
+        delays.push_back(k + 1 == g.chain.size() ? 300 : 10);  // 1/100 s; hold the result for 3 s
+      }
+      write_gif(prefix + "chain.gif", first.width, first.height, frames, delays);
+      std::printf("wrote %schain.gif (%zu frames, t = %lld down to 0)\n", prefix.c_str(), frames.size(),
+                  static_cast<long long>(schedule.T));
+    }
+    std::fflush(stdout);
+  }
+
+  if (class_grid) {
+    auto t0 = Clock::now();
+    const std::vector<int64_t> labels = class_grid_labels(mc.num_classes, fig_cols);
+    const int64_t total = static_cast<int64_t>(labels.size());
+    BatchedSampleOptions o;
+    o.sample = base;
+    o.batch = batch;
+    o.chain_n = 0;
+    o.progress = progress_printer(total, t0);
+    std::printf("sampling the class grid: %lld classes x %lld images, guidance w = %g\n",
+                static_cast<long long>(mc.num_classes), static_cast<long long>(fig_cols), guidance);
+    SampleResult r = sample_in_batches(sampler, eps_for([labels](int64_t i) { return labels[i]; }, false), total, image, o);
+    write_image_grid(prefix + "class_grid.png", r.x0, fig_cols);
+    std::printf("wrote %sclass_grid.png (row k is class k, %.1fs)\n", prefix.c_str(), seconds_since(t0));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
