@@ -55,7 +55,8 @@ LIB_SRCS := \
 	ddpm/train.cpp \
 	ddpm/schedule.cpp \
 	ddpm/diffusion.cpp \
-	ddpm/io/svg.cpp
+	ddpm/io/svg.cpp \
+	ddpm/ddim.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -83,7 +84,9 @@ TEST_SRCS := \
 	tests/test_mnist.cpp \
 	tests/test_diffusion.cpp \
 	tests/test_svg.cpp \
-	tests/test_train.cpp
+	tests/test_train.cpp \
+	tests/test_default_path.cpp \
+	tests/test_ddim.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
