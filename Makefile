@@ -56,7 +56,11 @@ LIB_SRCS := \
 	ddpm/schedule.cpp \
 	ddpm/diffusion.cpp \
 	ddpm/io/svg.cpp \
-	ddpm/ddim.cpp
+	ddpm/ddim.cpp \
+	ddpm/targets.cpp \
+	ddpm/learned_variance.cpp \
+	ddpm/timestep_sampler.cpp \
+	ddpm/guidance.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -86,13 +90,19 @@ TEST_SRCS := \
 	tests/test_svg.cpp \
 	tests/test_train.cpp \
 	tests/test_default_path.cpp \
-	tests/test_ddim.cpp
+	tests/test_ddim.cpp \
+	tests/test_targets.cpp \
+	tests/test_learned_variance.cpp \
+	tests/test_timestep_sampler.cpp \
+	tests/test_guidance.cpp \
+	tests/test_beyond_train.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
 	schedule \
 	train_mnist \
-	bench
+	bench \
+	beyond
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
