@@ -60,7 +60,8 @@ double ddim_sigma2(const Schedule& sch, int64_t t, int64_t s, double eta);
 
 // One DDIM step from x_t (every sample at timestep t) to timestep s < t, given eps_theta(x_t, t)
 // and z ~ N(0, I) (ignored when eta = 0; may be undefined then). clip_x0 clips pred_x0 to
-// [-1, 1] (off by default, as in diffusion.h).
+// [-1, 1] (off by default, as in diffusion.h); the direction term keeps the model's eps, as
+// diffusers' DDIMScheduler does (improved-diffusion re-derives eps from the clipped x_0).
 Tensor ddim_step(const Schedule& sch, const Tensor& x_t, int64_t t, int64_t s, const Tensor& eps, double eta,
                  const Tensor& z, bool clip_x0 = false);
 

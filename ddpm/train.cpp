@@ -125,6 +125,9 @@ Trainer::Trainer(const TrainConfig& config, Dataset data, const UNetConfig* mode
   if (config_.learned_variance) mc.learned_variance = true;
   DDPM_CHECK(config_.timesteps == "uniform" || config_.timesteps == "importance",
              "train: --timesteps '" << config_.timesteps << "': use uniform (Algorithm 1) or importance");
+  DDPM_CHECK(config_.loss == "simple" || (config_.predict == "eps" && !config_.learned_variance),
+             "train: --loss weighted is an eps-MSE; with --predict " << config_.predict
+                 << (config_.learned_variance ? " and --learned-variance (L_hybrid)" : "") << " use --loss simple");
   if (config_.timesteps == "importance") timestep_sampler_ = std::make_unique<TimestepSampler>(config_.T);
   const Shape& s = data_.images.shape();
   DDPM_CHECK(s.size() == 4 && s[1] == mc.in_ch && s[2] == mc.image_size && s[3] == mc.image_size,

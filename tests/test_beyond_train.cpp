@@ -90,6 +90,9 @@ TEST_CASE("beyond_train: learned variance trains on L_hybrid and its checkpoint 
   c.learned_variance = true;
   Trainer trainer(c, bars());
   CHECK(trainer.model().config().out_ch() == 2);
+  TrainConfig weighted = c;
+  weighted.loss = "weighted";  // L_hybrid has its own weighting: refused up front
+  CHECK_THROWS_AS(Trainer(weighted, bars()), Error);
   std::vector<double> losses;
   for (int i = 0; i < 40; i++) losses.push_back(trainer.step());
   for (double l : losses) REQUIRE(std::isfinite(l));

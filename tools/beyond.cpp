@@ -93,9 +93,10 @@ int run(int argc, char** argv) {
   ddim.eta = eta;
   ddim.clip_x0 = clip;
   DDPM_CHECK(sampler == "ddpm" || sampler == "ddim", "--sampler '" << sampler << "': use ddpm or ddim");
-  const std::string how = sampler == "ddim" ? "DDIM " + std::to_string(steps) + " steps (" + spacing + ", eta " +
-                                                  std::to_string(eta) + ")"
-                                            : "Algorithm 2, " + std::to_string(tc.T) + " steps";
+  std::ostringstream how_os;
+  if (sampler == "ddim") how_os << "DDIM " << steps << " steps (" << spacing << ", eta " << eta << ")";
+  else how_os << "Algorithm 2, " << tc.T << " steps";
+  const std::string how = how_os.str();
 
   if (mode == "class-grid") {
     for (double w : parse_list(guidance)) {
