@@ -64,7 +64,12 @@ LIB_SRCS := \
 	ddpm/ops/cross_entropy.cpp \
 	ddpm/eval/metrics.cpp \
 	ddpm/classifier.cpp \
-	ddpm/eval/evaluate.cpp
+	ddpm/eval/evaluate.cpp \
+	ddpm/ddim.cpp \
+	ddpm/targets.cpp \
+	ddpm/learned_variance.cpp \
+	ddpm/timestep_sampler.cpp \
+	ddpm/guidance.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -101,7 +106,14 @@ TEST_SRCS := \
 	tests/test_cross_entropy.cpp \
 	tests/test_metrics.cpp \
 	tests/test_classifier.cpp \
-	tests/test_evaluate.cpp
+	tests/test_evaluate.cpp \
+	tests/test_default_path.cpp \
+	tests/test_ddim.cpp \
+	tests/test_targets.cpp \
+	tests/test_learned_variance.cpp \
+	tests/test_timestep_sampler.cpp \
+	tests/test_guidance.cpp \
+	tests/test_beyond_train.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
@@ -109,7 +121,8 @@ TOOLS := \
 	train_mnist \
 	bench \
 	sample \
-	eval
+	eval \
+	beyond
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)

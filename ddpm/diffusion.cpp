@@ -4,7 +4,10 @@
 #include <cmath>
 
 #include "ddpm/check.h"
+#include "ddpm/learned_variance.h"
 #include "ddpm/ops/elementwise.h"
+#include "ddpm/targets.h"
+#include "ddpm/timestep_sampler.h"
 
 namespace ddpm {
 
@@ -451,6 +454,55 @@ VlbResult vlb_terms(const Schedule& s, const EpsFn& model, const Tensor& x0, uin
 // ---------------------------------------------------------------------------
 // Algorithms 1 and 2
 
+// The loss when an option of TrainOptions is on (README "Beyond Algorithm 2"):
+//   predict x0 or v     MSE against that target instead of eps (targets.h)
+//   learned_variance    L_hybrid = L_simple + lambda L_vlb (learned_variance.h)
+//   timesteps           each sample's loss times w_i = 1 / (T p_{t_i}) (timestep_sampler.h)
+static void beyond_algorithm1_loss(Tape& tape, const Schedule& s, const Tensor& x0, const TrainOptions& options,
+                                   TrainStep& r) {
+  const int64_t N = x0.size(0), D = elements_per_sample(x0);
+  const Tensor target = training_target(options.predict, s, x0, r.eps, r.t);
+  if (options.learned_variance) {
+    DDPM_CHECK(options.loss == LossType::simple,
+               "training_step: the learned variance trains on L_hybrid = L_simple + lambda L_vlb; use loss simple");
+    HybridLossOptions h;
+    h.lambda = options.vlb_lambda;
+    h.predict = options.predict;
+    h.weights = r.weights;
+    HybridLoss hl = hybrid_loss(tape, s, r.eps_theta, target, x0, r.x_t, r.t, h);
+    r.loss = hl.loss;
+    r.per_sample_loss = hl.per_sample;
+    r.vb_bpd = hl.vb_bpd;
+    return;
+  }
+  check_same_shape(r.x_t, r.eps_theta->value, "training_step", "x_t", "the model's output");
+  DDPM_CHECK(options.loss == LossType::simple || options.predict == PredictionTarget::eps,
+             "training_step: the weighted loss L_t is an eps-MSE; with --predict " << target_name(options.predict)
+                                                                                  << " use loss simple");
+  // Per-sample weights of the SSE: 1/D (simple: a per-sample mean) or L_t's scaling term.
+  std::vector<double> per_sse(N);
+  for (int64_t i = 0; i < N; i++)
+    per_sse[i] = options.loss == LossType::simple ? 1.0 / D : loss_weight(s, r.t[i], options.variance);
+  r.per_sample_loss.assign(N, 0.0);
+  for (int64_t i = 0; i < N; i++) {
+    double sse = 0.0;
+    for (int64_t j = i * D; j < (i + 1) * D; j++) {
+      const double d = static_cast<double>(target[j]) - r.eps_theta->value[j];
+      sse += d * d;
+    }
+    r.per_sample_loss[i] = per_sse[i] * sse;
+  }
+  if (r.weights.empty()) {
+    // || target - out ||^2 averaged over batch and elements   (Algorithm 1 line 5 with the target swapped)
+    r.loss = loss_simple(tape, r.eps_theta, target);
+    return;
+  }
+  // (1/N) sum_i w_i loss_i: importance-weighted, unbiased for the uniform-t average
+  std::vector<double> w(N);
+  for (int64_t i = 0; i < N; i++) w[i] = r.weights[i] * per_sse[i];
+  r.loss = weighted_sse(tape, r.eps_theta, target, w);
+}
+
 TrainStep training_step(Tape& tape, const Schedule& s, const TapeEpsFn& model, const Tensor& x0, uint64_t seed,
                         uint64_t step, const TrainOptions& options) {
   check_timesteps(s, x0, std::vector<int64_t>(x0.defined() && x0.dim() >= 1 ? x0.size(0) : 0, 1), "training_step");
@@ -459,25 +511,37 @@ TrainStep training_step(Tape& tape, const Schedule& s, const TapeEpsFn& model, c
   // Algorithm 1 line 2: x_0 ~ q(x_0)                         -- the caller's batch x0
   // Algorithm 1 line 3: t ~ Uniform({1, ..., T})
   std::vector<int64_t> t(N);
-  for (int64_t i = 0; i < N; i++)
-    t[i] = 1 + std::min<int64_t>(s.T - 1, static_cast<int64_t>(uniform_double(t_key, options.first_index + i) * s.T));
+  std::vector<double> weights;
+  if (options.timesteps) {
+    // Beyond Algorithm 1 (option): importance-sampled t, weights 1 / (T p_t) (timestep_sampler.h)
+    options.timesteps->sample(t_key, options.first_index, N, t, weights);
+  } else {
+    for (int64_t i = 0; i < N; i++)
+      t[i] = 1 + std::min<int64_t>(s.T - 1, static_cast<int64_t>(uniform_double(t_key, options.first_index + i) * s.T));
+  }
   // Algorithm 1 line 4: eps ~ N(0, I)
   Tensor eps = keyed_normal(x0.shape(), eps_key, options.first_index);
   // Algorithm 1 line 5
-  return training_loss_given(tape, s, model, x0, t, eps, options);
-  // Algorithm 1 line 6 (until converged) is the caller's loop
+  TrainStep r = training_loss_given(tape, s, model, x0, t, eps, options, weights);
+  return r;  // Algorithm 1 line 6 (until converged) is the caller's loop
 }
 
 TrainStep training_loss_given(Tape& tape, const Schedule& s, const TapeEpsFn& model, const Tensor& x0,
-                              const std::vector<int64_t>& t, const Tensor& eps, const TrainOptions& options) {
+                              const std::vector<int64_t>& t, const Tensor& eps, const TrainOptions& options,
+                              const std::vector<double>& weights) {
   check_timesteps(s, x0, t, "training_loss_given");
   check_same_shape(x0, eps, "training_loss_given", "x0", "eps");
   TrainStep r;
   r.t = t;
   r.eps = eps;
+  r.weights = weights;
   // Algorithm 1 line 5: gradient step on || eps - eps_theta(sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps, t) ||^2
   r.x_t = q_sample(s, x0, r.t, r.eps);
   r.eps_theta = model(tape, constant(r.x_t), r.t);
+  if (options.predict != PredictionTarget::eps || options.learned_variance || options.timesteps) {
+    beyond_algorithm1_loss(tape, s, x0, options, r);  // the options' losses, below
+    return r;
+  }
   check_same_shape(r.x_t, r.eps_theta->value, "training_step", "x_t", "the model's eps_theta");
   r.loss = options.loss == LossType::simple ? loss_simple(tape, r.eps_theta, r.eps)
                                             : loss_weighted(tape, s, r.eps_theta, r.eps, r.t, options.variance);

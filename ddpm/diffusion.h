@@ -181,17 +181,30 @@ VlbResult vlb_terms(const Schedule& s, const EpsFn& model, const Tensor& x0, uin
 using TapeEpsFn = std::function<Var(Tape& tape, const Var& x_t, const std::vector<int64_t>& t)>;
 
 enum class LossType { simple, weighted };
+// What the network predicts (targets.h has the conversions): eps is Algorithm 1's.
+enum class PredictionTarget { eps, x0, v };
+class TimestepSampler;  // timestep_sampler.h
 struct TrainOptions {
   LossType loss = LossType::simple;
   VarianceType variance = VarianceType::fixed_large;  // sigma_t^2 in the weighted loss
   int64_t first_index = 0;                            // global index of x0's first sample
+  // Beyond Algorithm 1, each off by default (README "Beyond Algorithm 2"). With all three at
+  // their defaults training_step is Algorithm 1 exactly (tests/test_default_path.cpp).
+  PredictionTarget predict = PredictionTarget::eps;   // the regression target (targets.h)
+  bool learned_variance = false;                      // output [N, 2C, H, W]; L_hybrid (learned_variance.h)
+  double vlb_lambda = 0.001;                          // lambda of L_hybrid
+  const TimestepSampler* timesteps = nullptr;         // importance-sampled t (timestep_sampler.h)
 };
 struct TrainStep {
   Var loss;                   // [1], on the tape
   std::vector<int64_t> t;     // the sampled timesteps [N]
   Tensor eps;                 // the sampled noise [N, C, H, W]
   Tensor x_t;                 // the model's input [N, C, H, W]
-  Var eps_theta;              // the model's output
+  Var eps_theta;              // the model's output (eps_theta by default; see TrainOptions.predict)
+  // Filled only when an option above is on:
+  std::vector<double> weights;          // importance weights 1 / (T p_t) [N]
+  std::vector<double> per_sample_loss;  // each sample's loss before its weight [N]
+  std::vector<double> vb_bpd;           // learned_variance: each sample's VLB term, bits/dim [N]
 };
 // Algorithm 1, lines 2-5, for one batch x0 (line 2 is the caller's draw). t_i and eps_i are a
 // pure function of (seed, step, first_index + i). The caller runs tape.backward(loss) and the
@@ -201,7 +214,8 @@ TrainStep training_step(Tape& tape, const Schedule& s, const TapeEpsFn& model, c
 // Algorithm 1 line 5 alone, with t and eps given instead of drawn (training_step calls it after
 // lines 3-4; the PyTorch cross-check feeds t and eps from a fixture). options.first_index is unused.
 TrainStep training_loss_given(Tape& tape, const Schedule& s, const TapeEpsFn& model, const Tensor& x0,
-                              const std::vector<int64_t>& t, const Tensor& eps, const TrainOptions& options = {});
+                              const std::vector<int64_t>& t, const Tensor& eps, const TrainOptions& options = {},
+                              const std::vector<double>& weights = {});
 
 struct SampleOptions {
   ReverseOptions reverse;

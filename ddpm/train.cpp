@@ -5,7 +5,9 @@
 #include <sstream>
 
 #include "ddpm/check.h"
+#include "ddpm/guidance.h"
 #include "ddpm/io/safetensors.h"
+#include "ddpm/targets.h"
 
 namespace ddpm {
 
@@ -65,7 +67,7 @@ LossType parse_loss(const std::string& s) {
 }  // namespace
 
 std::map<std::string, std::string> TrainConfig::to_metadata() const {
-  return {{"train.model", model},
+  std::map<std::string, std::string> m{{"train.model", model},
           {"train.batch", std::to_string(batch)},
           {"train.lr", format_double(lr)},
           {"train.warmup", std::to_string(warmup)},
@@ -78,6 +80,11 @@ std::map<std::string, std::string> TrainConfig::to_metadata() const {
           {"train.variance", variance},
           {"train.conditional", conditional ? "1" : "0"},
           {"train.p_uncond", format_double(p_uncond)}};
+  // Beyond Algorithm 2: only when not the default (a default checkpoint stays as it was).
+  if (predict != "eps") m["train.predict"] = predict;
+  if (learned_variance) m["train.learned_variance"] = "1";
+  if (timesteps != "uniform") m["train.timesteps"] = timesteps;
+  return m;
 }
 
 TrainConfig TrainConfig::from_metadata(const std::map<std::string, std::string>& m) {
@@ -96,6 +103,9 @@ TrainConfig TrainConfig::from_metadata(const std::map<std::string, std::string>&
   c.variance = meta_get(m, "train.variance", src);
   c.conditional = meta_int(m, "train.conditional", src) != 0;
   c.p_uncond = meta_double(m, "train.p_uncond", src);
+  if (m.count("train.predict")) c.predict = m.at("train.predict");
+  if (m.count("train.learned_variance")) c.learned_variance = meta_int(m, "train.learned_variance", src) != 0;
+  if (m.count("train.timesteps")) c.timesteps = m.at("train.timesteps");
   return c;
 }
 
@@ -111,6 +121,14 @@ Trainer::Trainer(const TrainConfig& config, Dataset data, const UNetConfig* mode
   parse_variance(config_.variance);
   UNetConfig mc = model_config ? *model_config : unet_config(config_.model);
   if (config_.conditional) mc.num_classes = 10;
+  parse_target(config_.predict);
+  if (config_.learned_variance) mc.learned_variance = true;
+  DDPM_CHECK(config_.timesteps == "uniform" || config_.timesteps == "importance",
+             "train: --timesteps '" << config_.timesteps << "': use uniform (Algorithm 1) or importance");
+  DDPM_CHECK(config_.loss == "simple" || (config_.predict == "eps" && !config_.learned_variance),
+             "train: --loss weighted is an eps-MSE; with --predict " << config_.predict
+                 << (config_.learned_variance ? " and --learned-variance (L_hybrid)" : "") << " use --loss simple");
+  if (config_.timesteps == "importance") timestep_sampler_ = std::make_unique<TimestepSampler>(config_.T);
   const Shape& s = data_.images.shape();
   DDPM_CHECK(s.size() == 4 && s[1] == mc.in_ch && s[2] == mc.image_size && s[3] == mc.image_size,
              "train: images " << data_.images.shape_str() << " do not fit model '" << mc.name << "' ([N, " << mc.in_ch
@@ -179,6 +197,9 @@ double Trainer::step() {
   TrainOptions options;
   options.loss = parse_loss(config_.loss);
   options.variance = parse_variance(config_.variance);
+  options.predict = parse_target(config_.predict);
+  options.learned_variance = config_.learned_variance;
+  options.timesteps = timestep_sampler_.get();
   // Algorithm 1, lines 3-5: t, eps and the loss (diffusion.h).
   TrainStep ts = training_step(tape, schedule_, eps_theta, x0, config_.seed, k, options);
   const double loss = ts.loss->value[0];
@@ -217,6 +238,7 @@ double Trainer::step() {
   // The optimizer: Adam with linear warm-up, then the EMA of the weights.
   adam_->step(warmup_lr(config_.lr, step_ + 1, config_.warmup));
   ema_->update(params_);
+  if (timestep_sampler_) timestep_sampler_->update(ts.t, ts.per_sample_loss);  // E[L_t^2] history
   step_++;
   return loss;
 }
@@ -227,6 +249,12 @@ void Trainer::save_checkpoint(const std::string& path) {
   for (size_t i = 0; i < params_.size(); i++) tensors.emplace_back("ema." + params_[i]->name, ema_->shadow()[i]);
   for (size_t i = 0; i < params_.size(); i++) tensors.emplace_back("adam.m." + params_[i]->name, adam_->m()[i]);
   for (size_t i = 0; i < params_.size(); i++) tensors.emplace_back("adam.v." + params_[i]->name, adam_->v()[i]);
+  if (timestep_sampler_) {  // --timesteps importance: the loss history, for an exact resume
+    Tensor history, count;
+    timestep_sampler_->state(history, count);
+    tensors.emplace_back("timesteps.history", history);
+    tensors.emplace_back("timesteps.count", count);
+  }
   std::map<std::string, std::string> meta = model_->config().to_metadata();
   for (auto& kv : config_.to_metadata()) meta.insert(kv);
   meta["format"] = kFormat;
@@ -263,6 +291,12 @@ void Trainer::load_checkpoint(const std::string& path) {
     DDPM_CHECK(theirs == kv.second, path << ": the checkpoint has " << kv.first << " = " << theirs << ", this run has "
                                          << kv.second << " (resume with the checkpoint's own settings)");
   }
+  // And the options that are written only when on (TrainConfig::to_metadata) must be off here too.
+  const std::map<std::string, std::string> ours = config_.to_metadata();
+  for (auto& kv : st.metadata)
+    if (kv.first.compare(0, 6, "train.") == 0)
+      DDPM_CHECK(ours.count(kv.first), path << ": the checkpoint has " << kv.first << " = " << kv.second
+                                            << ", this run does not set it (resume with the checkpoint's own settings)");
   const int64_t data_size = meta_int(st.metadata, "state.data_size", path);
   DDPM_CHECK(data_size == data_.size(), path << ": trained on " << data_size << " images, this dataset has "
                                              << data_.size() << " (use the same --dataset and --data)");
@@ -281,6 +315,7 @@ void Trainer::load_checkpoint(const std::string& path) {
   position_ = meta_int(st.metadata, "state.position", path);
   DDPM_CHECK(step_ >= 0 && epoch_ >= 0 && position_ >= 0 && position_ < data_.size(),
              path << ": bad training state step " << step_ << ", epoch " << epoch_ << ", position " << position_);
+  if (timestep_sampler_) timestep_sampler_->set_state(st.at("timesteps.history"), st.at("timesteps.count"));
   adam_->set_steps(meta_int(st.metadata, "state.adam_steps", path));
   ema_->set_updates(meta_int(st.metadata, "state.ema_updates", path));
 }
@@ -300,32 +335,37 @@ EpsFn unet_eps_fn(UNet& model, const std::vector<int64_t>* labels, double guidan
     auto run = [&](const std::vector<int64_t>* ls) {
       return model.forward(tape, constant(x_t), t, ForwardContext{}, ls)->value;
     };
-    Tensor out;
+    // Learned variance: channels [0, C) are eps, [C, 2C) the raw r; v = (r + 1) / 2 is the
+    // interpolation learned_range takes (improved-diffusion's convention, learned_variance.h).
+    auto split = [&](const Tensor& out) {
+      if (!c.learned_variance) return ModelOutput(out);
+      const int64_t C = c.in_ch, HW = x_t.size(2) * x_t.size(3);
+      Tensor eps({N, C, x_t.size(2), x_t.size(3)}), v({N, C, x_t.size(2), x_t.size(3)});
+      for (int64_t n = 0; n < N; n++) {
+        std::copy(out.data() + (n * 2 * C) * HW, out.data() + (n * 2 * C + C) * HW, eps.data() + n * C * HW);
+        for (int64_t j = 0; j < C * HW; j++) v[n * C * HW + j] = 0.5f * (out[(n * 2 * C + C) * HW + j] + 1.0f);
+      }
+      return ModelOutput(eps, v);
+    };
     if (c.num_classes > 0) {
       std::vector<int64_t> null_labels(N, c.num_classes);
       const std::vector<int64_t>& cond = labels ? *labels : null_labels;
       DDPM_CHECK(static_cast<int64_t>(cond.size()) == N, "sample: " << cond.size() << " labels for " << N << " images");
-      out = run(&cond);
+      ModelOutput out = split(run(&cond));
       if (guidance != 0.0 && labels) {
-        // Classifier-free guidance: eps = (1 + w) eps(x, c) - w eps(x, null).
-        Tensor uncond = run(&null_labels);
-        const float w = static_cast<float>(guidance);
-        for (int64_t i = 0; i < out.numel(); i++) out[i] = (1.0f + w) * out[i] - w * uncond[i];
+        // Classifier-free guidance: eps = (1 + w) eps(x, c) - w eps(x, null), on eps only (guidance.h).
+        out.eps = guided_eps(out.eps, split(run(&null_labels)).eps, guidance);
       }
-    } else {
-      DDPM_CHECK(labels == nullptr, "sample: class labels given to an unconditional model");
-      out = run(nullptr);
+      return out;
     }
-    if (!c.learned_variance) return ModelOutput(out);
-    // Learned variance: channels [0, C) are eps, [C, 2C) the interpolation v.
-    const int64_t C = c.in_ch, HW = x_t.size(2) * x_t.size(3);
-    Tensor eps({N, C, x_t.size(2), x_t.size(3)}), v({N, C, x_t.size(2), x_t.size(3)});
-    for (int64_t n = 0; n < N; n++) {
-      std::copy(out.data() + (n * 2 * C) * HW, out.data() + (n * 2 * C + C) * HW, eps.data() + n * C * HW);
-      std::copy(out.data() + (n * 2 * C + C) * HW, out.data() + (n * 2 * C + 2 * C) * HW, v.data() + n * C * HW);
-    }
-    return ModelOutput(eps, v);
+    DDPM_CHECK(labels == nullptr, "sample: class labels given to an unconditional model");
+    return split(run(nullptr));
   };
+}
+
+PredictionTarget prediction_target(const std::map<std::string, std::string>& metadata) {
+  auto it = metadata.find("train.predict");
+  return it == metadata.end() ? PredictionTarget::eps : parse_target(it->second);
 }
 
 std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata,

@@ -17,6 +17,7 @@
 #include "ddpm/check.h"
 #include "ddpm/diffusion.h"
 #include "ddpm/optim.h"
+#include "ddpm/timestep_sampler.h"
 #include "ddpm/unet.h"
 
 namespace ddpm {
@@ -35,6 +36,11 @@ struct TrainConfig {
   std::string variance = "fixed_large"; // sigma_t^2 for the weighted loss and for sampling
   bool conditional = false;             // class-conditional with classifier-free guidance
   double p_uncond = 0.1;                // label dropped to null with this probability
+  // Beyond Algorithm 2 (README), off by default. Written to the metadata only when not the
+  // default, so a default run's checkpoint is unchanged and old checkpoints still load.
+  std::string predict = "eps";          // eps, x0 or v (targets.h)
+  bool learned_variance = false;        // Improved DDPM's learned Sigma, L_hybrid (learned_variance.h)
+  std::string timesteps = "uniform";    // uniform (Algorithm 1) or importance (timestep_sampler.h)
 
   std::map<std::string, std::string> to_metadata() const;  // keys "train.*"
   static TrainConfig from_metadata(const std::map<std::string, std::string>& m);
@@ -87,6 +93,7 @@ class Trainer {
   ParamList params_;
   std::unique_ptr<Adam> adam_;
   std::unique_ptr<EMA> ema_;
+  std::unique_ptr<TimestepSampler> timestep_sampler_;  // --timesteps importance only
   int64_t step_ = 0;
   int64_t epoch_ = 0, position_ = 0;  // data cursor: next sample is permutation(epoch_)[position_]
   int64_t perm_epoch_ = -1;
@@ -95,8 +102,14 @@ class Trainer {
 
 // An eps-predictor from any UNet (no grad, eval mode). For a conditional model, labels
 // (size N; num_classes means null) and the guidance weight w give classifier-free
-// guidance: (1 + w) eps(x, c) - w eps(x, null). The model must outlive the function.
+// guidance: (1 + w) eps(x, c) - w eps(x, null) (guidance.h), on the eps channels only. A
+// learned-variance model's raw channel r becomes ModelOutput.v = (r + 1) / 2 (improved-
+// diffusion's convention, learned_variance.h). The model must outlive the function.
 EpsFn unet_eps_fn(UNet& model, const std::vector<int64_t>* labels = nullptr, double guidance = 0.0);
+
+// The prediction target a checkpoint's model was trained on ("train.predict"; eps when absent).
+// Wrap unet_eps_fn with targets.h's as_eps_fn(schedule, fn, target) to sample from it.
+PredictionTarget prediction_target(const std::map<std::string, std::string>& metadata);
 
 // Loads the model weights of a checkpoint (EMA weights if present and use_ema), building
 // the UNet from the checkpoint's config. Also returns the metadata, and whether the EMA

@@ -22,6 +22,7 @@
 #include "ddpm/io/svg.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/parallel.h"
+#include "ddpm/targets.h"
 #include "ddpm/train.h"
 
 using namespace ddpm;
@@ -93,8 +94,10 @@ void write_samples(Trainer& trainer, const std::string& path, int64_t n, uint64_
   std::vector<int64_t> labels;
   for (int64_t i = 0; i < n; i++) labels.push_back(i % 10);
   EpsFn eps = unet_eps_fn(*ema, c.num_classes > 0 ? &labels : nullptr, c.num_classes > 0 ? 1.0 : 0.0);
+  eps = as_eps_fn(trainer.schedule(), eps, parse_target(trainer.config().predict));  // --predict x0 / v
   SampleOptions options;
   options.reverse.variance = parse_variance(variance);
+  if (c.learned_variance) options.reverse.variance = VarianceType::learned_range;  // --learned-variance
   SampleResult r = sample(trainer.schedule(), eps, {n, c.in_ch, c.image_size, c.image_size}, seed, options);
   const int64_t nrow = std::max<int64_t>(1, std::lround(std::sqrt(static_cast<double>(n))));
   write_image_grid(path, r.x0, nrow);
@@ -124,6 +127,10 @@ int run(int argc, char** argv) {
   flags.add("--variance", &cfg.variance, "sigma_t^2 for sampling and the weighted loss: fixed_large or fixed_small");
   flags.add("--conditional", &cfg.conditional, "class-conditional model (classifier-free guidance)");
   flags.add("--p-uncond", &cfg.p_uncond, "with --conditional: probability of dropping the label");
+  flags.add("--predict", &cfg.predict, "what the network predicts: eps (Algorithm 1), x0 or v (Salimans & Ho 2022)");
+  flags.add("--learned-variance", &cfg.learned_variance,
+            "learn Sigma (Nichol & Dhariwal 2021): L_hybrid = L_simple + 0.001 L_vlb, sampling with learned_range");
+  flags.add("--timesteps", &cfg.timesteps, "t sampling: uniform (Algorithm 1) or importance (p_t ~ sqrt(E[L_t^2]))");
   flags.add("--seed", &seed, "seed for initialization, data order, t, noise and dropout");
   flags.add("--threads", &threads, "worker threads (results do not depend on it)");
   flags.add("--dataset", &dataset, "mnist or fashion (Fashion-MNIST from Debian's dataset-fashion-mnist)");
@@ -162,7 +169,8 @@ int run(int argc, char** argv) {
     TrainConfig saved = TrainConfig::from_metadata(st.metadata);
     UNetConfig model_config = UNetConfig::from_metadata(st.metadata);
     for (const char* f : {"--model", "--batch", "--lr", "--warmup", "--schedule", "--T", "--seed", "--loss",
-                          "--conditional", "--ema", "--grad-clip", "--variance", "--p-uncond"})
+                          "--conditional", "--ema", "--grad-clip", "--variance", "--p-uncond", "--predict",
+                          "--learned-variance", "--timesteps"})
       if (flags.given(f))
         std::fprintf(stderr, "note: %s is ignored with --resume: the checkpoint's settings are used\n", f);
     trainer = std::make_unique<Trainer>(saved, std::move(data), &model_config);
