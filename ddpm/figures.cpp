@@ -27,6 +27,15 @@ Sampler ddpm_sampler(const Schedule& s, uint64_t seed) {
   };
 }
 
+Sampler ddim_sampler(const Schedule& s, uint64_t seed, const DdimOptions& ddim) {
+  return [&s, seed, ddim](const EpsFn& model, const Shape& shape, const SampleOptions& options) {
+    DdimOptions o = ddim;
+    o.keep_t = options.keep_t;
+    o.first_index = options.first_index;
+    return ddim_sample(s, model, shape, seed, o);
+  };
+}
+
 Tensor slice_batch(const Tensor& x, int64_t first, int64_t count) {
   DDPM_CHECK(x.defined() && x.dim() >= 1 && first >= 0 && count >= 0 && first + count <= x.size(0),
              "slice_batch: images [" << first << ", " << first + count << ") of a tensor " << x.shape_str());

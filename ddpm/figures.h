@@ -20,6 +20,7 @@
 #include <functional>
 #include <vector>
 
+#include "ddpm/ddim.h"
 #include "ddpm/diffusion.h"
 #include "ddpm/schedule.h"
 #include "ddpm/tensor.h"
@@ -35,10 +36,13 @@ std::vector<int64_t> evenly_spaced_t(int64_t from, int64_t to, int64_t count);
 // run gives each batch its own labels through it.
 using BatchEpsFn = std::function<EpsFn(int64_t first, int64_t count)>;
 // One sampler run on one batch: shape = [count, C, H, W], options.first_index = first.
-// ddpm_sampler is Algorithm 2 (ddpm::sample); DDIM will be another Sampler. The schedule
-// must outlive the Sampler (it is held by reference).
+// ddpm_sampler is Algorithm 2 (ddpm::sample); ddim_sampler is ddim_sample with `ddim` (its
+// keep_t and first_index come from the SampleOptions; options.reverse and options.progress
+// are Algorithm 2's and are ignored: DDIM's clipping is ddim.clip_x0, and a learned variance
+// plays no part in DDIM). The schedule must outlive the Sampler (it is held by reference).
 using Sampler = std::function<SampleResult(const EpsFn& model, const Shape& shape, const SampleOptions& options)>;
 Sampler ddpm_sampler(const Schedule& s, uint64_t seed);
+Sampler ddim_sampler(const Schedule& s, uint64_t seed, const DdimOptions& ddim);
 
 struct BatchedSampleOptions {
   SampleOptions sample;  // reverse and keep_t; first_index and progress are set per batch

@@ -6,6 +6,12 @@
 //   ./sample --checkpoint CKPT --chain --gif --forward               + chain.png, chain.gif, forward.png
 //   ./sample --forward --schedule cosine --T 1000                    forward.png only, no model
 //   ./sample --checkpoint CKPT --class 3 --guidance 2                a conditional model's 3s
+//   ./sample --checkpoint CKPT --sampler ddim --ddim-steps 50        DDIM (Song et al. 2021), 50 steps
+//   ./sample --checkpoint CKPT --class-grid --guidance-list 0,0.5,2  class_grid_w0.png, _w0.5, _w2
+//   ./sample --checkpoint CKPT --n 1000 --save-samples s.safetensors  for ./eval --samples s.safetensors
+//
+// The checkpoint's prediction target (train.predict: eps, x0 or v) and learned variance
+// (learned_range) are read from its metadata.
 //
 // The noise of image i is keyed by (seed, t, i), so --batch and --threads never change
 // the images; image i of samples.png is row i of chain.png.
@@ -31,8 +37,10 @@
 #include "ddpm/figures.h"
 #include "ddpm/io/gif.h"
 #include "ddpm/io/png.h"
+#include "ddpm/io/safetensors.h"
 #include "ddpm/parallel.h"
 #include "ddpm/schedule.h"
+#include "ddpm/targets.h"
 #include "ddpm/train.h"
 
 using namespace ddpm;
@@ -90,7 +98,26 @@ ClassChoice parse_class(const std::string& s, int64_t classes) {
   return c;
 }
 
+// "0,0.5,2" -> {0, 0.5, 2}.
+std::vector<double> parse_list(const std::string& flag, const std::string& text) {
+  std::vector<double> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const double v = std::strtod(item.c_str(), &end);
+    DDPM_CHECK(!item.empty() && *end == '\0' && std::isfinite(v),
+               flag << " '" << text << "': expected numbers separated by commas, like 0,0.5,2");
+    out.push_back(v);
+  }
+  DDPM_CHECK(!out.empty(), flag << " is empty; expected numbers separated by commas, like 0,0.5,2");
+  return out;
+}
+
 int run(int argc, char** argv) {
+  std::string sampler_name = "ddpm", spacing_name_flag = "trailing", guidance_list, save_samples;
+  int64_t ddim_steps = 50;
+  double eta = 0.0;
   std::string checkpoint, out = "out", variance, class_flag, data_dir = "data/mnist", schedule_name = "linear";
   int64_t n = 64, batch = 64, seed = 0, threads = std::max(1u, std::thread::hardware_concurrency());
   int64_t T = 1000, fig_rows = 8, fig_cols = 11, gif_frames = 40, log_every = 100;
@@ -111,6 +138,15 @@ int run(int argc, char** argv) {
   flags.add("--class", &class_flag,
             "conditional models: the class of every image (0-9), or 'null'; empty: image i gets class i mod 10");
   flags.add("--guidance", &guidance, "conditional models: classifier-free guidance w, eps = (1+w) eps(x,c) - w eps(x,null)");
+  flags.add("--guidance-list", &guidance_list,
+            "with --class-grid: guidance weights like 0,0.5,2, one class_grid_w<w>.png each (same x_T for every w)");
+  flags.add("--sampler", &sampler_name, "ddpm (Algorithm 2, the default) or ddim (Song et al. 2021)");
+  flags.add("--ddim-steps", &ddim_steps, "with --sampler ddim: S, the number of respaced steps (1..T)");
+  flags.add("--eta", &eta, "with --sampler ddim: 0 deterministic, 1 DDPM's beta-tilde variance");
+  flags.add("--spacing", &spacing_name_flag, "with --sampler ddim: linspace (t = 1 and T) or trailing (ends at T)");
+  flags.add("--save-samples", &save_samples,
+            "also write the samples to this safetensors file: \"samples\" [N, 1, 28, 28] clamped to [-1, 1] and, for "
+            "a conditional model, \"labels\" [N] (the requested class; 10 = null) for ./eval --samples");
   flags.add("--class-grid", &class_grid, "conditional models: write class_grid.png, one row per class, --fig-cols images each");
   flags.add("--chain", &chain, "write chain.png: --fig-rows samples (rows) at --fig-cols evenly spaced t from T to 0");
   flags.add("--gif", &gif, "write chain.gif: the samples.png grid from x_T to x_0 in --gif-frames frames");
@@ -133,12 +169,22 @@ int run(int argc, char** argv) {
              "--fig-rows, --fig-cols, --gif-frames and --log-every must be at least 1");
   DDPM_CHECK(threads >= 1, "--threads " << threads << " must be at least 1");
   DDPM_CHECK(std::isfinite(guidance), "--guidance must be a finite number");
+  DDPM_CHECK(sampler_name == "ddpm" || sampler_name == "ddim", "--sampler '" << sampler_name << "': use ddpm or ddim");
+  const bool use_ddim = sampler_name == "ddim";
+  if (!use_ddim)
+    for (const char* f : {"--ddim-steps", "--eta", "--spacing"})
+      DDPM_CHECK(!flags.given(f), f << " needs --sampler ddim");
+  DDPM_CHECK(!use_ddim || (!chain && !gif),
+             "--chain and --gif draw Algorithm 2's chain at evenly spaced t; drop them or use --sampler ddpm");
+  DDPM_CHECK(guidance_list.empty() || class_grid, "--guidance-list needs --class-grid");
+  DDPM_CHECK(std::isfinite(eta) && eta >= 0, "--eta " << eta << " must be a finite number >= 0");
   set_num_threads(static_cast<int>(threads));
   const uint64_t useed = static_cast<uint64_t>(seed);
 
   if (checkpoint.empty()) {
     DDPM_CHECK(forward, "--checkpoint PATH is required (only --forward works without one); see --help");
-    for (const char* f : {"--chain", "--gif", "--class", "--guidance", "--class-grid", "--variance", "--n"})
+    for (const char* f : {"--chain", "--gif", "--class", "--guidance", "--class-grid", "--variance", "--n", "--sampler",
+                          "--ddim-steps", "--eta", "--spacing", "--guidance-list", "--save-samples"})
       DDPM_CHECK(!flags.given(f), f << " needs --checkpoint PATH");
   }
 
@@ -201,16 +247,31 @@ int run(int argc, char** argv) {
   base.reverse.clip_x0 = clip_x0;
   const ClassChoice choice = conditional ? parse_class(class_flag, mc.num_classes) : ClassChoice{};
   const Shape image{mc.in_ch, mc.image_size, mc.image_size};
-  const Sampler sampler = ddpm_sampler(schedule, useed);
+  const PredictionTarget predict = prediction_target(meta);
+  DdimOptions ddim;
+  ddim.steps = ddim_steps;
+  ddim.spacing = parse_spacing(spacing_name_flag);
+  ddim.eta = eta;
+  ddim.clip_x0 = clip_x0;
+  if (use_ddim) respace_timesteps(schedule.T, ddim_steps, ddim.spacing);  // checks 1 <= S <= T before any work
+  const Sampler sampler = use_ddim ? ddim_sampler(schedule, useed, ddim) : ddpm_sampler(schedule, useed);
+  std::ostringstream how_os;
+  if (use_ddim)
+    how_os << "DDIM, " << ddim_steps << " steps (" << spacing_name(ddim.spacing) << ", eta " << eta << ")";
+  else
+    how_os << "Algorithm 2, " << schedule.T << " steps";
+  const std::string how = how_os.str();
 
-  // A BatchEpsFn giving image i the class label_of(i) (conditional models only).
-  auto eps_for = [&](std::function<int64_t(int64_t)> label_of, bool null_class) -> BatchEpsFn {
+  // A BatchEpsFn giving image i the class label_of(i) (conditional models only), guided with
+  // weight w, seen as an eps-predictor whatever the checkpoint predicts.
+  auto eps_for = [&](std::function<int64_t(int64_t)> label_of, bool null_class, double w) -> BatchEpsFn {
     UNet* m = model.get();
-    return [m, label_of, null_class, conditional, guidance](int64_t first, int64_t count) -> EpsFn {
-      if (!conditional || null_class) return unet_eps_fn(*m);  // no labels: the null class
+    const Schedule* sch = &schedule;
+    return [m, sch, predict, label_of, null_class, conditional, w](int64_t first, int64_t count) -> EpsFn {
+      if (!conditional || null_class) return as_eps_fn(*sch, unet_eps_fn(*m), predict);  // no labels: null class
       auto labels = std::make_shared<std::vector<int64_t>>();
       for (int64_t i = 0; i < count; i++) labels->push_back(label_of(first + i));
-      EpsFn eps = unet_eps_fn(*m, labels.get(), guidance);
+      EpsFn eps = as_eps_fn(*sch, unet_eps_fn(*m, labels.get(), w), predict);
       return [labels, eps](const Tensor& x_t, const std::vector<int64_t>& t) { return eps(x_t, t); };
     };
   };
@@ -228,9 +289,11 @@ int run(int argc, char** argv) {
     };
   };
 
-  std::printf("%s: model %s (%lld parameters, %s weights), %s schedule T = %lld, variance %s%s, seed %lld, %d threads\n",
+  std::printf("%s: model %s (%lld parameters, %s weights, predicts %s), %s schedule T = %lld, %s, variance %s%s, "
+              "seed %lld, %d threads\n",
               checkpoint.c_str(), mc.name.c_str(), static_cast<long long>(model->num_parameters()),
-              loaded_ema ? "EMA" : "raw", schedule.name.c_str(), static_cast<long long>(schedule.T), variance.c_str(),
+              loaded_ema ? "EMA" : "raw", target_name(predict), schedule.name.c_str(),
+              static_cast<long long>(schedule.T), how.c_str(), use_ddim ? "(unused by DDIM)" : variance.c_str(),
               clip_x0 ? ", x_0 clipped" : "", static_cast<long long>(seed), num_threads());
   if (conditional) {
     std::ostringstream os;
@@ -247,7 +310,7 @@ int run(int argc, char** argv) {
     BatchedSampleOptions o;
     o.sample = base;
     o.batch = batch;
-    o.progress = progress_printer(n, t0);
+    if (!use_ddim) o.progress = progress_printer(n, t0);  // counts Algorithm 2's T steps
     const std::vector<int64_t> chain_t = evenly_spaced_t(schedule.T, 0, fig_cols);
     const std::vector<int64_t> gif_t = evenly_spaced_t(schedule.T, 0, gif_frames);
     if (chain) o.sample.keep_t.insert(o.sample.keep_t.end(), chain_t.begin(), chain_t.end());
@@ -255,12 +318,28 @@ int run(int argc, char** argv) {
     o.chain_n = gif ? n : chain ? fig_rows : 0;
     const int64_t classes = std::max<int64_t>(mc.num_classes, 1);
     auto label_of = [choice, classes](int64_t i) { return choice.kind == ClassChoice::fixed ? choice.label : i % classes; };
-    std::printf("sampling %lld images in batches of %lld (%lld steps of Algorithm 2)\n", static_cast<long long>(n),
-                static_cast<long long>(batch), static_cast<long long>(schedule.T));
-    SampleResult r = sample_in_batches(sampler, eps_for(label_of, choice.kind == ClassChoice::null), n, image, o);
+    std::printf("sampling %lld images in batches of %lld (%s)\n", static_cast<long long>(n),
+                static_cast<long long>(batch), how.c_str());
+    std::fflush(stdout);
+    SampleResult r = sample_in_batches(sampler, eps_for(label_of, choice.kind == ClassChoice::null, guidance), n, image, o);
     const int64_t cols = grid_columns(n);
     write_image_grid(prefix + "samples.png", r.x0, cols);
     std::printf("wrote %ssamples.png (%lld images, %.1fs)\n", prefix.c_str(), static_cast<long long>(n), seconds_since(t0));
+    if (!save_samples.empty()) {
+      Tensor x = r.x0.clone();  // [n, C, H, W], clamped to [-1, 1] as a PNG would be
+      for (int64_t j = 0; j < x.numel(); j++) x[j] = std::min(1.0f, std::max(-1.0f, x[j]));
+      NamedTensors tensors = {{"samples", x}};
+      if (conditional) {
+        Tensor labels({n});  // the requested class of each image; num_classes is the null class
+        for (int64_t i = 0; i < n; i++)
+          labels[i] = static_cast<float>(choice.kind == ClassChoice::null ? mc.num_classes : label_of(i));
+        tensors.push_back({"labels", labels});
+      }
+      save_safetensors(save_samples, tensors,
+                       {{"sampler", how}, {"checkpoint", checkpoint},
+                        {"guidance", conditional && choice.kind != ClassChoice::null ? std::to_string(guidance) : "0"}});
+      std::printf("wrote %s (\"samples\"%s)\n", save_samples.c_str(), conditional ? " and \"labels\"" : "");
+    }
 
     // Entries of r.chain for a list of t (kept_t is descending and unique).
     auto entries = [&r](const std::vector<int64_t>& ts) {
@@ -299,19 +378,30 @@ int run(int argc, char** argv) {
   }
 
   if (class_grid) {
-    auto t0 = Clock::now();
     const std::vector<int64_t> labels = class_grid_labels(mc.num_classes, fig_cols);
     const int64_t total = static_cast<int64_t>(labels.size());
-    BatchedSampleOptions o;
-    o.sample = base;
-    o.batch = batch;
-    o.chain_n = 0;
-    o.progress = progress_printer(total, t0);
-    std::printf("sampling the class grid: %lld classes x %lld images, guidance w = %g\n",
-                static_cast<long long>(mc.num_classes), static_cast<long long>(fig_cols), guidance);
-    SampleResult r = sample_in_batches(sampler, eps_for([labels](int64_t i) { return labels[i]; }, false), total, image, o);
-    write_image_grid(prefix + "class_grid.png", r.x0, fig_cols);
-    std::printf("wrote %sclass_grid.png (row k is class k, %.1fs)\n", prefix.c_str(), seconds_since(t0));
+    const std::vector<double> ws = guidance_list.empty() ? std::vector<double>{guidance}
+                                                         : parse_list("--guidance-list", guidance_list);
+    for (double w : ws) {
+      auto t0 = Clock::now();
+      BatchedSampleOptions o;
+      o.sample = base;
+      o.batch = batch;
+      o.chain_n = 0;
+      if (!use_ddim) o.progress = progress_printer(total, t0);
+      std::printf("sampling the class grid: %lld classes x %lld images, guidance w = %g (%s)\n",
+                  static_cast<long long>(mc.num_classes), static_cast<long long>(fig_cols), w, how.c_str());
+      std::fflush(stdout);
+      SampleResult r = sample_in_batches(sampler, eps_for([labels](int64_t i) { return labels[i]; }, false, w), total,
+                                         image, o);
+      std::ostringstream name;
+      if (guidance_list.empty()) name << "class_grid.png";
+      else name << "class_grid_w" << w << ".png";
+      write_image_grid(prefix + name.str(), r.x0, fig_cols);
+      std::printf("wrote %s%s (row k is class k, w = %g, %.1fs)\n", prefix.c_str(), name.str().c_str(), w,
+                  seconds_since(t0));
+      std::fflush(stdout);
+    }
   }
   return 0;
 }
