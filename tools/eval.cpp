@@ -7,14 +7,27 @@
 //                                             report FLD, precision/recall and classes, with
 //                                             the floor (N training images) and ceiling
 //                                             (N noise images) rows
+//   ./eval --checkpoint CKPT --sampler ddim --ddim-steps S [--eta E]
+//                                             the same with DDIM (S steps: a FLD-vs-steps table)
+//   ./eval --checkpoint CKPT --class K --guidance W
+//                                             a conditional model's class K (default: image i
+//                                             has class i mod 10) with guidance w; also reports
+//                                             the classifier's agreement with the requested class
 //   ./eval --samples FILE                     the same for a safetensors file whose tensor
-//                                             "samples" is [N, 1, 28, 28] in [-1, 1]
+//                                             "samples" is [N, 1, 28, 28] in [-1, 1] (with a
+//                                             tensor "labels" [N]: the agreement too), e.g.
+//                                             from ./sample --save-samples FILE
 //   ./eval --nll --checkpoint CKPT            the VLB in bits/dim on the first --nll-n MNIST
 //                                             test images, L_T, sum L_{t-1} and L_0 apart
+//                                             (learned_range for a --learned-variance model)
+// The checkpoint's prediction target (eps, x0 or v) is read from its metadata.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -23,8 +36,10 @@
 #include "ddpm/cli.h"
 #include "ddpm/data/mnist.h"
 #include "ddpm/eval/evaluate.h"
+#include "ddpm/figures.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/parallel.h"
+#include "ddpm/targets.h"
 #include "ddpm/train.h"
 
 using namespace ddpm;
@@ -76,7 +91,9 @@ int train(const std::string& data_dir, const std::string& path, ClassifierTrainC
 int run(int argc, char** argv) {
   bool train_classifier_flag = false, nll = false, use_ema = true, clip_x0 = false;
   std::string classifier_path = "out/classifier.safetensors", checkpoint, samples_path, data_dir = "data/mnist";
-  std::string variance;
+  std::string variance, sampler_name = "ddpm", spacing = "trailing";
+  int64_t ddim_steps = 50, cls = -1;
+  double eta = 0.0, guidance = 0.0;
   int64_t n = 1000, batch = 100, nll_n = 100, nll_stride = 1, seed = 0, epochs = 5;
   int64_t threads = std::max(1u, std::thread::hardware_concurrency());
   Flags flags("eval",
@@ -90,7 +107,15 @@ int run(int argc, char** argv) {
   flags.add("--samples", &samples_path, "a safetensors file with a tensor \"samples\" [N, 1, 28, 28] in [-1, 1]");
   flags.add("--n", &n, "with --checkpoint: images to sample (FLD depends on N; every figure states it)");
   flags.add("--batch", &batch, "images per sampling or VLB batch");
-  flags.add("--variance", &variance, "sigma_t^2: fixed_large (beta) or fixed_small (beta-tilde); default: the checkpoint's");
+  flags.add("--variance", &variance,
+            "sigma_t^2: fixed_large (beta), fixed_small (beta-tilde) or learned_range; default: learned_range for a "
+            "--learned-variance checkpoint, else the checkpoint's train.variance");
+  flags.add("--sampler", &sampler_name, "with --checkpoint: ddpm (Algorithm 2) or ddim");
+  flags.add("--ddim-steps", &ddim_steps, "with --sampler ddim: S, the number of respaced steps (1..T)");
+  flags.add("--eta", &eta, "with --sampler ddim: 0 deterministic, 1 DDPM's beta-tilde variance");
+  flags.add("--spacing", &spacing, "with --sampler ddim: linspace or trailing");
+  flags.add("--class", &cls, "with --checkpoint of a conditional model: the class of every image (-1: image i has class i mod 10)");
+  flags.add("--guidance", &guidance, "with --checkpoint of a conditional model: classifier-free guidance w");
   flags.add("--clip-x0", &clip_x0, "clip the predicted x_0 to [-1, 1] while sampling (a departure from Algorithm 2)");
   flags.add("--nll", &nll, "compute the VLB in bits/dim on MNIST test images (needs --checkpoint)");
   flags.add("--nll-n", &nll_n, "with --nll: the first M MNIST test images");
@@ -116,16 +141,27 @@ int run(int argc, char** argv) {
              "give --checkpoint CKPT (sample from a model) or --samples FILE, or --nll --checkpoint CKPT, "
              "or --train-classifier; see --help");
 
+  DDPM_CHECK(sampler_name == "ddpm" || sampler_name == "ddim", "--sampler '" << sampler_name << "': use ddpm or ddim");
+  const bool use_ddim = sampler_name == "ddim";
+  for (const char* f : {"--sampler", "--ddim-steps", "--eta", "--spacing", "--class", "--guidance"})
+    DDPM_CHECK(!flags.given(f) || (!checkpoint.empty() && !nll), f << " is for sampling from --checkpoint (not --samples or --nll)");
+  if (!use_ddim)
+    for (const char* f : {"--ddim-steps", "--eta", "--spacing"}) DDPM_CHECK(!flags.given(f), f << " needs --sampler ddim");
+
   std::unique_ptr<UNet> model;
   Schedule schedule;
   ReverseOptions reverse;
   reverse.clip_x0 = clip_x0;
+  PredictionTarget predict = PredictionTarget::eps;
   if (!checkpoint.empty()) {
     std::map<std::string, std::string> meta;
     model = load_model(checkpoint, use_ema, &meta);
     const TrainConfig tc = TrainConfig::from_metadata(meta);
     schedule = make_schedule(tc.schedule, tc.T);
-    reverse.variance = parse_variance(variance.empty() ? tc.variance : variance);
+    predict = prediction_target(meta);
+    reverse.variance = !variance.empty()            ? parse_variance(variance)
+                       : model->config().learned_variance ? VarianceType::learned_range
+                                                          : parse_variance(tc.variance);
   }
 
   if (nll) {
@@ -141,7 +177,7 @@ int run(int argc, char** argv) {
                                       : "MNIST test images 0.." + std::to_string(nll_n - 1) + " (a subset)";
     std::fprintf(stderr, "VLB of %s (%s, %s%s), %lld images\n", checkpoint.c_str(), variance_name(reverse.variance),
                  nll_stride == 1 ? "all terms" : "strided estimate", "", static_cast<long long>(nll_n));
-    const NllSummary s = evaluate_nll(schedule, unet_eps_fn(*model), subset, data_name, batch, nll_stride,
+    const NllSummary s = evaluate_nll(schedule, as_eps_fn(schedule, unet_eps_fn(*model), predict), subset, data_name, batch, nll_stride,
                                       static_cast<uint64_t>(seed), reverse, progress_printer("VLB images"));
     std::printf("%s", format_nll(s).c_str());
     return 0;
@@ -154,18 +190,65 @@ int run(int argc, char** argv) {
 
   Tensor samples;
   std::string samples_name;
+  std::vector<int64_t> labels;  // the requested class of each sample (conditional models only)
   if (!checkpoint.empty()) {
-    std::fprintf(stderr, "sampling %lld images from %s (%s, clip_x0 %s, T = %lld)\n", static_cast<long long>(n),
-                 checkpoint.c_str(), variance_name(reverse.variance), clip_x0 ? "on" : "off",
-                 static_cast<long long>(schedule.T));
-    samples = sample_images(schedule, unet_eps_fn(*model), {1, 28, 28}, n, batch, static_cast<uint64_t>(seed), reverse,
-                            progress_printer("sampled"));
-    samples_name = std::string("samples (") + variance_name(reverse.variance) + (clip_x0 ? ", clip" : "") + ")";
+    const UNetConfig& mc = model->config();
+    const bool conditional = mc.num_classes > 0;
+    DDPM_CHECK(conditional || (!flags.given("--class") && !flags.given("--guidance")),
+               checkpoint << " is an unconditional model; --class and --guidance need a --conditional checkpoint");
+    DDPM_CHECK(cls >= -1 && cls < std::max<int64_t>(mc.num_classes, 1),
+               "--class " << cls << ": use 0.." << mc.num_classes - 1 << " or -1 (image i has class i mod "
+                          << mc.num_classes << ")");
+    DDPM_CHECK(std::isfinite(guidance), "--guidance must be a finite number");
+    DdimOptions ddim;
+    ddim.steps = ddim_steps;
+    ddim.spacing = parse_spacing(spacing);
+    ddim.eta = eta;
+    ddim.clip_x0 = clip_x0;
+    if (use_ddim) respace_timesteps(schedule.T, ddim_steps, ddim.spacing);  // checks 1 <= S <= T before any work
+    const uint64_t useed = static_cast<uint64_t>(seed);
+    const Sampler sampler = use_ddim ? ddim_sampler(schedule, useed, ddim) : ddpm_sampler(schedule, useed);
+    std::ostringstream how;
+    if (use_ddim) how << "DDIM " << ddim_steps << " steps, " << spacing_name(ddim.spacing) << ", eta " << eta;
+    else how << "Algorithm 2, " << variance_name(reverse.variance);
+    if (clip_x0) how << ", clip";
+    if (conditional) {
+      for (int64_t i = 0; i < n; i++) labels.push_back(cls >= 0 ? cls : i % mc.num_classes);
+      how << ", " << (cls >= 0 ? "class " + std::to_string(cls) : std::string("class i mod 10")) << ", w " << guidance;
+    }
+    std::fprintf(stderr, "sampling %lld images from %s (%s, T = %lld)\n", static_cast<long long>(n),
+                 checkpoint.c_str(), how.str().c_str(), static_cast<long long>(schedule.T));
+    UNet* m = model.get();
+    const Schedule* sch = &schedule;
+    const std::vector<int64_t>* all_labels = &labels;
+    BatchEpsFn eps_for = [m, sch, predict, conditional, all_labels, guidance](int64_t first, int64_t count) -> EpsFn {
+      if (!conditional) return as_eps_fn(*sch, unet_eps_fn(*m), predict);
+      auto batch_labels = std::make_shared<std::vector<int64_t>>(all_labels->begin() + first,
+                                                                 all_labels->begin() + first + count);
+      EpsFn eps = as_eps_fn(*sch, unet_eps_fn(*m, batch_labels.get(), guidance), predict);
+      return [batch_labels, eps](const Tensor& x_t, const std::vector<int64_t>& t) { return eps(x_t, t); };
+    };
+    BatchedSampleOptions o;
+    o.sample.reverse = reverse;
+    o.batch = batch;
+    o.chain_n = 0;
+    const EvalProgress progress = progress_printer("sampled");
+    o.progress = [&progress, n](int64_t first, int64_t count, int64_t t) {
+      if (t == 1) progress(first + count, n);  // Algorithm 2 only: DDIM reports nothing
+    };
+    samples = sample_in_batches(sampler, eps_for, n, {1, 28, 28}, o).x0;
+    samples_name = "samples (" + how.str() + ")";
   } else {
     const SafeTensors st = load_safetensors(samples_path);
     samples = st.at("samples");
     DDPM_CHECK(samples.dim() == 4 && samples.size(1) == 1 && samples.size(2) == 28 && samples.size(3) == 28,
                samples_path << ": tensor \"samples\" is " << samples.shape_str() << ", expected [N, 1, 28, 28]");
+    if (const Tensor* found = st.find("labels")) {
+      const Tensor& lab = *found;
+      DDPM_CHECK(lab.dim() == 1 && lab.size(0) == samples.size(0),
+                 samples_path << ": tensor \"labels\" is " << lab.shape_str() << ", expected [" << samples.size(0) << "]");
+      for (int64_t i = 0; i < lab.numel(); i++) labels.push_back(static_cast<int64_t>(std::lround(lab[i])));
+    }
     samples_name = "samples (" + samples_path + ")";
   }
   const int64_t N = samples.size(0);
@@ -176,6 +259,11 @@ int run(int argc, char** argv) {
                                  "MNIST train images (floor)"));
   rows.push_back(evaluate_images(*classifier, reference, noise_images(N, seed), "N(0, 1) noise images (ceiling)"));
   std::printf("%s", format_quality(rows, reference).c_str());
+  if (!labels.empty()) {
+    const ClassAgreement a = class_agreement(classify(*classifier, prepare_images(samples)).probs, labels);
+    if (a.counted > 0) std::printf("%s", format_agreement(a, samples_name).c_str());
+    else std::printf("class agreement: every label is the null class (unconditional draws), nothing to compare\n");
+  }
   return 0;
 }
 

@@ -132,7 +132,8 @@ int run(int argc, char** argv) {
   flags.add("--batch", &batch, "images per sampling batch (memory vs. speed; results are the same)");
   flags.add("--seed", &seed, "seed of the sampling noise (and of the forward-process noise)");
   flags.add("--variance", &variance,
-            "sigma_t^2: fixed_large (beta_t) or fixed_small (beta-tilde_t); empty: the checkpoint's train.variance");
+            "sigma_t^2: fixed_large (beta_t), fixed_small (beta-tilde_t) or learned_range; empty: learned_range for a "
+            "--learned-variance checkpoint, else its train.variance");
   flags.add("--clip-x0", &clip_x0, "clip the predicted x_0 to [-1, 1] at each step (a departure from Algorithm 2)");
   flags.add("--ema", &use_ema, "use the EMA weights when the checkpoint has them (--no-ema: the raw weights)");
   flags.add("--class", &class_flag,
@@ -238,9 +239,9 @@ int run(int argc, char** argv) {
     for (const char* f : {"--class", "--guidance", "--class-grid"})
       DDPM_CHECK(!flags.given(f), checkpoint << " is an unconditional model (trained without --conditional); " << f
                                              << " needs a class-conditional checkpoint");
-  if (variance.empty()) {
+  if (variance.empty()) {  // a learned variance model: its own Sigma (train.variance is the fallback it was trained with)
     const std::string* v = find_meta(meta, "train.variance");
-    variance = v ? *v : mc.learned_variance ? "learned_range" : "fixed_large";
+    variance = mc.learned_variance ? "learned_range" : v ? *v : "fixed_large";
   }
   SampleOptions base;
   base.reverse.variance = parse_variance(variance);

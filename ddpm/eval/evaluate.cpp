@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iomanip>
 #include <numeric>
 #include <sstream>
 
@@ -105,6 +106,40 @@ Tensor sample_images(const Schedule& s, const EpsFn& model, const Shape& image_s
     if (progress) progress(b0 + B, n);
   }
   return out;
+}
+
+ClassAgreement class_agreement(const Tensor& probs, const std::vector<int64_t>& labels) {
+  DDPM_CHECK(probs.dim() == 2 && probs.size(0) == static_cast<int64_t>(labels.size()) && probs.size(1) >= 1,
+             "class_agreement: probs " << probs.shape_str() << " must be [N, K] with one label per row ("
+                                       << labels.size() << " labels)");
+  const int64_t N = probs.size(0), K = probs.size(1);
+  ClassAgreement a;
+  a.per_class_agree.assign(static_cast<size_t>(K), 0);
+  a.per_class_counted.assign(static_cast<size_t>(K), 0);
+  for (int64_t i = 0; i < N; i++) {
+    const int64_t want = labels[static_cast<size_t>(i)];
+    if (want < 0 || want >= K) continue;  // the null class: nothing was requested
+    const float* row = probs.data() + i * K;
+    const int64_t predicted = std::max_element(row, row + K) - row;  // first maximum on ties
+    a.counted++;
+    a.per_class_counted[static_cast<size_t>(want)]++;
+    if (predicted == want) {
+      a.agree++;
+      a.per_class_agree[static_cast<size_t>(want)]++;
+    }
+  }
+  return a;
+}
+
+std::string format_agreement(const ClassAgreement& a, const std::string& name) {
+  std::ostringstream os;
+  os << "class agreement of " << name << ": " << a.agree << " / " << a.counted << " = " << std::fixed
+     << std::setprecision(2) << 100.0 * a.rate() << "% of images classified as the requested class\n  per class:";
+  for (size_t k = 0; k < a.per_class_counted.size(); k++)
+    if (a.per_class_counted[k] > 0)
+      os << "  " << k << ": " << std::setprecision(0) << 100.0 * a.per_class_agree[k] / a.per_class_counted[k] << "%";
+  os << "\n";
+  return os.str();
 }
 
 NllSummary evaluate_nll(const Schedule& s, const EpsFn& model, const Tensor& images, const std::string& data_name,

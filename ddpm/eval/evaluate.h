@@ -65,6 +65,17 @@ struct QualityRow {
 QualityRow evaluate_images(const Classifier& classifier, const EvalReference& reference, const Tensor& images,
                            const std::string& name, int64_t k = 3);
 
+// Agreement of a conditional model's samples with the requested class: the fraction of images
+// whose classifier prediction (argmax of probs [N, K]) is labels[i]. Labels outside 0..K-1 (the
+// null class K of an unconditional draw) are not counted. per_class[k] counts class k alone.
+struct ClassAgreement {
+  int64_t agree = 0, counted = 0;
+  std::vector<int64_t> per_class_agree, per_class_counted;  // [K] each
+  double rate() const { return counted > 0 ? static_cast<double>(agree) / static_cast<double>(counted) : 0.0; }
+};
+ClassAgreement class_agreement(const Tensor& probs, const std::vector<int64_t>& labels);
+std::string format_agreement(const ClassAgreement& a, const std::string& name);
+
 // n images from Algorithm 2 (diffusion.h's sample) in batches; image i's noise is keyed by
 // (seed, i), so the batch size does not change the images. image_shape is [C, H, W].
 Tensor sample_images(const Schedule& s, const EpsFn& model, const Shape& image_shape, int64_t n, int64_t batch,
