@@ -121,8 +121,7 @@ TOOLS := \
 	train_mnist \
 	bench \
 	sample \
-	eval \
-	beyond
+	eval
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
