@@ -1,5 +1,7 @@
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "ddpm/check.h"
 #include "ddpm/eval/evaluate.h"
@@ -96,4 +98,24 @@ TEST_CASE("evaluate: end to end on a few samples of a minimal untrained model") 
   CHECK(nll.total_bpd == doctest::Approx(nll.prior_bpd + nll.kl_sum_bpd + nll.decoder_bpd).epsilon(1e-9));
   CHECK(nll.total_nats == doctest::Approx(nll.total_bpd * 784 * std::log(2.0)).epsilon(1e-9));
   CHECK(format_nll(nll).find("L_0") != std::string::npos);
+}
+
+TEST_CASE("evaluate: class agreement counts argmax matches with the requested class and skips the null class") {
+  // probs [5, 3]: argmaxes 0, 2, 1, 1, 2 (row 4 ties 1 and 2 at the top: the first wins).
+  Tensor probs = Tensor::from({5, 3}, {0.7f, 0.2f, 0.1f,   //
+                                       0.1f, 0.3f, 0.6f,   //
+                                       0.2f, 0.5f, 0.3f,   //
+                                       0.0f, 0.9f, 0.1f,   //
+                                       0.2f, 0.4f, 0.4f});
+  // requested: 0 (agrees), 1 (no: 2), 3 = null (skipped), 1 (agrees), 2 (no: the tie goes to 1)
+  const ClassAgreement a = class_agreement(probs, {0, 1, 3, 1, 2});
+  CHECK(a.counted == 4);
+  CHECK(a.agree == 2);
+  CHECK(a.rate() == 0.5);  // 2 / 4, exact in binary
+  CHECK(a.per_class_counted == std::vector<int64_t>{1, 2, 1});
+  CHECK(a.per_class_agree == std::vector<int64_t>{1, 1, 0});
+  // All null: nothing counted, and the report can say so.
+  CHECK(class_agreement(probs, {3, 3, 3, 3, 3}).counted == 0);
+  CHECK(format_agreement(a, "x").find("2 / 4 = 50.00%") != std::string::npos);
+  CHECK_THROWS_AS(class_agreement(probs, {0, 1}), Error);  // one label per row
 }

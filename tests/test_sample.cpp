@@ -8,6 +8,7 @@
 #include "ddpm/check.h"
 #include "ddpm/figures.h"
 #include "ddpm/io/safetensors.h"
+#include "ddpm/targets.h"
 #include "ddpm/train.h"
 #include "tests/temp_dir.h"
 #include "tests/testing.h"
@@ -21,7 +22,8 @@ namespace {
 // Saves a minimal U-Net as a training checkpoint would: weights, EMA weights ("ema."
 // prefix, a different perturbation so the two are told apart) and the config metadata.
 // The zero-initialized layers are perturbed too, so eps_theta depends on x_t, t and labels.
-void save_minimal_checkpoint(const std::string& path, int64_t num_classes, int64_t T) {
+void save_minimal_checkpoint(const std::string& path, int64_t num_classes, int64_t T,
+                             const std::string& predict = "eps") {
   UNetConfig c = unet_config("minimal");
   c.num_classes = num_classes;
   UNet net(c, 3);
@@ -41,6 +43,7 @@ void save_minimal_checkpoint(const std::string& path, int64_t num_classes, int64
   tc.schedule = "linear";
   tc.T = T;
   tc.conditional = num_classes > 0;
+  tc.predict = predict;
   std::map<std::string, std::string> meta = c.to_metadata();
   for (auto& kv : tc.to_metadata()) meta.insert(kv);
   save_safetensors(path, tensors, meta);
@@ -121,6 +124,56 @@ TEST_CASE("sample: images from a checkpoint are bit-identical for batch sizes 1,
   BatchedSampleOptions o;
   CHECK_FALSE(bit_equal(sample_in_batches(ddpm_sampler(l.schedule, 4), raw_eps, n, image, o).x0, all.x0));
   CHECK_FALSE(bit_equal(sample_in_batches(ddpm_sampler(l.schedule, 5), eps, n, image, o).x0, all.x0));
+  for (int64_t i = 0; i < all.x0.numel(); i++) REQUIRE(std::isfinite(all.x0[i]));
+}
+
+TEST_CASE("sample: the DDIM sampler of ./sample equals ddim_sample, is batch independent, and converts the target") {
+  TempDir dir;
+  const std::string path = dir / "v.safetensors";
+  save_minimal_checkpoint(path, 0, 10, "v");
+  Loaded l = load(path);
+  const PredictionTarget predict = prediction_target(l.meta);  // what ./sample reads
+  REQUIRE(predict == PredictionTarget::v);
+  const Shape image{1, 8, 8};
+  const int64_t n = 5;
+  DdimOptions ddim;
+  ddim.steps = 4;
+  ddim.spacing = Spacing::trailing;
+  ddim.eta = 0.5;  // stochastic, so the noise keying by global index is exercised
+  const std::vector<int64_t> tau = respace_timesteps(10, 4, Spacing::trailing);
+  REQUIRE(tau.size() == 4);
+  REQUIRE(tau.back() == 10);
+  BatchEpsFn eps = [&](int64_t, int64_t) { return as_eps_fn(l.schedule, unet_eps_fn(*l.model), predict); };
+  auto run = [&](int64_t batch) {
+    BatchedSampleOptions o;
+    o.batch = batch;
+    o.sample.keep_t = {10, tau[1], 0};
+    return sample_in_batches(ddim_sampler(l.schedule, 6, ddim), eps, n, image, o);
+  };
+  SampleResult all = run(n), one = run(1), three = run(3);
+  REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
+  CHECK(bit_equal(one.x0, all.x0));
+  CHECK(bit_equal(three.x0, all.x0));
+  REQUIRE(all.chain.size() == 3);
+  for (size_t k = 0; k < 3; k++) {
+    CHECK(bit_equal(one.chain[k], all.chain[k]));
+    CHECK(bit_equal(three.chain[k], all.chain[k]));
+  }
+  // One direct call of the library's DDIM on the converted model gives the same images.
+  DdimOptions direct = ddim;
+  direct.keep_t = {10, tau[1], 0};
+  SampleResult d = ddim_sample(l.schedule, as_eps_fn(l.schedule, unet_eps_fn(*l.model), predict), {n, 1, 8, 8}, 6, direct);
+  CHECK(bit_equal(d.x0, all.x0));
+  // x_T is Algorithm 2's (same seed, same x_T), and the sampler is not Algorithm 2.
+  SampleOptions keep_x_T;
+  keep_x_T.keep_t = {10};
+  SampleResult a2 = sample(l.schedule, as_eps_fn(l.schedule, unet_eps_fn(*l.model), predict), {n, 1, 8, 8}, 6, keep_x_T);
+  CHECK(bit_equal(a2.chain[0], all.chain[0]));
+  CHECK_FALSE(bit_equal(a2.x0, all.x0));
+  // The conversion matters: reading the v output as eps gives other images.
+  BatchEpsFn raw = [&](int64_t, int64_t) { return unet_eps_fn(*l.model); };
+  BatchedSampleOptions o;
+  CHECK_FALSE(bit_equal(sample_in_batches(ddim_sampler(l.schedule, 6, ddim), raw, n, image, o).x0, all.x0));
   for (int64_t i = 0; i < all.x0.numel(); i++) REQUIRE(std::isfinite(all.x0[i]));
 }
 
