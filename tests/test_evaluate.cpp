@@ -5,6 +5,7 @@
 
 #include "ddpm/check.h"
 #include "ddpm/eval/evaluate.h"
+#include "ddpm/figures.h"
 #include "ddpm/train.h"
 #include "ddpm/unet.h"
 #include "tests/testing.h"
@@ -52,13 +53,14 @@ TEST_CASE("evaluate: end to end on a few samples of a minimal untrained model") 
   const Schedule s = make_schedule("linear", 10);
   const EpsFn eps = unet_eps_fn(model);
   ReverseOptions reverse;
-  int64_t reported = 0;
-  Tensor samples = sample_images(s, eps, {1, 28, 28}, 6, 4, 5, reverse, [&](int64_t done, int64_t total) {
-    CHECK(total == 6);
-    reported = done;
-  });
-  CHECK(reported == 6);
-  Tensor again = sample_images(s, eps, {1, 28, 28}, 6, 6, 5, reverse);
+  // ./eval samples as ./sample does: sample_in_batches with Algorithm 2.
+  const BatchEpsFn batch_eps = [&](int64_t, int64_t) { return eps; };
+  BatchedSampleOptions o;
+  o.sample.reverse = reverse;
+  o.batch = 4;
+  Tensor samples = sample_in_batches(ddpm_sampler(s, 5), batch_eps, 6, {1, 28, 28}, o).x0;
+  o.batch = 6;
+  Tensor again = sample_in_batches(ddpm_sampler(s, 5), batch_eps, 6, {1, 28, 28}, o).x0;
   check_allclose("batch-split samples", samples, again, 0, 0);  // noise keyed by image index
 
   Classifier classifier(0);

@@ -89,25 +89,6 @@ QualityRow evaluate_images(const Classifier& classifier, const EvalReference& re
   return row;
 }
 
-Tensor sample_images(const Schedule& s, const EpsFn& model, const Shape& image_shape, int64_t n, int64_t batch,
-                     uint64_t seed, const ReverseOptions& options, const EvalProgress& progress) {
-  DDPM_CHECK(image_shape.size() == 3 && n >= 1 && batch >= 1,
-             "sample_images: image shape " << to_string(image_shape) << " must be [C, H, W], n " << n << " and batch "
-                                           << batch << " positive");
-  Tensor out({n, image_shape[0], image_shape[1], image_shape[2]});
-  const int64_t row = out.numel() / n;
-  for (int64_t b0 = 0; b0 < n; b0 += batch) {
-    const int64_t B = std::min(batch, n - b0);
-    SampleOptions opts;
-    opts.reverse = options;
-    opts.first_index = b0;  // image i's noise keyed by (seed, i) whatever the batching
-    SampleResult r = sample(s, model, {B, image_shape[0], image_shape[1], image_shape[2]}, seed, opts);
-    std::copy(r.x0.data(), r.x0.data() + B * row, out.data() + b0 * row);
-    if (progress) progress(b0 + B, n);
-  }
-  return out;
-}
-
 ClassAgreement class_agreement(const Tensor& probs, const std::vector<int64_t>& labels) {
   DDPM_CHECK(probs.dim() == 2 && probs.size(0) == static_cast<int64_t>(labels.size()) && probs.size(1) >= 1,
              "class_agreement: probs " << probs.shape_str() << " must be [N, K] with one label per row ("

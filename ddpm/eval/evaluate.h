@@ -76,10 +76,7 @@ struct ClassAgreement {
 ClassAgreement class_agreement(const Tensor& probs, const std::vector<int64_t>& labels);
 std::string format_agreement(const ClassAgreement& a, const std::string& name);
 
-// n images from Algorithm 2 (diffusion.h's sample) in batches; image i's noise is keyed by
-// (seed, i), so the batch size does not change the images. image_shape is [C, H, W].
-Tensor sample_images(const Schedule& s, const EpsFn& model, const Shape& image_shape, int64_t n, int64_t batch,
-                     uint64_t seed, const ReverseOptions& options, const EvalProgress& progress = nullptr);
+// Samples come from figures.h's sample_in_batches (ddpm_sampler or ddim_sampler), as ./sample's do.
 
 struct NllSummary {
   std::string name;  // what was computed and on what
