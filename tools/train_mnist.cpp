@@ -109,8 +109,8 @@ void write_samples(Trainer& trainer, const std::string& path, int64_t n, uint64_
 
 int run(int argc, char** argv) {
   TrainConfig cfg;
-  int64_t steps = 4000, epochs = 0, threads = std::max(1u, std::thread::hardware_concurrency());
-  int64_t T = cfg.T, seed = 0, sample_every = 0, sample_n = 64, ckpt_every = 500, keep = 3, log_every = 10;
+  int64_t steps = 2000, epochs = 0, threads = std::max(1u, std::thread::hardware_concurrency());
+  int64_t T = cfg.T, seed = 0, sample_every = 1000, sample_n = 36, ckpt_every = 500, keep = 3, log_every = 10;
   std::string out = "out", resume, dataset = "mnist", data_dir;
   Flags flags("train_mnist", "Train a DDPM U-Net on MNIST with Algorithm 1 (L_simple) of Ho et al. 2020.");
   flags.add("--model", &cfg.model, "U-Net config: tiny (1.1M params) or small (6.5M)");
