@@ -7,6 +7,7 @@
 #include "ddpm/check.h"
 #include "ddpm/kernels.h"
 #include "ddpm/parallel.h"
+#include "ddpm/profile.h"
 
 namespace ddpm {
 
@@ -146,9 +147,13 @@ Var attention(Tape& tape, const Var& q, const Var& k, const Var& v) {
                              << v->value.shape_str() << " must be the same [N, C, H, W] shape");
   const int64_t N = s[0], C = s[1], P = s[2] * s[3];
   DDPM_CHECK(C >= 1, "attention: q " << q->value.shape_str() << " has no channels; C must be >= 1");
+  // Q^T K and V A^T: two GEMMs of 2 P P C flops per image; backward does four.
+  const double flops = 4.0 * N * P * P * C;
+  ProfileScope timer(ProfileOp::attention, flops, s[2]);
   Tensor out = Tensor::empty(s), A = Tensor::empty({N, P, P});
   attention_forward(out.data(), A.data(), q->value.data(), k->value.data(), v->value.data(), N, C, P);
-  return tape.record("attention", out, {q, k, v}, [q, k, v, A, N, C, P](Node& o) {
+  return tape.record("attention", out, {q, k, v}, [q, k, v, A, N, C, P, flops, s](Node& o) {
+    ProfileScope timer(ProfileOp::attention, 2.0 * flops, s[2]);
     attention_backward(q->requires_grad ? q->grad_ref().data() : nullptr,
                        k->requires_grad ? k->grad_ref().data() : nullptr,
                        v->requires_grad ? v->grad_ref().data() : nullptr, o.grad.data(), A.data(), q->value.data(),

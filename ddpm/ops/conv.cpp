@@ -7,6 +7,7 @@
 #include "ddpm/check.h"
 #include "ddpm/kernels.h"
 #include "ddpm/parallel.h"
+#include "ddpm/profile.h"
 
 namespace ddpm {
 
@@ -245,13 +246,24 @@ Var conv2d(Tape& tape, const Var& x, const Var& weight, const Var& bias, int64_t
                "conv2d: bias " << bias->value.shape_str() << " must be [" << s.OC << "] for weight "
                                << wv.shape_str() << " (or pass a null Var for no bias)");
   }
+  // One GEMM's flops (forward, backward-data and backward-weight each do this many).
+  const double flops = 2.0 * s.N * s.OC * s.OH() * s.OW() * s.C * s.K * s.K;
   Tensor out = Tensor::empty({s.N, s.OC, s.OH(), s.OW()});
-  conv2d_forward(out.data(), xv.data(), wv.data(), bias ? bias->value.data() : nullptr, s);
-  return tape.record("conv2d", out, {x, weight, bias}, [x, weight, bias, s](Node& o) {
-    float* dx = x->requires_grad ? x->grad_ref().data() : nullptr;
-    float* dweight = weight->requires_grad ? weight->grad_ref().data() : nullptr;
-    float* dbias = bias && bias->requires_grad ? bias->grad_ref().data() : nullptr;
-    conv2d_backward(dx, dweight, dbias, o.grad.data(), x->value.data(), weight->value.data(), s);
+  {
+    ProfileScope timer(ProfileOp::conv_forward, flops, s.H);
+    conv2d_forward(out.data(), xv.data(), wv.data(), bias ? bias->value.data() : nullptr, s);
+  }
+  return tape.record("conv2d", out, {x, weight, bias}, [x, weight, bias, s, flops](Node& o) {
+    {
+      ProfileScope timer(ProfileOp::conv_backward_weight, flops, s.H);
+      float* dweight = weight->requires_grad ? weight->grad_ref().data() : nullptr;
+      float* dbias = bias && bias->requires_grad ? bias->grad_ref().data() : nullptr;
+      conv2d_backward(nullptr, dweight, dbias, o.grad.data(), x->value.data(), weight->value.data(), s);
+    }
+    if (x->requires_grad) {
+      ProfileScope timer(ProfileOp::conv_backward_data, flops, s.H);
+      conv2d_backward(x->grad_ref().data(), nullptr, nullptr, o.grad.data(), x->value.data(), weight->value.data(), s);
+    }
   });
 }
 

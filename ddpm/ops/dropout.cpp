@@ -2,6 +2,7 @@
 
 #include "ddpm/check.h"
 #include "ddpm/parallel.h"
+#include "ddpm/profile.h"
 
 namespace ddpm {
 
@@ -25,10 +26,12 @@ void dropout_backward(float* dx, const float* dout, int64_t n, float p, RngKey k
 Var dropout(Tape& tape, const Var& x, float p, RngKey key, bool training) {
   DDPM_CHECK(p >= 0.0f && p < 1.0f, "dropout: p = " << p << " must be in [0, 1) (x " << x->value.shape_str() << ")");
   if (p == 0.0f || !training) return x;
+  ProfileScope timer(ProfileOp::elementwise);
   const int64_t n = x->value.numel();
   Tensor out = Tensor::empty(x->value.shape());
   dropout_forward(out.data(), x->value.data(), n, p, key);
   return tape.record("dropout", out, {x}, [x, n, p, key](Node& o) {
+    ProfileScope timer(ProfileOp::elementwise);
     dropout_backward(x->grad_ref().data(), o.grad.data(), n, p, key);
   });
 }

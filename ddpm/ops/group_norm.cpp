@@ -5,6 +5,7 @@
 
 #include "ddpm/check.h"
 #include "ddpm/parallel.h"
+#include "ddpm/profile.h"
 
 namespace ddpm {
 
@@ -181,10 +182,12 @@ Var group_norm(Tape& tape, const Var& x, const Var& gamma, const Var& beta, int6
                                   << " must both be [" << C << "] for x " << xv.shape_str());
   DDPM_CHECK(eps > 0.0f, "group_norm: eps = " << eps << " must be > 0");
   const int64_t G = groups;
+  ProfileScope timer(ProfileOp::group_norm);
   Tensor out = Tensor::empty(xv.shape()), mean({N, G}), rstd({N, G});
   group_norm_forward(out.data(), mean.data(), rstd.data(), xv.data(), gamma->value.data(), beta->value.data(), N,
                      C, HW, G, eps);
   return tape.record("group_norm", out, {x, gamma, beta}, [x, gamma, beta, mean, rstd, N, C, HW, G](Node& o) {
+    ProfileScope timer(ProfileOp::group_norm);
     group_norm_backward(x->requires_grad ? x->grad_ref().data() : nullptr,
                         gamma->requires_grad ? gamma->grad_ref().data() : nullptr,
                         beta->requires_grad ? beta->grad_ref().data() : nullptr, o.grad.data(), x->value.data(),
