@@ -23,8 +23,8 @@ enum class ProfileOp {
   conv_forward,
   conv_backward_data,
   conv_backward_weight,  // with the bias gradient
-  group_norm,            // forward and backward
-  silu,                  // forward and backward
+  group_norm,            // forward and backward, also of the fused GroupNorm+SiLU
+  silu,                  // forward and backward (SiLU on its own)
   attention,             // forward and backward (the q, k, v and output convs are conv_*)
   elementwise,           // add, mul, scale, concat, upsample, dropout: forward and backward
   linear,                // the time-embedding MLP and temb_proj
