@@ -91,6 +91,12 @@ void add_channel_backward(float* db, const float* dout, int64_t NC, int64_t HW) 
   });
 }
 
+// y += x over n elements, threads splitting the range (elementwise: any split gives
+// the same values).
+static void axpy_parallel(float* y, const float* x, int64_t n) {
+  parallel_for(n, [&](int64_t i0, int64_t i1) { axpy(y + i0, 1.0f, x + i0, i1 - i0); }, 16384);
+}
+
 // ---------------------------------------------------------------------------
 // Tape ops
 
@@ -101,11 +107,15 @@ Var add(Tape& tape, const Var& a, const Var& b) {
   const int64_t n = a->value.numel();
   if (sa == sb) {
     Tensor out = Tensor::empty(sa);
-    for (int64_t i = 0; i < n; i++) out[i] = a->value[i] + b->value[i];
+    const float *pa = a->value.data(), *pb = b->value.data();
+    float* po = out.data();
+    parallel_for(n, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) po[i] = pa[i] + pb[i];
+    }, 16384);
     return tape.record("add", out, {a, b}, [a, b, n](Node& o) {
-    ProfileScope timer(ProfileOp::elementwise);
-      if (a->requires_grad) axpy(a->grad_ref().data(), 1.0f, o.grad.data(), n);  // out = a + b
-      if (b->requires_grad) axpy(b->grad_ref().data(), 1.0f, o.grad.data(), n);
+      ProfileScope timer(ProfileOp::elementwise);
+      if (a->requires_grad) axpy_parallel(a->grad_ref().data(), o.grad.data(), n);  // out = a + b
+      if (b->requires_grad) axpy_parallel(b->grad_ref().data(), o.grad.data(), n);
     });
   }
   DDPM_CHECK(sa.size() == 4 && sb.size() == 2 && sa[0] == sb[0] && sa[1] == sb[1],
@@ -116,7 +126,7 @@ Var add(Tape& tape, const Var& a, const Var& b) {
   add_channel_forward(out.data(), a->value.data(), b->value.data(), NC, HW);
   return tape.record("add", out, {a, b}, [a, b, n, NC, HW](Node& o) {
     ProfileScope timer(ProfileOp::elementwise);
-    if (a->requires_grad) axpy(a->grad_ref().data(), 1.0f, o.grad.data(), n);  // out = a + b[n, c]
+    if (a->requires_grad) axpy_parallel(a->grad_ref().data(), o.grad.data(), n);  // out = a + b[n, c]
     if (b->requires_grad) add_channel_backward(b->grad_ref().data(), o.grad.data(), NC, HW);
   });
 }
