@@ -73,8 +73,9 @@ struct Operand {
   int64_t row(int64_t i) const { return roff ? roff[i] : i * rs; }
   int64_t col(int64_t k) const { return koff ? koff[k] : k * ks; }
   bool rows_contiguous() const { return !roff && rs == 1; }  // element (i, k) next to (i+1, k)
-  // P can be read without packing (the microkernel takes plain strides).
-  bool in_place() const { return !roff && !koff && (rs == 1 || ks == 1); }
+  // P can be read without packing: the microkernel takes one offset per row and a
+  // stride along k (so rows may come from a table, but k may not).
+  bool in_place() const { return !koff && (roff || rs == 1 || ks == 1); }
 };
 
 // Pack rows [i0, i0 + n) of X, depth [k0, k0 + kc), as ceil(n / W) panels of kc x W
@@ -122,10 +123,12 @@ void pack(float* dst, const Operand& X, int64_t i0, int64_t n, int64_t k0, int64
   }
 }
 
-// T[r][v] = (load_c ? T[r][v] : 0) + sum over k < kc of P[r * prs + k * pks] * Q[k * NR + v];
+// T[r][v] = (load_c ? T[r][v] : 0) + sum over k < kc of P[prow[r] + k * pks] * Q[k * NR + v];
 // T has row stride ldt.
-void microkernel(int64_t kc, const float* P, int64_t prs, int64_t pks, const float* Q, float* T, int64_t ldt,
+void microkernel(int64_t kc, const float* P, const int64_t* prow, int64_t pks, const float* Q, float* T, int64_t ldt,
                  bool load_c) {
+  int64_t row[MR];
+  for (int r = 0; r < MR; r++) row[r] = prow[r];
   Vec c[MR][NV];
   // Start fetching C's lines now: the K loop hides the wait when C is cold.
   for (int r = 0; r < MR; r++) {
@@ -143,7 +146,7 @@ void microkernel(int64_t kc, const float* P, int64_t prs, int64_t pks, const flo
     Vec q[NV];
     for (int v = 0; v < NV; v++) q[v] = load(Q + v * kLanes);
     for (int r = 0; r < MR; r++) {
-      Vec a = broadcast(P + r * prs);
+      Vec a = broadcast(P + row[r]);
       for (int v = 0; v < NV; v++) c[r][v] = mul_add(a, q[v], c[r][v]);
     }
     P += pks;
@@ -211,29 +214,31 @@ void run_block(const Gemm& g, int64_t r0, int64_t r1, int64_t v0, int64_t v1) {
         const int64_t v = vc + jp * NR, cols = std::min<int64_t>(NR, v1 - v);
         for (int64_t p = 0; p < r_panels; p++) {
           const int64_t r = r0 + p * MR, rows = std::min<int64_t>(MR, r1 - r);
+          // Packed: row i of the panel at i, k at k * MR. In place: row i at g.P.row(r + i).
           const float* P = Pp + p * kc * MR;
-          int64_t prs = 1, pks = MR;
+          int64_t prow[MR], pks = MR;
+          for (int i = 0; i < MR; i++) prow[i] = i;
           if (p_in_place && rows == MR) {
-            P = g.P.X + r * g.P.rs + k0 * g.P.ks;
-            prs = g.P.rs;
+            P = g.P.X + g.P.col(k0);
+            for (int i = 0; i < MR; i++) prow[i] = g.P.row(r + i);
             pks = g.P.ks;
           } else if (p_in_place) {
             P = Pp;
           }
           if (c_copy) {
-            microkernel(kc, P, prs, pks, Qpanel, Ct + (r - r0) * ldt + (v - v0), ldt, load_c);
+            microkernel(kc, P, prow, pks, Qpanel, Ct + (r - r0) * ldt + (v - v0), ldt, load_c);
             continue;
           }
           float* c = g.C + r * g.crs + v;
           if (rows == MR && cols == NR) {
-            microkernel(kc, P, prs, pks, Qpanel, c, g.crs, load_c);
+            microkernel(kc, P, prow, pks, Qpanel, c, g.crs, load_c);
             continue;
           }
           // An edge tile: through a buffer.
           if (load_c)
             for (int64_t i = 0; i < rows; i++)
               for (int64_t j = 0; j < cols; j++) tile[i * NR + j] = c[i * g.crs + j];
-          microkernel(kc, P, prs, pks, Qpanel, tile, NR, load_c);
+          microkernel(kc, P, prow, pks, Qpanel, tile, NR, load_c);
           for (int64_t i = 0; i < rows; i++)
             for (int64_t j = 0; j < cols; j++) c[i * g.crs + j] = tile[i * NR + j];
         }

@@ -179,28 +179,41 @@ TEST_CASE("kernels: sgemm_view with offset tables matches sgemm_view_ref, at 1, 
     // The transposed roles: C^T [N, M] = B^T A^T, with the tables on the other axis.
     const MatrixView Bt{plane.data(), 1, 0, nullptr, b_rows.data()};
     const MatrixView At{Abuf.data(), 1, 2 * c.K, a_cols.data(), nullptr};
+    // Row tables on A, column tables on B, k contiguous in both (ops/conv's
+    // backward-weight): A(i, k) = Abuf[a_rows[i] + k], B(k, j) = plane[k + b_cols[j]].
+    std::vector<int64_t> a_rows(c.M), b_cols(c.N);
+    for (int64_t i = 0; i < c.M; i++) a_rows[i] = (i * 5) % (c.M * c.K + 8 - c.K);
+    for (int64_t j = 0; j < c.N; j++) b_cols[j] = (j * 3) % (c.K * 3 + c.N + 8 - c.K);
+    const MatrixView Ar{Abuf.data(), 0, 1, a_rows.data(), nullptr};
+    const MatrixView Bc{plane.data(), 1, 0, nullptr, b_cols.data()};
     for (bool acc : {false, true}) {
       CAPTURE(acc);
       Tensor C0 = randn({c.M * c.N}, 43), Ct0 = randn({c.N * c.M}, 44);
-      Tensor C_ref = C0.clone(), Ct_ref = Ct0.clone();
+      Tensor C_ref = C0.clone(), Ct_ref = Ct0.clone(), Cr_ref = C0.clone();
       sgemm_view_ref(c.M, c.N, c.K, A, B, C_ref.data(), c.N, acc);
       sgemm_view_ref(c.N, c.M, c.K, Bt, At, Ct_ref.data(), c.M, acc);
-      std::vector<float> first, first_t;
+      sgemm_view_ref(c.M, c.N, c.K, Ar, Bc, Cr_ref.data(), c.N, acc);
+      std::vector<float> first, first_t, first_r;
       for (int threads : {1, 2, 3}) {
         CAPTURE(threads);
         set_num_threads(threads);
-        Tensor C = C0.clone(), Ct = Ct0.clone();
+        Tensor C = C0.clone(), Ct = Ct0.clone(), Cr = C0.clone();
         sgemm_view(c.M, c.N, c.K, A, B, C.data(), c.N, acc);
         sgemm_view(c.N, c.M, c.K, Bt, At, Ct.data(), c.M, acc);
+        sgemm_view(c.M, c.N, c.K, Ar, Bc, Cr.data(), c.N, acc);
+        REQUIRE(testing::allclose("sgemm_view rows", Cr.data(), Cr_ref.data(), c.M * c.N, 1e-4 * (1 + c.K / 50.0),
+                                  1e-4));
         // Float sums of K products against double: as for sgemm above.
         REQUIRE(testing::allclose("sgemm_view", C.data(), C_ref.data(), c.M * c.N, 1e-4 * (1 + c.K / 50.0), 1e-4));
         REQUIRE(testing::allclose("sgemm_view^T", Ct.data(), Ct_ref.data(), c.N * c.M, 1e-4 * (1 + c.K / 50.0), 1e-4));
         if (first.empty()) {
           first = C.to_vector();
           first_t = Ct.to_vector();
+          first_r = Cr.to_vector();
         }
         CHECK(C.to_vector() == first);
         CHECK(Ct.to_vector() == first_t);
+        CHECK(Cr.to_vector() == first_r);
       }
       set_num_threads(1);
     }

@@ -10,6 +10,8 @@
 //          forward (M = OC, N = OH*OW, K = C*9), backward-data (op(A) transposed:
 //          M = C*9, N = P, K = OC) and backward-weight (op(B) transposed: M = OC,
 //          N = C*9, K = batch*P), plus a linear layer and 1024^3.
+//   conv   conv2d's forward, backward-data and backward-weight as ops (im2col or
+//          implicit GEMM, copies included) at each 3x3 level of tiny and small, batch 64.
 //   model  per model, batch and thread count: training img/s through Trainer::step()
 //          (forward, backward, gradient clipping, Adam, EMA: the step ./train_mnist
 //          runs, on random images), forward-only img/s (no grad, eval mode: the
@@ -41,6 +43,7 @@
 
 #include "ddpm/check.h"
 #include "ddpm/kernels.h"
+#include "ddpm/ops/conv.h"
 #include "ddpm/parallel.h"
 #include "ddpm/profile.h"
 #include "ddpm/rng.h"
@@ -193,6 +196,54 @@ void section_sgemm(const Options& opt, Report& report) {
                   r.values["pct_peak"]);
       report.add(r);
     }
+  }
+  set_num_threads(1);
+}
+
+// ---------------------------------------------------------------------------
+// conv: conv2d's three passes, op-level (im2col or implicit GEMM, transposes and all),
+// at the U-Net's 3x3 levels, batch 64.
+
+struct ConvCase {
+  std::string name;
+  int64_t C, OC, HW;
+};
+
+void section_conv(const Options& opt, Report& report) {
+  const std::vector<ConvCase> cases = {
+      {"tiny 28x28 32->32", 32, 32, 28},     {"tiny 14x14 64->64", 64, 64, 14},
+      {"tiny 7x7 64->64", 64, 64, 7},        {"small 28x28 64->64", 64, 64, 28},
+      {"small 14x14 128->128", 128, 128, 14}, {"small 7x7 128->128", 128, 128, 7},
+      {"small 7x7 256->128", 256, 128, 7}};
+  for (const ConvCase& c : cases) {
+    const Conv2dSize s{64, c.C, c.HW, c.HW, c.OC, 3, 1, 1};
+    const int64_t P = s.OH() * s.OW();
+    std::vector<float> x(s.N * s.C * s.H * s.W), w(s.OC * s.C * 9), b(s.OC), out(s.N * s.OC * P), dout(out.size()),
+        dx(x.size()), dw(w.size());
+    fill_normal(x.data(), x.size(), RngKey{5, 0});
+    fill_normal(w.data(), w.size(), RngKey{6, 0});
+    fill_normal(dout.data(), dout.size(), RngKey{7, 0});
+    const double flops = 2.0 * s.N * s.OC * P * s.C * 9;
+    struct Pass {
+      const char* name;
+      std::function<void()> run;
+    };
+    const Pass passes[] = {
+        {"fwd", [&] { conv2d_forward(out.data(), x.data(), w.data(), b.data(), s); }},
+        {"bwd-data", [&] { conv2d_backward(dx.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), s); }},
+        {"bwd-weight", [&] { conv2d_backward(nullptr, dw.data(), nullptr, dout.data(), x.data(), w.data(), s); }}};
+    for (const Pass& pass : passes)
+      for (int threads : opt.threads) {
+        set_num_threads(threads);
+        const double t = median_time(opt.reps, pass.run);
+        Row r{"conv", c.name + " " + pass.name, threads, t, {}};
+        r.values["gflops"] = flops / t / 1e9;
+        const double peak = report.peak_gflops.count(threads) ? report.peak_gflops[threads] : 0.0;
+        r.values["pct_peak"] = peak > 0 ? 100.0 * r.values["gflops"] / peak : 0.0;
+        std::printf("conv  %-36s threads %d  %9.3f ms  %7.1f GFLOP/s  %5.1f%% of peak\n", r.name.c_str(), threads,
+                    t * 1e3, r.values["gflops"], r.values["pct_peak"]);
+        report.add(r);
+      }
   }
   set_num_threads(1);
 }
@@ -433,6 +484,7 @@ struct Section {
 const Section kSections[] = {
     {"peak", section_peak},
     {"sgemm", section_sgemm},
+    {"conv", section_conv},
     {"model", section_model},
 };
 
@@ -505,7 +557,7 @@ int main(int argc, char** argv) {
         opt.steps = std::max(1, std::atoi(value().c_str()));
       } else if (a == "--help" || a == "-h") {
         std::printf(
-            "usage: bench [--json FILE] [--threads 1,2] [--reps 7] [--only peak|sgemm|model]\n"
+            "usage: bench [--json FILE] [--threads 1,2] [--reps 7] [--only peak|sgemm|conv|model]\n"
             "             [--models tiny,small] [--batches 64,128] [--steps 5]\n"
             "  peak and sgemm: medians of --reps runs; model: medians of --steps training\n"
             "  steps and forward passes per model, batch and thread count (default: tiny,\n"

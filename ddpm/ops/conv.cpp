@@ -219,41 +219,68 @@ void conv2d_backward_bias(float* dbias, const float* dout, const Conv2dSize& s) 
 }
 
 // dweight[OC, CKK] += sum over n of dout_n[OC, P] cols_n[CKK, P]^T. Block b of images
-// sums into its own partial (image by image, in order); the partials are then added
-// in block order. The blocks depend on N only, so the thread count never shows.
+// sums into its own partial; the partials are then added in block order. The blocks
+// depend on N only, so the thread count never shows.
+//
+// sgemm computes each partial transposed, dweight^T[CKK, OC] = cols dout^T, so that
+// cols (rows contiguous along p) is read in place as the broadcast operand and dout
+// goes in transposed, dout_t[p, OC], packed by plain copies: nothing of size CKK x P
+// is transposed. Two ways to get cols:
+//   - large images (implicit GEMM grids of >= kImplicitWeightCols columns): per image,
+//     read in place from the padded image, one GEMM per image (K = OH*Wp);
+//   - small ones: an explicit im2col panel of the block's images side by side,
+//     [CKK, nb*P], one GEMM per block. A per-image GEMM would have K = OH*Wp (63 at
+//     7x7), too short to pay for loading and storing its [CKK, OC] result.
+constexpr int64_t kImplicitWeightCols = 256;
+
 void conv2d_backward_weight(float* dweight, const float* dout, const float* x, const Conv2dSize& s) {
   const int64_t P = s.OH() * s.OW(), CKK = s.C * s.K * s.K, image = s.C * s.H * s.W;
   const int64_t per_block = conv2d_images_per_block(s), blocks = num_blocks(s.N, per_block);
   Tensor partials = Tensor::empty({blocks * s.OC * CKK});  // scratch, each block written before added to
-  if (is_implicit(s)) {
-    // dout on the implicit GEMM's grid [OC, OH*Wp], zero in the junk columns, against the
-    // padded image read as cols^T [OH*Wp, CKK].
+  const bool implicit = is_implicit(s) && s.OH() * (s.W + 2 * s.pad) >= kImplicitWeightCols;
+  if (implicit) {
+    // dgrid_t[OH*Wp, OC]: dout on the implicit GEMM's grid, transposed, zero in the
+    // junk columns.
     const ImplicitConv ic(s.C, s.H, s.W, s.K, s.pad);
+    const int64_t OH = s.OH(), OW = s.OW(), G = ic.grid_cols();
     parallel_blocks(s.N, per_block, [&](int64_t b, int64_t n0, int64_t n1) {
       float* part = partials.data() + b * s.OC * CKK;
-      Tensor xp = Tensor::empty({ic.plane_floats()}), dgrid = Tensor::zeros({s.OC * ic.grid_cols()});  // scratch
+      Tensor xp = Tensor::empty({ic.plane_floats()}), dgrid_t = Tensor::zeros({G * s.OC});  // scratch
       for (int64_t n = n0; n < n1; n++) {
         ic.pad_image(xp.data(), x + n * image);
+        // dgrid_t[y*Wp + x, o] = dout[n, o, y, x]
         for (int64_t o = 0; o < s.OC; o++)
-          for (int64_t y = 0; y < s.OH(); y++)
-            std::memcpy(dgrid.data() + o * ic.grid_cols() + y * ic.Wp, dout + ((n * s.OC + o) * s.OH() + y) * s.OW(),
-                        s.OW() * sizeof(float));
-        sgemm_view(s.OC, CKK, ic.grid_cols(), MatrixView{dgrid.data(), ic.grid_cols(), 1},
-                   ic.cols_transposed(xp.data()), part, CKK, /*accumulate=*/n > n0);
+          for (int64_t y = 0; y < OH; y++) {
+            const float* src = dout + ((n * s.OC + o) * OH + y) * OW;
+            float* dst = dgrid_t.data() + y * ic.Wp * s.OC + o;
+            for (int64_t xo = 0; xo < OW; xo++) dst[xo * s.OC] = src[xo];
+          }
+        sgemm_view(s.OC, CKK, G, MatrixView{dgrid_t.data(), 1, s.OC}, ic.cols_transposed(xp.data()), part, CKK,
+                   /*accumulate=*/n > n0);
       }
     });
   } else {
     parallel_blocks(s.N, per_block, [&](int64_t b, int64_t n0, int64_t n1) {
       float* part = partials.data() + b * s.OC * CKK;
-      Tensor cols = Tensor::empty({is_pointwise(s) ? 0 : CKK * P});  // scratch
+      const int64_t nb = n1 - n0, ld = nb * P;
+      Tensor cols = Tensor::empty({CKK * ld}), dout_t = Tensor::empty({ld * s.OC});  // scratch
       for (int64_t n = n0; n < n1; n++) {
-        const float* cols_n = x + n * image;  // a 1x1 convolution's cols_n is x_n
-        if (!is_pointwise(s)) {
-          im2col_image(cols.data(), x + n * image, s);
-          cols_n = cols.data();
+        const int64_t at = (n - n0) * P;  // image n's columns in the panel
+        const float* x_n = x + n * image;
+        for (int64_t c = 0; c < s.C; c++) {
+          if (is_pointwise(s))
+            std::memcpy(cols.data() + c * ld + at, x_n + c * P, P * sizeof(float));
+          else
+            im2col_channel(cols.data() + c * s.K * s.K * ld + at, ld, x_n + c * s.H * s.W, s);
         }
-        sgemm(false, true, s.OC, CKK, P, dout + n * s.OC * P, P, cols_n, P, part, CKK, /*accumulate=*/n > n0);
+        // dout_t[at + p, o] = dout[n, o, p]
+        for (int64_t o = 0; o < s.OC; o++) {
+          const float* src = dout + (n * s.OC + o) * P;
+          for (int64_t p = 0; p < P; p++) dout_t[(at + p) * s.OC + o] = src[p];
+        }
       }
+      // part[OC, CKK] = dout_t^T cols^T
+      sgemm_view(s.OC, CKK, ld, MatrixView{dout_t.data(), 1, s.OC}, MatrixView{cols.data(), 1, ld}, part, CKK, false);
     });
   }
   // dweight += partials, in block order
