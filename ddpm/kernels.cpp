@@ -57,7 +57,9 @@ constexpr int64_t KC = 256;
 #endif
 constexpr int NR = NV * kLanes;
 constexpr int64_t MC = 256;                // most rows per task (KC x MC x 4 B = 256 KB of L2)
-constexpr int64_t NC = 512;                // Q columns packed at once (KC x NC x 4 B = 512 KB)
+// Q columns packed at once (KC x NC x 4 B = 512 KB): whole NR-wide panels, so a chunk
+// never ends inside a panel (NR = 12 on NEON does not divide 512).
+constexpr int64_t NC = 512 / NR * NR;
 constexpr int64_t kSerialFlops = 1 << 21;  // below this a GEMM runs on the caller's thread
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }

@@ -219,3 +219,20 @@ TEST_CASE("kernels: sgemm_view with offset tables matches sgemm_view_ref, at 1, 
     }
   }
 }
+
+TEST_CASE("kernels: sgemm with a short last row panel and more columns than one packed chunk") {
+  // M not a multiple of any MR (so the last P panel is packed beside the packed Q) and
+  // N past 512 columns (several Q chunks): on NEON (NR = 12) a chunk of 512 columns
+  // used to end inside a panel, and packing it overran into the P panel.
+  for (int64_t M : {3, 9, 13})
+    for (int64_t N : {511, 512, 520, 840}) {
+      CAPTURE(M);
+      CAPTURE(N);
+      const int64_t K = 9;
+      Tensor A = randn({M * K}, 51), B = randn({K * N}, 52), C({M * N}), C_ref({M * N});
+      sgemm(false, false, M, N, K, A.data(), K, B.data(), N, C.data(), N, false);
+      sgemm_ref(false, false, M, N, K, A.data(), K, B.data(), N, C_ref.data(), N, false);
+      // Sums of 9 products: float against double, a few ulps.
+      REQUIRE(testing::allclose("sgemm", C.data(), C_ref.data(), M * N, 1e-5, 1e-5));
+    }
+}
