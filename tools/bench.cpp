@@ -18,7 +18,7 @@
 //          sampling cost), peak resident memory of that configuration (each runs in
 //          its own forked process, so peaks do not mix), and a per-op breakdown of the
 //          training step (ddpm/profile.h: time share, GFLOP/s, % of the FMA peak; conv
-//          per resolution).
+//          per resolution), and of the forward pass.
 // Every section adds rows to one Report, printed and written as JSON.
 //
 // Every figure is the median of --reps timed runs after one warm-up run; the machine
@@ -361,14 +361,39 @@ std::vector<Row> run_model(const Options& opt, const std::string& model, int bat
   };
   forward();
   times.clear();
+  profile_reset();
+  profile_enable(true);
   for (int i = 0; i < opt.steps; i++) {
     const double t0 = now_s();
     forward();
     times.push_back(now_s() - t0);
   }
+  profile_enable(false);
   Row fwd{"model", name + " forward", threads, median(times), {}};
   fwd.values["img_per_s"] = batch / fwd.median_s;
   rows.push_back(fwd);
+  // The forward pass's own breakdown (what sampling pays): time share per op.
+  double fwd_total_s = 0.0, fwd_counted_s = 0.0;
+  for (double t : times) fwd_total_s += t;
+  std::map<ProfileOp, ProfileTotal> fwd_ops;
+  for (const auto& kv : profile_totals()) {
+    fwd_ops[kv.first.first].seconds += kv.second.seconds;
+    fwd_ops[kv.first.first].flops += kv.second.flops;
+    fwd_counted_s += kv.second.seconds;
+  }
+  auto fwd_row = [&](const std::string& op_name, const ProfileTotal& t) {
+    Row r{"fwd-ops", name + " " + op_name, threads, t.seconds / opt.steps, {}};
+    r.values["share_pct"] = 100.0 * t.seconds / fwd_total_s;
+    if (t.flops > 0) {
+      r.values["gflops"] = t.flops / t.seconds / 1e9;
+      r.values["pct_peak"] = peak > 0 ? 100.0 * r.values["gflops"] / peak : 0.0;
+    }
+    rows.push_back(r);
+  };
+  for (const auto& kv : fwd_ops) fwd_row(profile_op_name(kv.first), kv.second);
+  ProfileTotal fwd_other;
+  fwd_other.seconds = std::max(0.0, fwd_total_s - fwd_counted_s);
+  fwd_row("other", fwd_other);
 
   Row mem{"model", name + " memory", threads, 0.0, {}};
   mem.values["peak_rss_mb"] = proc_status_mb("VmHWM");
@@ -463,8 +488,8 @@ void section_model(const Options& opt, Report& report) {
             std::printf("model %-28s threads %d  peak RSS %.0f MB (+%.0f MB in this run)\n", r.name.c_str(), threads,
                         v("peak_rss_mb"), v("peak_rss_delta_mb"));
           } else {
-            std::printf("  op  %-36s threads %d  %8.2f ms/step  %5.1f%%", r.name.c_str(), threads, r.median_s * 1e3,
-                        v("share_pct"));
+            std::printf("  %s %-36s threads %d  %8.2f ms/step  %5.1f%%", r.section == "ops" ? "op " : "fwd",
+                        r.name.c_str(), threads, r.median_s * 1e3, v("share_pct"));
             if (r.values.count("gflops")) std::printf("  %7.1f GFLOP/s  %5.1f%% of peak", v("gflops"), v("pct_peak"));
             std::printf("\n");
           }

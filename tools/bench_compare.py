@@ -102,6 +102,23 @@ def main():
                 print("  %-5s batch %4d  ours %.2fx  PyTorch %s" % (
                     model, batch, o2["train_img_per_s"] / o1["train_img_per_s"],
                     "%.2fx" % (t2["train_img_per_s"] / t1["train_img_per_s"]) if t1 and t2 else "-"))
+    print()
+    print("Per-op breakdown of our training step (time share; GFLOP/s and % of the FMA peak measured")
+    print("in the same run, for the ops that count flops):")
+    for r in results:
+        o = r["ours"]
+        print()
+        print("%s, batch %d, %d thread%s (FMA peak %.0f GFLOP/s; whole step %.1f GFLOP/s = %.0f%% of it):" % (
+            r["model"], r["batch"], r["threads"], "s" if r["threads"] > 1 else "", o.get("peak_gflops", 0),
+            o.get("train_gflops", 0), o.get("train_pct_peak", 0)))
+        print()
+        print("| op | ms/step | share | GFLOP/s | % of peak |")
+        print("|---|---|---|---|---|")
+        for name, row in o["ops"].items():
+            print("| %s | %.1f | %.1f%% | %s | %s |" % (
+                name, row["median_s"] * 1e3, row["share_pct"],
+                "%.1f" % row["gflops"] if "gflops" in row else "",
+                "%.0f%%" % row["pct_peak"] if "pct_peak" in row else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
