@@ -69,7 +69,8 @@ LIB_SRCS := \
 	ddpm/targets.cpp \
 	ddpm/learned_variance.cpp \
 	ddpm/timestep_sampler.cpp \
-	ddpm/guidance.cpp
+	ddpm/guidance.cpp \
+	ddpm/profile.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -128,7 +129,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data test check-sources check-derivation clean bench crosscheck
+.PHONY: all data test check-sources check-derivation clean bench crosscheck bench-compare
 # bench is linked like every tool, but `make bench` also runs it: its rules are below.
 TOOL_BINS := $(filter-out bench,$(TOOLS))
 all: data $(TOOL_BINS) $(BUILD)/bench
@@ -165,13 +166,24 @@ check-sources:
 	@bash tools/check_sources.sh
 
 # `make bench` builds ./bench and runs it: FMA peak, GEMM rates, medians of several runs,
-# JSON in build/bench.json. BENCH_ARGS="--help" lists options.
+# JSON in build/bench.json. BENCH_ARGS="--help" lists options (e.g. --models tiny,small
+# --batches 64,128 for the model section; the default, tiny at batch 64, takes about a minute).
 BENCH_ARGS ?= --json build/bench.json
 $(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 	cp $@ bench
 bench: $(BUILD)/bench
 	./bench $(BENCH_ARGS)
+
+# `make bench-compare`: ./bench's model section and tools/bench_torch.py (the same U-Net
+# and step in PyTorch) one configuration after the other, then the ratio table
+# ours / PyTorch. Skips the PyTorch side cleanly without torch. The full default set
+# takes a while (small at batch 128 on one thread is tens of seconds per step):
+# narrow it with COMPARE_ARGS="--models tiny --batches 64".
+PYTHON ?= /usr/bin/python3
+COMPARE_ARGS ?= --models tiny,small --batches 64,128 --threads 1,2 --steps 3
+bench-compare: $(BUILD)/bench
+	$(PYTHON) tools/bench_compare.py $(COMPARE_ARGS) --json build/bench_compare.json
 
 # `make crosscheck`: the live comparison against PyTorch (tools/crosscheck.sh): regenerate
 # the fixtures with tools/torch_reference.py, compare, and check checkpoint interop both

@@ -57,16 +57,27 @@ constexpr int64_t KC = 256;
 #endif
 constexpr int NR = NV * kLanes;
 constexpr int64_t MC = 256;                // most rows per task (KC x MC x 4 B = 256 KB of L2)
-constexpr int64_t NC = 512;                // Q columns packed at once (KC x NC x 4 B = 512 KB)
+// Q columns packed at once (KC x NC x 4 B = 512 KB): whole NR-wide panels, so a chunk
+// never ends inside a panel (NR = 12 on NEON does not divide 512).
+constexpr int64_t NC = 512 / NR * NR;
 constexpr int64_t kSerialFlops = 1 << 21;  // below this a GEMM runs on the caller's thread
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// One operand seen as a (rows x K) matrix: element (i, k) = X[i * rs + k * ks].
+// One operand seen as a (rows x K) matrix: element (i, k) = X[row(i) + col(k)], with
+// row(i) = roff ? roff[i] : i * rs and col(k) = koff ? koff[k] : k * ks (a MatrixView's
+// offset tables).
 struct Operand {
   const float* X;
   int64_t rs, ks, rows;
-  bool in_place() const { return rs == 1 || ks == 1; }  // P can be read without packing
+  const int64_t* roff = nullptr;
+  const int64_t* koff = nullptr;
+  int64_t row(int64_t i) const { return roff ? roff[i] : i * rs; }
+  int64_t col(int64_t k) const { return koff ? koff[k] : k * ks; }
+  bool rows_contiguous() const { return !roff && rs == 1; }  // element (i, k) next to (i+1, k)
+  // P can be read without packing: the microkernel takes one offset per row and a
+  // stride along k (so rows may come from a table, but k may not).
+  bool in_place() const { return !koff && (roff || rs == 1 || ks == 1); }
 };
 
 // Pack rows [i0, i0 + n) of X, depth [k0, k0 + kc), as ceil(n / W) panels of kc x W
@@ -74,11 +85,10 @@ struct Operand {
 template <int W>
 void pack(float* dst, const Operand& X, int64_t i0, int64_t n, int64_t k0, int64_t kc) {
   const int64_t panels = (n + W - 1) / W;
-  const float* src = X.X + i0 * X.rs + k0 * X.ks;
-  if (X.rs == 1) {
+  if (X.rows_contiguous()) {
     // Rows are contiguous: stream along each k's row, one W-wide run per panel.
     for (int64_t k = 0; k < kc; k++) {
-      const float* s = src + k * X.ks;
+      const float* s = X.X + i0 + X.col(k0 + k);
       for (int64_t p = 0; p < panels; p++) {
         float* d = dst + (p * kc + k) * W;
         const int64_t rows = std::min<int64_t>(W, n - p * W);
@@ -100,9 +110,14 @@ void pack(float* dst, const Operand& X, int64_t i0, int64_t n, int64_t k0, int64
     for (int64_t kb = 0; kb < kc; kb += 16) {
       const int64_t kn = std::min<int64_t>(16, kc - kb);
       for (int64_t w = 0; w < rows; w++) {
-        const float* s = src + (p * W + w) * X.rs + kb * X.ks;
+        const float* s = X.X + X.row(i0 + p * W + w);
         float* d = d0 + kb * W + w;
-        for (int64_t k = 0; k < kn; k++) d[k * W] = s[k * X.ks];
+        if (X.koff) {
+          for (int64_t k = 0; k < kn; k++) d[k * W] = s[X.koff[k0 + kb + k]];
+        } else {
+          s += (k0 + kb) * X.ks;
+          for (int64_t k = 0; k < kn; k++) d[k * W] = s[k * X.ks];
+        }
       }
       for (int64_t w = rows; w < W; w++)
         for (int64_t k = 0; k < kn; k++) d0[(kb + k) * W + w] = 0.0f;  // padding
@@ -110,10 +125,12 @@ void pack(float* dst, const Operand& X, int64_t i0, int64_t n, int64_t k0, int64
   }
 }
 
-// T[r][v] = (load_c ? T[r][v] : 0) + sum over k < kc of P[r * prs + k * pks] * Q[k * NR + v];
+// T[r][v] = (load_c ? T[r][v] : 0) + sum over k < kc of P[prow[r] + k * pks] * Q[k * NR + v];
 // T has row stride ldt.
-void microkernel(int64_t kc, const float* P, int64_t prs, int64_t pks, const float* Q, float* T, int64_t ldt,
+void microkernel(int64_t kc, const float* P, const int64_t* prow, int64_t pks, const float* Q, float* T, int64_t ldt,
                  bool load_c) {
+  int64_t row[MR];
+  for (int r = 0; r < MR; r++) row[r] = prow[r];
   Vec c[MR][NV];
   // Start fetching C's lines now: the K loop hides the wait when C is cold.
   for (int r = 0; r < MR; r++) {
@@ -131,7 +148,7 @@ void microkernel(int64_t kc, const float* P, int64_t prs, int64_t pks, const flo
     Vec q[NV];
     for (int v = 0; v < NV; v++) q[v] = load(Q + v * kLanes);
     for (int r = 0; r < MR; r++) {
-      Vec a = broadcast(P + r * prs);
+      Vec a = broadcast(P + row[r]);
       for (int v = 0; v < NV; v++) c[r][v] = mul_add(a, q[v], c[r][v]);
     }
     P += pks;
@@ -199,29 +216,31 @@ void run_block(const Gemm& g, int64_t r0, int64_t r1, int64_t v0, int64_t v1) {
         const int64_t v = vc + jp * NR, cols = std::min<int64_t>(NR, v1 - v);
         for (int64_t p = 0; p < r_panels; p++) {
           const int64_t r = r0 + p * MR, rows = std::min<int64_t>(MR, r1 - r);
+          // Packed: row i of the panel at i, k at k * MR. In place: row i at g.P.row(r + i).
           const float* P = Pp + p * kc * MR;
-          int64_t prs = 1, pks = MR;
+          int64_t prow[MR], pks = MR;
+          for (int i = 0; i < MR; i++) prow[i] = i;
           if (p_in_place && rows == MR) {
-            P = g.P.X + r * g.P.rs + k0 * g.P.ks;
-            prs = g.P.rs;
+            P = g.P.X + g.P.col(k0);
+            for (int i = 0; i < MR; i++) prow[i] = g.P.row(r + i);
             pks = g.P.ks;
           } else if (p_in_place) {
             P = Pp;
           }
           if (c_copy) {
-            microkernel(kc, P, prs, pks, Qpanel, Ct + (r - r0) * ldt + (v - v0), ldt, load_c);
+            microkernel(kc, P, prow, pks, Qpanel, Ct + (r - r0) * ldt + (v - v0), ldt, load_c);
             continue;
           }
           float* c = g.C + r * g.crs + v;
           if (rows == MR && cols == NR) {
-            microkernel(kc, P, prs, pks, Qpanel, c, g.crs, load_c);
+            microkernel(kc, P, prow, pks, Qpanel, c, g.crs, load_c);
             continue;
           }
           // An edge tile: through a buffer.
           if (load_c)
             for (int64_t i = 0; i < rows; i++)
               for (int64_t j = 0; j < cols; j++) tile[i * NR + j] = c[i * g.crs + j];
-          microkernel(kc, P, prs, pks, Qpanel, tile, NR, load_c);
+          microkernel(kc, P, prow, pks, Qpanel, tile, NR, load_c);
           for (int64_t i = 0; i < rows; i++)
             for (int64_t j = 0; j < cols; j++) c[i * g.crs + j] = tile[i * NR + j];
         }
@@ -239,24 +258,24 @@ void run_block(const Gemm& g, int64_t r0, int64_t r1, int64_t v0, int64_t v1) {
 double estimated_cycles(const Operand& P, const Operand& Q, int64_t K) {
   const double R = round_up(P.rows, MR), V = round_up(Q.rows, NR);
   const double fma = R * V * K / (2.0 * kLanes);
-  const double q_pack = V * K * (Q.rs == 1 ? 0.25 : 1.0) * std::ceil(R / MC);
+  const double q_pack = V * K * (Q.rows_contiguous() ? 0.25 : 1.0) * std::ceil(R / MC);
   const double p_pack = P.in_place() ? 0.0 : R * K * std::ceil(V / NC);
   return fma + q_pack + p_pack;
 }
 
 }  // namespace
 
-void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+// A as (M x K) rows and B^T as (N x K) rows for views A [M, K] and B [K, N].
+void sgemm_view(int64_t M, int64_t N, int64_t K, const MatrixView& A, const MatrixView& B, float* C, int64_t ldc,
+                bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
       for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, N * sizeof(float));
     return;
   }
-  // op(A) as (M x K) and op(B)^T as (N x K).
-  const Operand a{A, trans_a ? 1 : lda, trans_a ? lda : 1, M};
-  const Operand bt{B, trans_b ? ldb : 1, trans_b ? 1 : ldb, N};
+  const Operand a{A.data, A.row_stride, A.col_stride, M, A.row_offsets, A.col_offsets};
+  const Operand bt{B.data, B.col_stride, B.row_stride, N, B.col_offsets, B.row_offsets};
   const bool transposed = estimated_cycles(bt, a, K) < estimated_cycles(a, bt, K);
   const Gemm g = transposed ? Gemm{bt, a, C, 1, ldc, K, accumulate} : Gemm{a, bt, C, ldc, 1, K, accumulate};
   const int64_t R = g.P.rows, V = g.Q.rows;
@@ -292,23 +311,29 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const fl
   }
 }
 
-// op(A)(i, k) and op(B)(k, j) read through the transposes.
-static float a_at(bool trans, const float* A, int64_t lda, int64_t i, int64_t k) {
-  return trans ? A[k * lda + i] : A[i * lda + k];
+// op(A) [M, K] and op(B) [K, N] as views: a transpose swaps the strides.
+static MatrixView strided_view(bool trans, const float* X, int64_t ld) {
+  return trans ? MatrixView{X, 1, ld} : MatrixView{X, ld, 1};
 }
-static float b_at(bool trans, const float* B, int64_t ldb, int64_t k, int64_t j) {
-  return trans ? B[j * ldb + k] : B[k * ldb + j];
+
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  sgemm_view(M, N, K, strided_view(trans_a, A, lda), strided_view(trans_b, B, ldb), C, ldc, accumulate);
+}
+
+void sgemm_view_ref(int64_t M, int64_t N, int64_t K, const MatrixView& A, const MatrixView& B, float* C, int64_t ldc,
+                    bool accumulate) {
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) {
+      double acc = accumulate ? C[i * ldc + j] : 0.0;
+      for (int64_t k = 0; k < K; k++) acc += static_cast<double>(A.at(i, k)) * B.at(k, j);
+      C[i * ldc + j] = static_cast<float>(acc);
+    }
 }
 
 void sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  for (int64_t i = 0; i < M; i++)
-    for (int64_t j = 0; j < N; j++) {
-      double acc = accumulate ? C[i * ldc + j] : 0.0;
-      for (int64_t k = 0; k < K; k++)
-        acc += static_cast<double>(a_at(trans_a, A, lda, i, k)) * b_at(trans_b, B, ldb, k, j);
-      C[i * ldc + j] = static_cast<float>(acc);
-    }
+  sgemm_view_ref(M, N, K, strided_view(trans_a, A, lda), strided_view(trans_b, B, ldb), C, ldc, accumulate);
 }
 
 // ---------------------------------------------------------------------------

@@ -55,6 +55,10 @@ Var GroupNorm::operator()(Tape& tape, const Var& x) const {
   return group_norm(tape, x, weight.var, bias.var, groups);
 }
 
+Var GroupNorm::with_silu(Tape& tape, const Var& x) const {
+  return group_norm_silu(tape, x, weight.var, bias.var, groups);
+}
+
 void GroupNorm::collect(ParamList& ps) {
   ps.push_back(&weight);
   ps.push_back(&bias);
@@ -74,10 +78,10 @@ ResBlock::ResBlock(const std::string& name, int64_t in, int64_t out, int64_t tem
 }
 
 Var ResBlock::operator()(Tape& tape, const Var& x, const Var& temb, const ForwardContext& ctx) const {
-  Var h = conv1(tape, silu(tape, norm1(tape, x)));                              // [N, out, H, W]
+  Var h = conv1(tape, norm1.with_silu(tape, x));                                // [N, out, H, W]
   h = add(tape, h, temb_proj(tape, silu(tape, temb)));                          // + [N, out] over H, W
   RngKey key{ctx.dropout_key.seed, make_stream(ctx.dropout_key.stream, id)};
-  h = conv2(tape, ddpm::dropout(tape, silu(tape, norm2(tape, h)), dropout, key, ctx.training));
+  h = conv2(tape, ddpm::dropout(tape, norm2.with_silu(tape, h), dropout, key, ctx.training));
   return add(tape, has_skip ? skip(tape, x) : x, h);
 }
 

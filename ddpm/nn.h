@@ -49,6 +49,9 @@ struct GroupNorm {
   GroupNorm() = default;
   GroupNorm(const std::string& name, int64_t groups, int64_t channels);
   Var operator()(Tape& tape, const Var& x) const;
+  // silu(this(x)) as one fused op (ops/group_norm.h): the same values, one stored
+  // activation fewer.
+  Var with_silu(Tape& tape, const Var& x) const;
   void collect(ParamList& ps);
 };
 
@@ -59,7 +62,7 @@ struct ForwardContext {
   RngKey dropout_key;
 };
 
-// ResBlock(x, temb), Ho et al.'s ResnetBlock:
+// ResBlock(x, temb), Ho et al.'s ResnetBlock (norm then SiLU run as one fused op):
 //   h = conv1(SiLU(norm1(x)))                       [N, out, H, W]
 //   h = h + temb_proj(SiLU(temb))                    temb [N, 4ch] -> [N, out], over H, W
 //   h = conv2(dropout(SiLU(norm2(h))))               conv2 zero-init

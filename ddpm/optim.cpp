@@ -6,6 +6,7 @@
 #include "ddpm/check.h"
 #include "ddpm/kernels.h"
 #include "ddpm/parallel.h"
+#include "ddpm/profile.h"
 
 namespace ddpm {
 
@@ -17,6 +18,7 @@ Adam::Adam(const ParamList& params, AdamConfig config) : params_(params), config
 }
 
 void Adam::step(double lr) {
+  ProfileScope timer(ProfileOp::adam);
   step_++;
   const double bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step_));
   const double bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));

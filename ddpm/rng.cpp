@@ -46,7 +46,13 @@ void fill_normal(float* out, int64_t n, RngKey key, uint64_t first_index) {
 }
 
 void fill_uniform(float* out, int64_t n, RngKey key, uint64_t first_index) {
-  for (int64_t i = 0; i < n; i++) out[i] = uniform(key, first_index + i);
+  // uniform(key, i) with the key's share of rng_bits (the first two mixes) done once:
+  // the same values, one mix per element (dropout draws one per activation).
+  const uint64_t key_hash = mix64(mix64(key.seed) ^ key.stream);
+  for (int64_t i = 0; i < n; i++) {
+    const uint64_t bits = mix64(key_hash ^ (first_index + static_cast<uint64_t>(i))) >> 40;  // 24 bits
+    out[i] = (static_cast<float>(bits) + 0.5f) * 0x1.0p-24f;
+  }
 }
 
 uint64_t Generator::below(uint64_t n) {

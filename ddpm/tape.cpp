@@ -52,6 +52,10 @@ void Tape::backward(const Var& out, const Tensor& upstream) {
   for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
     if (!it->out->grad.defined()) continue;  // no gradient flowed into this op's output
     it->backward(*it->out);
+    // Every op that reads this output was recorded later and has run: its gradient is
+    // used up. Freeing it now (back to the buffer cache, for the next grad_ref) keeps
+    // only the gradients in flight alive, not one per activation.
+    it->out->grad = Tensor();
   }
 }
 

@@ -14,7 +14,10 @@
 //   Tape sampling = Tape::no_grad();   // records nothing; every output has no grad
 //
 // Gradients accumulate (+=) into Node::grad. Parameters are Vars that live outside any
-// tape (see Parameter); their grads persist across steps until zero_grad.
+// tape (see Parameter); their grads persist across steps until zero_grad. The grads of
+// op outputs are freed by backward as soon as they are used up (as PyTorch keeps no
+// .grad on non-leaf tensors): after backward, only leaves (variables, parameters) hold
+// gradients.
 #pragma once
 
 #include <functional>

@@ -244,7 +244,7 @@ Var UNet::forward(Tape& tape, const Var& x, const std::vector<int64_t>& t, const
   }
   DDPM_CHECK(hs.empty(), "unet: internal error, " << hs.size() << " skip connections left");
 
-  return conv_out(tape, silu(tape, norm_out(tape, h)));
+  return conv_out(tape, norm_out.with_silu(tape, h));  // SiLU(norm_out(h)), fused
 }
 
 ParamList UNet::parameters() {

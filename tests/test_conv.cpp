@@ -16,8 +16,9 @@ namespace {
 struct Config {
   int64_t K, stride, pad;
 };
-// The three the U-Net uses, then stride 2 without padding and an even kernel at stride 3.
-const Config kConfigs[] = {{3, 1, 1}, {3, 2, 1}, {1, 1, 0}, {3, 2, 0}, {2, 3, 1}};
+// The three the U-Net uses, then stride 2 without padding and an even kernel at stride 3,
+// then stride 1 at the implicit GEMM's largest padding (K-1) and past it (the im2col path).
+const Config kConfigs[] = {{3, 1, 1}, {3, 2, 1}, {1, 1, 0}, {3, 2, 0}, {2, 3, 1}, {3, 1, 2}, {1, 1, 1}};
 
 // Kernel against its double twin, forward and every backward output, on one size.
 void check_against_ref(const Conv2dSize& s, uint64_t seed) {
@@ -89,11 +90,13 @@ TEST_CASE("conv2d: kernels match their double twins at awkward sizes") {
       }
 }
 
-// The three U-Net configurations at sizes whose batch of 10 spans several im2col blocks.
+// The three U-Net configurations at sizes whose batch of 10 spans several partial-sum blocks.
 static const Conv2dSize kMultiBlock[] = {
-    {10, 17, 28, 28, 4, 3, 1, 1}, {10, 64, 28, 28, 4, 3, 2, 1}, {10, 256, 28, 28, 3, 1, 1, 0}};
+    {10, 17, 28, 28, 4, 3, 1, 1}, {10, 64, 28, 28, 4, 3, 2, 1}, {10, 256, 28, 28, 3, 1, 1, 0},
+    // Too few images to share out: one at a time, each GEMM split across threads.
+    {2, 17, 14, 14, 40, 3, 1, 1}};
 
-TEST_CASE("conv2d: kernels match their twins when the batch spans several im2col blocks") {
+TEST_CASE("conv2d: kernels match their twins when the batch spans several partial-sum blocks") {
   for (const Conv2dSize& s : kMultiBlock) {
     CAPTURE(s.K);
     CAPTURE(s.stride);

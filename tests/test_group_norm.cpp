@@ -2,6 +2,7 @@
 #include <vector>
 
 #include "ddpm/check.h"
+#include "ddpm/ops/elementwise.h"
 #include "ddpm/ops/group_norm.h"
 #include "ddpm/parallel.h"
 #include "tests/testing.h"
@@ -28,7 +29,8 @@ TEST_CASE("group_norm: kernels match their double twins") {
                        s.G, 1e-5f);
     group_norm_forward_ref(out_ref.data(), mean_ref.data(), rstd_ref.data(), x.data(), gamma.data(), beta.data(),
                            s.N, s.C, s.HW, s.G, 1e-5f);
-    // Both compute the statistics in double and round once: equal to 1 ulp. The output
+    // Statistics: double against float lanes over short chunks, refined by a centred
+    // second pass; both round once: equal to about 1 ulp. The output
     // is (x - mean) * rstd * gamma in float against double: a few ulps of |out| <~ 10.
     testing::check_allclose("mean", mean, mean_ref, 1e-7, 1e-6);
     testing::check_allclose("rstd", rstd, rstd_ref, 0, 1e-6);
@@ -166,4 +168,79 @@ TEST_CASE("group_norm: shape errors") {
   CHECK_THROWS_AS(group_norm(tape, constant(Tensor({6})), g6, g6, 2), Error);  // no batch dimension
   CHECK_THROWS_AS(group_norm(tape, x, g6, g6, 2, 0.0f), Error);                // eps must be > 0
   CHECK_NOTHROW(group_norm(tape, x, g6, g6, 3));
+}
+
+TEST_CASE("group_norm_silu: kernels match their double twins and the unfused ops bit for bit") {
+  struct Case {
+    int64_t N, C, HW, G;
+  };
+  for (Case s : {Case{1, 1, 1, 1}, Case{2, 4, 9, 2}, Case{3, 6, 17, 3}, Case{2, 32, 49, 8}}) {
+    CAPTURE(s.N);
+    CAPTURE(s.C);
+    CAPTURE(s.HW);
+    CAPTURE(s.G);
+    const int64_t n = s.N * s.C * s.HW;
+    const Shape shape{s.N, s.C, s.HW};
+    Tensor x = randn(shape, 21, 2.0f), gamma = randn({s.C}, 22), beta = randn({s.C}, 23), dout = randn(shape, 24);
+    Tensor out(shape), mean({s.N * s.G}), rstd({s.N * s.G}), out_ref(shape), mean_ref({s.N * s.G}),
+        rstd_ref({s.N * s.G});
+    group_norm_silu_forward(out.data(), mean.data(), rstd.data(), x.data(), gamma.data(), beta.data(), s.N, s.C, s.HW,
+                            s.G, 1e-5f);
+    group_norm_silu_forward_ref(out_ref.data(), mean_ref.data(), rstd_ref.data(), x.data(), gamma.data(), beta.data(),
+                                s.N, s.C, s.HW, s.G, 1e-5f);
+    // As group_norm's forward (a few ulps of |y| <~ 10), then silu's (at most 2 ulp).
+    testing::check_allclose("out", out, out_ref, 2e-5, 2e-5);
+    Tensor dx = Tensor::full(shape, 0.25f), dgamma = Tensor::full({s.C}, -1.0f), dbeta = Tensor::full({s.C}, 2.0f);
+    Tensor dx_ref = dx.clone(), dgamma_ref = dgamma.clone(), dbeta_ref = dbeta.clone();
+    group_norm_silu_backward(dx.data(), dgamma.data(), dbeta.data(), dout.data(), x.data(), mean.data(), rstd.data(),
+                             gamma.data(), beta.data(), s.N, s.C, s.HW, s.G);
+    group_norm_silu_backward_ref(dx_ref.data(), dgamma_ref.data(), dbeta_ref.data(), dout.data(), x.data(),
+                                 mean.data(), rstd.data(), gamma.data(), beta.data(), s.N, s.C, s.HW, s.G);
+    // group_norm's backward bounds, on dy = dout * silu'(y) (|silu'| < 1.1).
+    testing::check_allclose("dx", dx, dx_ref, 2e-5, 2e-5);
+    testing::check_allclose("dgamma", dgamma, dgamma_ref, 2e-5, 2e-5);
+    testing::check_allclose("dbeta", dbeta, dbeta_ref, 2e-5, 2e-5);
+
+    // The fused op on the tape equals silu(group_norm(x)) exactly: same kernels, same order.
+    Var xf = variable(x.clone()), gf = variable(gamma.clone()), bf = variable(beta.clone());
+    Var xu = variable(x.clone()), gu = variable(gamma.clone()), bu = variable(beta.clone());
+    Tape tf, tu;
+    Var yf = group_norm_silu(tf, xf, gf, bf, s.G);
+    Var yu = silu(tu, group_norm(tu, xu, gu, bu, s.G));
+    tf.backward(yf, dout);
+    tu.backward(yu, dout);
+    CHECK(yf->value.to_vector() == yu->value.to_vector());
+    CHECK(xf->grad.to_vector() == xu->grad.to_vector());
+    CHECK(gf->grad.to_vector() == gu->grad.to_vector());
+    CHECK(bf->grad.to_vector() == bu->grad.to_vector());
+    CHECK(n == yf->value.numel());
+  }
+}
+
+TEST_CASE("group_norm_silu: gradients match finite differences; bit-identical at 1, 2 and 3 threads") {
+  gradcheck([](Tape& t, const std::vector<Var>& v) { return group_norm_silu(t, v[0], v[1], v[2], 2); },
+            {randn({2, 4, 3, 3}, 25), randn({4}, 26), randn({4}, 27)}, 1e-2, 1e-2, "group_norm_silu G=2");
+  const int64_t N = 5, C = 12, H = 7, W = 6, G = 4;
+  Tensor x = randn({N, C, H, W}, 28), gamma = randn({C}, 29), beta = randn({C}, 30), dout = randn({N, C, H, W}, 31);
+  std::vector<float> y1, dx1, dgamma1;
+  for (int threads : {1, 2, 3}) {
+    CAPTURE(threads);
+    set_num_threads(threads);
+    Tape tape;
+    Var xv = variable(x.clone()), gv = variable(gamma.clone()), bv = variable(beta.clone());
+    Var y = group_norm_silu(tape, xv, gv, bv, G);
+    tape.backward(y, dout);
+    if (threads == 1) {
+      y1 = y->value.to_vector();
+      dx1 = xv->grad.to_vector();
+      dgamma1 = gv->grad.to_vector();
+    }
+    CHECK(y->value.to_vector() == y1);
+    CHECK(xv->grad.to_vector() == dx1);
+    CHECK(gv->grad.to_vector() == dgamma1);
+  }
+  set_num_threads(1);
+  Tape tape;
+  CHECK_THROWS_AS(group_norm_silu(tape, constant(Tensor({2, 6, 3, 3})), constant(Tensor({6})), constant(Tensor({6})), 4),
+                  Error);
 }

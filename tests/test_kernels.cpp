@@ -155,3 +155,84 @@ TEST_CASE("kernels: sgemm is bit-identical at 1, 2 and 3 threads for every split
       set_num_threads(1);
     }
 }
+
+TEST_CASE("kernels: sgemm_view with offset tables matches sgemm_view_ref, at 1, 2 and 3 threads") {
+  // B [K, N] read from a buffer through a row-offset table (the implicit im2col matrix
+  // of ops/conv: rows at shifted offsets into one plane), and A [M, K] through a
+  // column-offset table; each in both operand roles (M and N large enough that either
+  // orientation and the packed P path are taken).
+  struct Case {
+    int64_t M, N, K;
+  };
+  for (Case c : {Case{37, 300, 45}, Case{300, 40, 45}, Case{64, 784, 288}, Case{3, 5, 7}}) {
+    CAPTURE(c.M);
+    CAPTURE(c.N);
+    CAPTURE(c.K);
+    Tensor plane = randn({c.K * 3 + c.N + 8}, 41), Abuf = randn({c.M * c.K * 2 + 8}, 42);
+    std::vector<int64_t> b_rows(c.K), a_cols(c.K);
+    for (int64_t k = 0; k < c.K; k++) {
+      b_rows[k] = (k * 7) % (c.K * 3);  // overlapping, out-of-order rows
+      a_cols[k] = (c.K - 1 - k) * 2;    // reversed, stride 2
+    }
+    const MatrixView A{Abuf.data(), 2 * c.K, 1, nullptr, a_cols.data()};
+    const MatrixView B{plane.data(), 0, 1, b_rows.data(), nullptr};
+    // The transposed roles: C^T [N, M] = B^T A^T, with the tables on the other axis.
+    const MatrixView Bt{plane.data(), 1, 0, nullptr, b_rows.data()};
+    const MatrixView At{Abuf.data(), 1, 2 * c.K, a_cols.data(), nullptr};
+    // Row tables on A, column tables on B, k contiguous in both (ops/conv's
+    // backward-weight): A(i, k) = Abuf[a_rows[i] + k], B(k, j) = plane[k + b_cols[j]].
+    std::vector<int64_t> a_rows(c.M), b_cols(c.N);
+    for (int64_t i = 0; i < c.M; i++) a_rows[i] = (i * 5) % (c.M * c.K + 8 - c.K);
+    for (int64_t j = 0; j < c.N; j++) b_cols[j] = (j * 3) % (c.K * 3 + c.N + 8 - c.K);
+    const MatrixView Ar{Abuf.data(), 0, 1, a_rows.data(), nullptr};
+    const MatrixView Bc{plane.data(), 1, 0, nullptr, b_cols.data()};
+    for (bool acc : {false, true}) {
+      CAPTURE(acc);
+      Tensor C0 = randn({c.M * c.N}, 43), Ct0 = randn({c.N * c.M}, 44);
+      Tensor C_ref = C0.clone(), Ct_ref = Ct0.clone(), Cr_ref = C0.clone();
+      sgemm_view_ref(c.M, c.N, c.K, A, B, C_ref.data(), c.N, acc);
+      sgemm_view_ref(c.N, c.M, c.K, Bt, At, Ct_ref.data(), c.M, acc);
+      sgemm_view_ref(c.M, c.N, c.K, Ar, Bc, Cr_ref.data(), c.N, acc);
+      std::vector<float> first, first_t, first_r;
+      for (int threads : {1, 2, 3}) {
+        CAPTURE(threads);
+        set_num_threads(threads);
+        Tensor C = C0.clone(), Ct = Ct0.clone(), Cr = C0.clone();
+        sgemm_view(c.M, c.N, c.K, A, B, C.data(), c.N, acc);
+        sgemm_view(c.N, c.M, c.K, Bt, At, Ct.data(), c.M, acc);
+        sgemm_view(c.M, c.N, c.K, Ar, Bc, Cr.data(), c.N, acc);
+        REQUIRE(testing::allclose("sgemm_view rows", Cr.data(), Cr_ref.data(), c.M * c.N, 1e-4 * (1 + c.K / 50.0),
+                                  1e-4));
+        // Float sums of K products against double: as for sgemm above.
+        REQUIRE(testing::allclose("sgemm_view", C.data(), C_ref.data(), c.M * c.N, 1e-4 * (1 + c.K / 50.0), 1e-4));
+        REQUIRE(testing::allclose("sgemm_view^T", Ct.data(), Ct_ref.data(), c.N * c.M, 1e-4 * (1 + c.K / 50.0), 1e-4));
+        if (first.empty()) {
+          first = C.to_vector();
+          first_t = Ct.to_vector();
+          first_r = Cr.to_vector();
+        }
+        CHECK(C.to_vector() == first);
+        CHECK(Ct.to_vector() == first_t);
+        CHECK(Cr.to_vector() == first_r);
+      }
+      set_num_threads(1);
+    }
+  }
+}
+
+TEST_CASE("kernels: sgemm with a short last row panel and more columns than one packed chunk") {
+  // M not a multiple of any MR (so the last P panel is packed beside the packed Q) and
+  // N past 512 columns (several Q chunks): on NEON (NR = 12) a chunk of 512 columns
+  // used to end inside a panel, and packing it overran into the P panel.
+  for (int64_t M : {3, 9, 13})
+    for (int64_t N : {511, 512, 520, 840}) {
+      CAPTURE(M);
+      CAPTURE(N);
+      const int64_t K = 9;
+      Tensor A = randn({M * K}, 51), B = randn({K * N}, 52), C({M * N}), C_ref({M * N});
+      sgemm(false, false, M, N, K, A.data(), K, B.data(), N, C.data(), N, false);
+      sgemm_ref(false, false, M, N, K, A.data(), K, B.data(), N, C_ref.data(), N, false);
+      // Sums of 9 products: float against double, a few ulps.
+      REQUIRE(testing::allclose("sgemm", C.data(), C_ref.data(), M * N, 1e-5, 1e-5));
+    }
+}

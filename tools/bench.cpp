@@ -1,6 +1,7 @@
 // bench: how fast this machine runs ddpm's kernels, against its own measured FMA peak.
 //
 //   ./bench [--json FILE] [--threads 1,2] [--reps N] [--only SECTION]
+//           [--models tiny,small] [--batches 64,128] [--steps N]
 //
 // Sections (each a function below, registered in kSections; add new ones there):
 //   peak   the FMA peak per thread count: every thread runs independent FMA chains
@@ -9,12 +10,22 @@
 //          forward (M = OC, N = OH*OW, K = C*9), backward-data (op(A) transposed:
 //          M = C*9, N = P, K = OC) and backward-weight (op(B) transposed: M = OC,
 //          N = C*9, K = batch*P), plus a linear layer and 1024^3.
-// Later sections (whole-model training and forward img/s, a per-op breakdown) plug
-// into the same Report: one row per measurement, printed and written as JSON.
+//   conv   conv2d's forward, backward-data and backward-weight as ops (im2col or
+//          implicit GEMM, copies included) at each 3x3 level of tiny and small, batch 64.
+//   model  per model, batch and thread count: training img/s through Trainer::step()
+//          (forward, backward, gradient clipping, Adam, EMA: the step ./train_mnist
+//          runs, on random images), forward-only img/s (no grad, eval mode: the
+//          sampling cost), peak resident memory of that configuration (each runs in
+//          its own forked process, so peaks do not mix), and a per-op breakdown of the
+//          training step (ddpm/profile.h: time share, GFLOP/s, % of the FMA peak; conv
+//          per resolution), and of the forward pass.
+// Every section adds rows to one Report, printed and written as JSON.
 //
 // Every figure is the median of --reps timed runs after one warm-up run; the machine
 // is shared, so medians, not means.
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -31,9 +43,13 @@
 
 #include "ddpm/check.h"
 #include "ddpm/kernels.h"
+#include "ddpm/ops/conv.h"
 #include "ddpm/parallel.h"
+#include "ddpm/profile.h"
 #include "ddpm/rng.h"
 #include "ddpm/simd.h"
+#include "ddpm/train.h"
+#include "ddpm/unet.h"
 
 using namespace ddpm;
 
@@ -44,6 +60,9 @@ struct Options {
   std::vector<int> threads = {1, 2};
   int reps = 7;
   std::string only;  // run one section
+  std::vector<std::string> models = {"tiny"};
+  std::vector<int> batches = {64};
+  int steps = 5;  // timed training steps (and forward passes) per model configuration
 };
 
 // One measurement: a name, a thread count, a median time and derived figures.
@@ -182,6 +201,304 @@ void section_sgemm(const Options& opt, Report& report) {
 }
 
 // ---------------------------------------------------------------------------
+// conv: conv2d's three passes, op-level (im2col or implicit GEMM, transposes and all),
+// at the U-Net's 3x3 levels, batch 64.
+
+struct ConvCase {
+  std::string name;
+  int64_t C, OC, HW;
+};
+
+void section_conv(const Options& opt, Report& report) {
+  const std::vector<ConvCase> cases = {
+      {"tiny 28x28 32->32", 32, 32, 28},     {"tiny 14x14 64->64", 64, 64, 14},
+      {"tiny 7x7 64->64", 64, 64, 7},        {"small 28x28 64->64", 64, 64, 28},
+      {"small 14x14 128->128", 128, 128, 14}, {"small 7x7 128->128", 128, 128, 7},
+      {"small 7x7 256->128", 256, 128, 7}};
+  for (const ConvCase& c : cases) {
+    const Conv2dSize s{64, c.C, c.HW, c.HW, c.OC, 3, 1, 1};
+    const int64_t P = s.OH() * s.OW();
+    std::vector<float> x(s.N * s.C * s.H * s.W), w(s.OC * s.C * 9), b(s.OC), out(s.N * s.OC * P), dout(out.size()),
+        dx(x.size()), dw(w.size());
+    fill_normal(x.data(), x.size(), RngKey{5, 0});
+    fill_normal(w.data(), w.size(), RngKey{6, 0});
+    fill_normal(dout.data(), dout.size(), RngKey{7, 0});
+    const double flops = 2.0 * s.N * s.OC * P * s.C * 9;
+    struct Pass {
+      const char* name;
+      std::function<void()> run;
+    };
+    const Pass passes[] = {
+        {"fwd", [&] { conv2d_forward(out.data(), x.data(), w.data(), b.data(), s); }},
+        {"bwd-data", [&] { conv2d_backward(dx.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), s); }},
+        {"bwd-weight", [&] { conv2d_backward(nullptr, dw.data(), nullptr, dout.data(), x.data(), w.data(), s); }}};
+    for (const Pass& pass : passes)
+      for (int threads : opt.threads) {
+        set_num_threads(threads);
+        const double t = median_time(opt.reps, pass.run);
+        Row r{"conv", c.name + " " + pass.name, threads, t, {}};
+        r.values["gflops"] = flops / t / 1e9;
+        const double peak = report.peak_gflops.count(threads) ? report.peak_gflops[threads] : 0.0;
+        r.values["pct_peak"] = peak > 0 ? 100.0 * r.values["gflops"] / peak : 0.0;
+        std::printf("conv  %-36s threads %d  %9.3f ms  %7.1f GFLOP/s  %5.1f%% of peak\n", r.name.c_str(), threads,
+                    t * 1e3, r.values["gflops"], r.values["pct_peak"]);
+        report.add(r);
+      }
+  }
+  set_num_threads(1);
+}
+
+// ---------------------------------------------------------------------------
+// model: whole-model training and forward throughput, per-op breakdown, peak memory.
+
+// Resident memory from /proc/self/status: "VmRSS" (now) or "VmHWM" (the peak), in MB.
+double proc_status_mb(const char* field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  const std::string key = std::string(field) + ":";
+  while (std::getline(f, line))
+    if (line.compare(0, key.size(), key) == 0) return std::atof(line.c_str() + key.size()) / 1024.0;
+  return 0.0;
+}
+
+// Resets VmHWM to the current RSS (Linux's clear_refs "5"); false where unsupported.
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  return static_cast<bool>(f);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// One (model, batch, threads) configuration, in the calling process.
+std::vector<Row> run_model(const Options& opt, const std::string& model, int batch, int threads,
+                           const std::map<int, double>& peak_gflops) {
+  set_num_threads(threads);
+  const double rss_start = proc_status_mb("VmRSS");
+  const bool peak_ok = reset_peak_rss();
+  const std::string name = model + " batch " + std::to_string(batch);
+  std::vector<Row> rows;
+
+  // Training: Trainer::step() on random images in [-1, 1] (4 batches' worth).
+  TrainConfig tc;
+  tc.model = model;
+  tc.batch = batch;
+  Dataset data;
+  data.images = Tensor({4 * static_cast<int64_t>(batch), 1, 28, 28});
+  fill_uniform(data.images.data(), data.images.numel(), RngKey{3, 0});
+  for (int64_t i = 0; i < data.images.numel(); i++) data.images[i] = 2.0f * data.images[i] - 1.0f;
+  data.labels.assign(data.images.size(0), 0);
+  Trainer trainer(tc, data);
+  trainer.step();  // warm-up: fills the buffer cache and the sgemm scratch
+  profile_reset();
+  profile_enable(true);
+  std::vector<double> times;
+  for (int i = 0; i < opt.steps; i++) {
+    const double t0 = now_s();
+    trainer.step();
+    times.push_back(now_s() - t0);
+  }
+  profile_enable(false);
+  double total_s = 0.0;
+  for (double t : times) total_s += t;
+  const double train_s = median(times);
+  Row train{"model", name + " train", threads, train_s, {}};
+  train.values["img_per_s"] = batch / train_s;
+
+  // Per-op breakdown over the timed steps: per op (summed over resolutions), then conv
+  // per resolution. Shares are of the total step time; "other" is the rest (the tape,
+  // loss, zero_grad, gradient clipping, EMA, data).
+  const double peak = peak_gflops.count(threads) ? peak_gflops.at(threads) : 0.0;
+  std::map<ProfileKey, ProfileTotal> totals = profile_totals();
+  std::map<ProfileOp, ProfileTotal> per_op;
+  double counted_s = 0.0, step_flops = 0.0;
+  for (const auto& kv : totals) {
+    ProfileTotal& t = per_op[kv.first.first];
+    t.seconds += kv.second.seconds;
+    t.flops += kv.second.flops;
+    t.calls += kv.second.calls;
+    counted_s += kv.second.seconds;
+    step_flops += kv.second.flops;
+  }
+  train.values["gflop_per_image"] = step_flops / opt.steps / batch / 1e9;
+  train.values["gflops"] = step_flops / total_s / 1e9;
+  train.values["pct_peak"] = peak > 0 ? 100.0 * train.values["gflops"] / peak : 0.0;
+  rows.push_back(train);
+  auto op_row = [&](const std::string& op_name, const ProfileTotal& t) {
+    Row r{"ops", name + " " + op_name, threads, t.seconds / opt.steps, {}};
+    r.values["share_pct"] = 100.0 * t.seconds / total_s;
+    if (t.flops > 0) {
+      r.values["gflops"] = t.flops / t.seconds / 1e9;
+      r.values["pct_peak"] = peak > 0 ? 100.0 * r.values["gflops"] / peak : 0.0;
+    }
+    rows.push_back(r);
+  };
+  for (const auto& kv : per_op) op_row(profile_op_name(kv.first), kv.second);
+  ProfileTotal other;
+  other.seconds = std::max(0.0, total_s - counted_s);
+  op_row("other", other);
+  for (const auto& kv : totals) {
+    const ProfileOp op = kv.first.first;
+    if (op == ProfileOp::conv_forward || op == ProfileOp::conv_backward_data ||
+        op == ProfileOp::conv_backward_weight) {
+      const int64_t res = kv.second.calls ? kv.first.second : 0;
+      op_row(std::string(profile_op_name(op)) + " " + std::to_string(res) + "x" + std::to_string(res), kv.second);
+    }
+  }
+
+  // Forward only: eval mode, no tape; what sampling pays per denoising step.
+  UNet& unet = trainer.model();
+  Tensor x({batch, 1, 28, 28});
+  fill_normal(x.data(), x.numel(), RngKey{4, 0});
+  std::vector<int64_t> t(batch);
+  for (int i = 0; i < batch; i++) t[i] = 1 + (i * 37) % 1000;
+  auto forward = [&] {
+    Tape tape = Tape::no_grad();
+    unet.forward(tape, constant(x), t, ForwardContext{});
+  };
+  forward();
+  times.clear();
+  profile_reset();
+  profile_enable(true);
+  for (int i = 0; i < opt.steps; i++) {
+    const double t0 = now_s();
+    forward();
+    times.push_back(now_s() - t0);
+  }
+  profile_enable(false);
+  Row fwd{"model", name + " forward", threads, median(times), {}};
+  fwd.values["img_per_s"] = batch / fwd.median_s;
+  rows.push_back(fwd);
+  // The forward pass's own breakdown (what sampling pays): time share per op.
+  double fwd_total_s = 0.0, fwd_counted_s = 0.0;
+  for (double t : times) fwd_total_s += t;
+  std::map<ProfileOp, ProfileTotal> fwd_ops;
+  for (const auto& kv : profile_totals()) {
+    fwd_ops[kv.first.first].seconds += kv.second.seconds;
+    fwd_ops[kv.first.first].flops += kv.second.flops;
+    fwd_counted_s += kv.second.seconds;
+  }
+  auto fwd_row = [&](const std::string& op_name, const ProfileTotal& t) {
+    Row r{"fwd-ops", name + " " + op_name, threads, t.seconds / opt.steps, {}};
+    r.values["share_pct"] = 100.0 * t.seconds / fwd_total_s;
+    if (t.flops > 0) {
+      r.values["gflops"] = t.flops / t.seconds / 1e9;
+      r.values["pct_peak"] = peak > 0 ? 100.0 * r.values["gflops"] / peak : 0.0;
+    }
+    rows.push_back(r);
+  };
+  for (const auto& kv : fwd_ops) fwd_row(profile_op_name(kv.first), kv.second);
+  ProfileTotal fwd_other;
+  fwd_other.seconds = std::max(0.0, fwd_total_s - fwd_counted_s);
+  fwd_row("other", fwd_other);
+
+  Row mem{"model", name + " memory", threads, 0.0, {}};
+  mem.values["peak_rss_mb"] = proc_status_mb("VmHWM");
+  if (peak_ok) mem.values["peak_rss_delta_mb"] = mem.values["peak_rss_mb"] - rss_start;
+  rows.push_back(mem);
+  set_num_threads(1);
+  return rows;
+}
+
+// Rows through a pipe, one per line: section, name, threads, median_s, then key value
+// pairs, tab-separated.
+std::string encode_rows(const std::vector<Row>& rows) {
+  std::ostringstream os;
+  os.precision(9);
+  for (const Row& r : rows) {
+    os << r.section << '\t' << r.name << '\t' << r.threads << '\t' << r.median_s;
+    for (const auto& kv : r.values) os << '\t' << kv.first << '\t' << kv.second;
+    os << '\n';
+  }
+  return os.str();
+}
+
+std::vector<Row> decode_rows(const std::string& text) {
+  std::vector<Row> rows;
+  std::istringstream is(text);
+  std::string line;
+  while (std::getline(is, line)) {
+    std::vector<std::string> f;
+    std::stringstream ls(line);
+    std::string field;
+    while (std::getline(ls, field, '\t')) f.push_back(field);
+    if (f.size() < 4) continue;
+    Row r{f[0], f[1], std::atoi(f[2].c_str()), std::atof(f[3].c_str()), {}};
+    for (size_t i = 4; i + 1 < f.size(); i += 2) r.values[f[i]] = std::atof(f[i + 1].c_str());
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+// Runs run_model in a forked child so each configuration's peak memory is its own.
+// (Safe: the parent's thread pool is down to the caller's thread before each fork.)
+std::vector<Row> run_model_forked(const Options& opt, const std::string& model, int batch, int threads,
+                                  const std::map<int, double>& peak_gflops) {
+  std::fflush(stdout);
+  int fds[2];
+  DDPM_CHECK(pipe(fds) == 0, "bench: pipe failed");
+  const pid_t pid = fork();
+  DDPM_CHECK(pid >= 0, "bench: fork failed");
+  if (pid == 0) {
+    close(fds[0]);
+    int status = 0;
+    try {
+      const std::string text = encode_rows(run_model(opt, model, batch, threads, peak_gflops));
+      if (write(fds[1], text.data(), text.size()) != static_cast<ssize_t>(text.size())) status = 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench: %s %d: %s\n", model.c_str(), batch, e.what());
+      status = 1;
+    }
+    close(fds[1]);
+    std::fflush(stdout);
+    _exit(status);
+  }
+  close(fds[1]);
+  std::string text;
+  char buf[4096];
+  ssize_t got;
+  while ((got = read(fds[0], buf, sizeof buf)) > 0) text.append(buf, got);
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  DDPM_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+             "bench: the " << model << " batch " << batch << " run failed");
+  return decode_rows(text);
+}
+
+void section_model(const Options& opt, Report& report) {
+  set_num_threads(1);
+  for (const std::string& model : opt.models)
+    for (int batch : opt.batches)
+      for (int threads : opt.threads) {
+        for (const Row& r : run_model_forked(opt, model, batch, threads, report.peak_gflops)) {
+          report.add(r);
+          auto v = [&](const char* k) { return r.values.count(k) ? r.values.at(k) : 0.0; };
+          if (r.section == "model" && r.values.count("img_per_s")) {
+            std::printf("model %-28s threads %d  %9.1f ms  %7.1f img/s", r.name.c_str(), threads, r.median_s * 1e3,
+                        v("img_per_s"));
+            if (r.values.count("gflops"))
+              std::printf("  %.2f GFLOP/img  %6.1f GFLOP/s  %5.1f%% of peak", v("gflop_per_image"), v("gflops"),
+                          v("pct_peak"));
+            std::printf("\n");
+          } else if (r.section == "model") {
+            std::printf("model %-28s threads %d  peak RSS %.0f MB (+%.0f MB in this run)\n", r.name.c_str(), threads,
+                        v("peak_rss_mb"), v("peak_rss_delta_mb"));
+          } else {
+            std::printf("  %s %-36s threads %d  %8.2f ms/step  %5.1f%%", r.section == "ops" ? "op " : "fwd",
+                        r.name.c_str(), threads, r.median_s * 1e3, v("share_pct"));
+            if (r.values.count("gflops")) std::printf("  %7.1f GFLOP/s  %5.1f%% of peak", v("gflops"), v("pct_peak"));
+            std::printf("\n");
+          }
+        }
+        std::fflush(stdout);
+      }
+}
+
+// ---------------------------------------------------------------------------
 // Sections and output.
 
 struct Section {
@@ -192,6 +509,8 @@ struct Section {
 const Section kSections[] = {
     {"peak", section_peak},
     {"sgemm", section_sgemm},
+    {"conv", section_conv},
+    {"model", section_model},
 };
 
 std::string json_escape(const std::string& s) {
@@ -227,7 +546,7 @@ std::vector<int> parse_int_list(const std::string& s) {
   std::string item;
   while (std::getline(ss, item, ',')) {
     int v = std::atoi(item.c_str());
-    DDPM_CHECK(v >= 1, "bench: --threads wants a list like 1,2, not '" << s << "'");
+    DDPM_CHECK(v >= 1, "bench: --threads and --batches want a list like 1,2, not '" << s << "'");
     out.push_back(v);
   }
   return out;
@@ -252,10 +571,22 @@ int main(int argc, char** argv) {
         opt.reps = std::max(1, std::atoi(value().c_str()));
       } else if (a == "--only") {
         opt.only = value();
+      } else if (a == "--models") {
+        opt.models.clear();
+        std::stringstream ss(value());
+        std::string m;
+        while (std::getline(ss, m, ',')) opt.models.push_back(m);
+      } else if (a == "--batches") {
+        opt.batches = parse_int_list(value());
+      } else if (a == "--steps") {
+        opt.steps = std::max(1, std::atoi(value().c_str()));
       } else if (a == "--help" || a == "-h") {
         std::printf(
-            "usage: bench [--json FILE] [--threads 1,2] [--reps 7] [--only peak|sgemm]\n"
-            "  medians of --reps runs; --json writes every row for later comparison\n");
+            "usage: bench [--json FILE] [--threads 1,2] [--reps 7] [--only peak|sgemm|conv|model]\n"
+            "             [--models tiny,small] [--batches 64,128] [--steps 5]\n"
+            "  peak and sgemm: medians of --reps runs; model: medians of --steps training\n"
+            "  steps and forward passes per model, batch and thread count (default: tiny,\n"
+            "  batch 64). --json writes every row for later comparison\n");
         return 0;
       } else {
         DDPM_CHECK(false, "bench: unknown argument '" << a << "' (try --help)");

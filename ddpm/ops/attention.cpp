@@ -7,11 +7,48 @@
 #include "ddpm/check.h"
 #include "ddpm/kernels.h"
 #include "ddpm/parallel.h"
+#include "ddpm/profile.h"
+#include "ddpm/simd.h"
 
 namespace ddpm {
 
 // ---------------------------------------------------------------------------
-// Kernels. Image n's Q, K, V, out are the [C, P] blocks at offset n*C*P; its A is the
+// Kernels.
+
+namespace {
+
+// row[j] = exp(scale (row[j] - max)) / sum over j of the same, in place, with simd::exp
+// (at most 2 ulp; see simd.h). The tail runs through the same vector code on a padded
+// copy (padded with the row max; those exps are dropped), so every element gets
+// the same arithmetic.
+void softmax_row(float* row, int64_t P, float scale) {
+  using namespace simd;
+  float row_max = row[0];
+  for (int64_t j = 1; j < P; j++) row_max = std::max(row_max, row[j]);
+  const Vec vmax = set1(row_max), vscale = set1(scale);
+  Vec vtotal = zero();
+  int64_t j = 0;
+  for (; j + kLanes <= P; j += kLanes) {
+    const Vec e = exp(mul(vscale, sub(load(row + j), vmax)));
+    store(row + j, e);
+    vtotal = add(vtotal, e);
+  }
+  float total = reduce_sum(vtotal);
+  if (j < P) {  // tail, padded with the max (its exps are dropped)
+    float t[kLanes];
+    for (int64_t l = 0; l < kLanes; l++) t[l] = j + l < P ? row[j + l] : row_max;
+    store(t, exp(mul(vscale, sub(load(t), vmax))));
+    for (int64_t l = 0; j + l < P; l++) {
+      row[j + l] = t[l];
+      total += t[l];
+    }
+  }
+  const Vec vinv = set1(1.0f / total);
+  for (j = 0; j + kLanes <= P; j += kLanes) store(row + j, mul(load(row + j), vinv));
+  for (; j < P; j++) row[j] *= 1.0f / total;  // tail
+}
+
+}  // namespace Image n's Q, K, V, out are the [C, P] blocks at offset n*C*P; its A is the
 // [P, P] block at n*P*P. All sgemm operands are row-major with row stride P.
 
 void attention_forward(float* out, float* A, const float* q, const float* k, const float* v, int64_t N, int64_t C,
@@ -24,18 +61,7 @@ void attention_forward(float* out, float* A, const float* q, const float* k, con
       // Q^T K   [P, P]   (unscaled; the scale goes into the softmax below)
       sgemm(true, false, P, P, C, qn, P, kn, P, An, P, false);
       // A[i, :] = softmax(S[i, :]),  S = Q^T K / sqrt(C): exp(S - max S) / sum exp(S - max S)
-      for (int64_t i = 0; i < P; i++) {
-        float* row = An + i * P;
-        float row_max = row[0];
-        for (int64_t j = 1; j < P; j++) row_max = std::max(row_max, row[j]);
-        double total = 0.0;
-        for (int64_t j = 0; j < P; j++) {
-          row[j] = std::exp(scale * (row[j] - row_max));
-          total += row[j];
-        }
-        const float inv_total = static_cast<float>(1.0 / total);
-        for (int64_t j = 0; j < P; j++) row[j] *= inv_total;
-      }
+      for (int64_t i = 0; i < P; i++) softmax_row(An + i * P, P, scale);
       // out = V A^T   [C, P]
       sgemm(false, true, C, P, P, vn, P, An, P, out + n * C * P, P, false);
     }
@@ -146,9 +172,13 @@ Var attention(Tape& tape, const Var& q, const Var& k, const Var& v) {
                              << v->value.shape_str() << " must be the same [N, C, H, W] shape");
   const int64_t N = s[0], C = s[1], P = s[2] * s[3];
   DDPM_CHECK(C >= 1, "attention: q " << q->value.shape_str() << " has no channels; C must be >= 1");
+  // Q^T K and V A^T: two GEMMs of 2 P P C flops per image; backward does four.
+  const double flops = 4.0 * N * P * P * C;
+  ProfileScope timer(ProfileOp::attention, flops, s[2]);
   Tensor out = Tensor::empty(s), A = Tensor::empty({N, P, P});
   attention_forward(out.data(), A.data(), q->value.data(), k->value.data(), v->value.data(), N, C, P);
-  return tape.record("attention", out, {q, k, v}, [q, k, v, A, N, C, P](Node& o) {
+  return tape.record("attention", out, {q, k, v}, [q, k, v, A, N, C, P, flops, s](Node& o) {
+    ProfileScope timer(ProfileOp::attention, 2.0 * flops, s[2]);
     attention_backward(q->requires_grad ? q->grad_ref().data() : nullptr,
                        k->requires_grad ? k->grad_ref().data() : nullptr,
                        v->requires_grad ? v->grad_ref().data() : nullptr, o.grad.data(), A.data(), q->value.data(),

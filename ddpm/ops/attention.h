@@ -5,6 +5,7 @@
 //   A[i, :] = softmax(S[i, :])                              [P, P]   (the row max is
 //                                                                     subtracted first)
 //   out[c, i] = sum over j of A[i, j] v[c, j]               [C, P]   (V A^T)
+// The softmax uses simd::exp (at most 2 ulp) in float lanes.
 // Caches the attention matrix A, [N, P, P], for backward. The AttnBlock around it
 // (GroupNorm, the q/k/v and output 1x1 convs, the residual) is built in nn.
 // Reference: the AttnBlock of the DDPM TF code / PyTorch's

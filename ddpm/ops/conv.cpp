@@ -2,17 +2,17 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "ddpm/check.h"
 #include "ddpm/kernels.h"
 #include "ddpm/parallel.h"
+#include "ddpm/profile.h"
 
 namespace ddpm {
 
 namespace {
-
-constexpr int64_t kPanelFloats = int64_t(1) << 20;  // im2col panel budget: 4 MB of float
 
 // The output positions o in [lo, hi) whose input position o*stride + offset lies in
 // [0, n_in); offset = i - pad for kernel tap i. Outside that range the input is padding.
@@ -76,58 +76,126 @@ void col2im_channel(float* dx_c, const float* dcols, int64_t ld, const Conv2dSiz
   }
 }
 
-// The panel for images [n0, n0 + nb): image b's columns start at b * P.
-void im2col_block(float* cols, const float* x, int64_t n0, int64_t nb, const Conv2dSize& s) {
-  const int64_t P = s.OH() * s.OW(), KK = s.K * s.K, ld = nb * P;
-  parallel_for(nb * s.C, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; t++) {
-      const int64_t b = t / s.C, c = t % s.C;
-      im2col_channel(cols + c * KK * ld + b * P, ld, x + ((n0 + b) * s.C + c) * s.H * s.W, s);
-    }
-  });
+// The im2col matrix of one image [C*K*K, P], explicitly (the general path).
+void im2col_image(float* cols, const float* x_n, const Conv2dSize& s) {
+  const int64_t P = s.OH() * s.OW(), KK = s.K * s.K;
+  for (int64_t c = 0; c < s.C; c++) im2col_channel(cols + c * KK * P, P, x_n + c * s.H * s.W, s);
 }
 
-void col2im_block(float* dx, const float* dcols, int64_t n0, int64_t nb, const Conv2dSize& s) {
-  const int64_t P = s.OH() * s.OW(), KK = s.K * s.K, ld = nb * P;
-  parallel_for(nb * s.C, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; t++) {
-      const int64_t b = t / s.C, c = t % s.C;
-      col2im_channel(dx + ((n0 + b) * s.C + c) * s.H * s.W, dcols + c * KK * ld + b * P, ld, s);
+// A stride-1 convolution of one image [C, H, W] as an implicit GEMM: no im2col matrix.
+// The image is copied into a zero-padded plane xp [C, Hp, Wp] (Hp = H + 2 pad,
+// Wp = W + 2 pad). Then the im2col row k = (c, i, j) is xp itself, read from offset
+//   koff[k] = c*Hp*Wp + i*Wp + j,
+// at column y*Wp + x for output position (y, x), and the GEMM reads it in place:
+//   grid[OC, OH*Wp] = weight[OC, C*K*K] xp_view[C*K*K, OH*Wp]
+// Each grid row has K-1 junk columns (x >= OW, which wrap into the next image row);
+// they are dropped when the grid is copied out. The last row's junk columns read up
+// to K-1 floats past the plane: xp has that much zeroed slack.
+struct ImplicitConv {
+  int64_t C, H, W, K, pad, Hp, Wp, OH, OW;
+  std::vector<int64_t> koff;  // [C*K*K]
+
+  ImplicitConv(int64_t C_, int64_t H_, int64_t W_, int64_t K_, int64_t pad_)
+      : C(C_), H(H_), W(W_), K(K_), pad(pad_), Hp(H_ + 2 * pad_), Wp(W_ + 2 * pad_), OH(Hp - K_ + 1),
+        OW(Wp - K_ + 1), koff(C_ * K_ * K_) {
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t i = 0; i < K; i++)
+        for (int64_t j = 0; j < K; j++) koff[(c * K + i) * K + j] = c * Hp * Wp + i * Wp + j;
+  }
+  int64_t plane_floats() const { return C * Hp * Wp + K; }
+  int64_t grid_cols() const { return OH * Wp; }
+
+  // xp = x zero-padded, plus the zeroed slack.
+  void pad_image(float* xp, const float* x) const {
+    std::fill(xp, xp + plane_floats(), 0.0f);
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t y = 0; y < H; y++)
+        std::memcpy(xp + (c * Hp + y + pad) * Wp + pad, x + (c * H + y) * W, W * sizeof(float));
+  }
+  // The GEMM above: weight is [OC, C*K*K] row-major.
+  void forward(float* grid, const float* weight, int64_t OC, const float* xp) const {
+    const int64_t CKK = C * K * K;
+    sgemm_view(OC, grid_cols(), CKK, MatrixView{weight, CKK, 1}, MatrixView{xp, 0, 1, koff.data(), nullptr}, grid,
+               grid_cols(), false);
+  }
+  // The view of xp as the transposed im2col matrix [OH*Wp, C*K*K], for backward-weight.
+  MatrixView cols_transposed(const float* xp) const { return MatrixView{xp, 1, 0, nullptr, koff.data()}; }
+};
+
+// Stride 1 with pad <= K-1 runs as an implicit GEMM, and so does its backward-data
+// (a stride-1 convolution of dout with pad K-1-pad); 1x1 convolutions without padding
+// are a plain GEMM on the image. The rest (stride 2: Downsample) builds im2col panels.
+bool is_pointwise(const Conv2dSize& s) { return s.K == 1 && s.stride == 1 && s.pad == 0; }
+bool is_implicit(const Conv2dSize& s) { return !is_pointwise(s) && s.stride == 1 && s.pad <= s.K - 1; }
+
+// Images run in parallel (each image's GEMMs then run on one thread) when there are
+// enough of them to share out; otherwise one at a time with the GEMMs split across
+// threads. Either way each image is computed the same way: the split never shows.
+void for_each_image(int64_t N, const std::function<void(int64_t n0, int64_t n1)>& fn) {
+  if (N >= 2 * num_threads())
+    parallel_for(N, fn);
+  else
+    fn(0, N);
+}
+
+// out[o, y, x] (+)= grid[o, y*Wp + x] (+ bias[o]) for the OC planes of one image.
+void copy_out_grid(float* out, const float* grid, int64_t OC, int64_t OH, int64_t OW, int64_t Wp, const float* bias,
+                   bool accumulate) {
+  for (int64_t o = 0; o < OC; o++) {
+    const float b = bias ? bias[o] : 0.0f;
+    for (int64_t y = 0; y < OH; y++) {
+      float* dst = out + (o * OH + y) * OW;
+      const float* src = grid + o * OH * Wp + y * Wp;
+      if (accumulate)
+        for (int64_t x = 0; x < OW; x++) dst[x] += src[x];
+      else
+        for (int64_t x = 0; x < OW; x++) dst[x] = src[x] + b;
     }
-  });
+  }
 }
 
 }  // namespace
 
+// Backward-weight sums over the batch in a fixed number of partial sums (each over a
+// contiguous block of images, in order), added up in block order afterwards.
 int64_t conv2d_images_per_block(const Conv2dSize& s) {
-  const int64_t per_image = s.C * s.K * s.K * s.OH() * s.OW();
-  if (per_image <= 0) return 1;
-  return std::max<int64_t>(1, std::min<int64_t>(s.N, kPanelFloats / per_image));
+  constexpr int64_t kMaxPartials = 8;
+  return std::max<int64_t>(1, (s.N + kMaxPartials - 1) / kMaxPartials);
 }
 
 // ---------------------------------------------------------------------------
 // Forward: out[n, o, p] = bias[o] + sum over r = (c, i, j) of weight[o, r] cols_n[r, p]
 
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const Conv2dSize& s) {
-  const int64_t P = s.OH() * s.OW(), CKK = s.C * s.K * s.K;
-  const int64_t B = conv2d_images_per_block(s);
-  Tensor cols = Tensor::empty({CKK * B * P}), out_t = Tensor::empty({s.OC * B * P});  // scratch, written before read
-  for (int64_t n0 = 0; n0 < s.N; n0 += B) {
-    const int64_t nb = std::min(B, s.N - n0), ld = nb * P;
-    im2col_block(cols.data(), x, n0, nb, s);
-    // out_t[OC, nb*P] = weight[OC, CKK] cols[CKK, nb*P]
-    sgemm(false, false, s.OC, ld, CKK, weight, CKK, cols.data(), ld, out_t.data(), ld, false);
-    // out[n0 + b, o, p] = out_t[o, b*P + p] + bias[o]
-    parallel_for(nb * s.OC, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; t++) {
-        const int64_t b = t / s.OC, o = t % s.OC;
-        float* dst = out + ((n0 + b) * s.OC + o) * P;
-        const float* src = out_t.data() + o * ld + b * P;
-        const float bo = bias ? bias[o] : 0.0f;
-        for (int64_t p = 0; p < P; p++) dst[p] = src[p] + bo;
+  const int64_t P = s.OH() * s.OW(), CKK = s.C * s.K * s.K, image = s.C * s.H * s.W;
+  if (is_implicit(s)) {
+    const ImplicitConv ic(s.C, s.H, s.W, s.K, s.pad);
+    for_each_image(s.N, [&](int64_t n0, int64_t n1) {
+      Tensor xp = Tensor::empty({ic.plane_floats()}), grid = Tensor::empty({s.OC * ic.grid_cols()});  // scratch
+      for (int64_t n = n0; n < n1; n++) {
+        ic.pad_image(xp.data(), x + n * image);
+        ic.forward(grid.data(), weight, s.OC, xp.data());
+        copy_out_grid(out + n * s.OC * P, grid.data(), s.OC, s.OH(), s.OW(), ic.Wp, bias, false);
       }
     });
+    return;
   }
+  for_each_image(s.N, [&](int64_t n0, int64_t n1) {
+    Tensor cols = Tensor::empty({is_pointwise(s) ? 0 : CKK * P});  // scratch
+    for (int64_t n = n0; n < n1; n++) {
+      // out_n[OC, P] = weight[OC, CKK] cols_n[CKK, P]  (a 1x1 convolution's cols_n is x_n)
+      const float* cols_n = x + n * image;
+      if (!is_pointwise(s)) {
+        im2col_image(cols.data(), x + n * image, s);
+        cols_n = cols.data();
+      }
+      float* out_n = out + n * s.OC * P;
+      sgemm(false, false, s.OC, P, CKK, weight, CKK, cols_n, P, out_n, P, false);
+      if (bias)
+        for (int64_t o = 0; o < s.OC; o++)
+          for (int64_t p = 0; p < P; p++) out_n[o * P + p] += bias[o];
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -136,42 +204,136 @@ void conv2d_forward(float* out, const float* x, const float* weight, const float
 //   dweight[o, r] += sum over n, p of dout[n, o, p] cols_n[r, p]
 //   dcols_n[r, p]  = sum over o of weight[o, r] dout[n, o, p];  dx += col2im(dcols_n)
 
+namespace {
+
+void conv2d_backward_bias(float* dbias, const float* dout, const Conv2dSize& s) {
+  const int64_t P = s.OH() * s.OW();
+  // Each o sums its images in order, so the result does not depend on the split.
+  parallel_for(s.OC, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; o++) {
+      float acc = 0.0f;
+      for (int64_t n = 0; n < s.N; n++) acc += ddpm::sum(dout + (n * s.OC + o) * P, P);
+      dbias[o] += acc;
+    }
+  });
+}
+
+// dweight[OC, CKK] += sum over n of dout_n[OC, P] cols_n[CKK, P]^T. Block b of images
+// sums into its own partial; the partials are then added in block order. The blocks
+// depend on N only, so the thread count never shows.
+//
+// sgemm computes each partial transposed, dweight^T[CKK, OC] = cols dout^T, so that
+// cols (rows contiguous along p) is read in place as the broadcast operand and dout
+// goes in transposed, dout_t[p, OC], packed by plain copies: nothing of size CKK x P
+// is transposed. Two ways to get cols:
+//   - large images (implicit GEMM grids of >= kImplicitWeightCols columns): per image,
+//     read in place from the padded image, one GEMM per image (K = OH*Wp);
+//   - small ones: an explicit im2col panel of the block's images side by side,
+//     [CKK, nb*P], one GEMM per block. A per-image GEMM would have K = OH*Wp (63 at
+//     7x7), too short to pay for loading and storing its [CKK, OC] result.
+constexpr int64_t kImplicitWeightCols = 256;
+
+void conv2d_backward_weight(float* dweight, const float* dout, const float* x, const Conv2dSize& s) {
+  const int64_t P = s.OH() * s.OW(), CKK = s.C * s.K * s.K, image = s.C * s.H * s.W;
+  const int64_t per_block = conv2d_images_per_block(s), blocks = num_blocks(s.N, per_block);
+  Tensor partials = Tensor::empty({blocks * s.OC * CKK});  // scratch, each block written before added to
+  const bool implicit = is_implicit(s) && s.OH() * (s.W + 2 * s.pad) >= kImplicitWeightCols;
+  if (implicit) {
+    // dgrid_t[OH*Wp, OC]: dout on the implicit GEMM's grid, transposed, zero in the
+    // junk columns.
+    const ImplicitConv ic(s.C, s.H, s.W, s.K, s.pad);
+    const int64_t OH = s.OH(), OW = s.OW(), G = ic.grid_cols();
+    parallel_blocks(s.N, per_block, [&](int64_t b, int64_t n0, int64_t n1) {
+      float* part = partials.data() + b * s.OC * CKK;
+      Tensor xp = Tensor::empty({ic.plane_floats()}), dgrid_t = Tensor::zeros({G * s.OC});  // scratch
+      for (int64_t n = n0; n < n1; n++) {
+        ic.pad_image(xp.data(), x + n * image);
+        // dgrid_t[y*Wp + x, o] = dout[n, o, y, x]
+        for (int64_t o = 0; o < s.OC; o++)
+          for (int64_t y = 0; y < OH; y++) {
+            const float* src = dout + ((n * s.OC + o) * OH + y) * OW;
+            float* dst = dgrid_t.data() + y * ic.Wp * s.OC + o;
+            for (int64_t xo = 0; xo < OW; xo++) dst[xo * s.OC] = src[xo];
+          }
+        sgemm_view(s.OC, CKK, G, MatrixView{dgrid_t.data(), 1, s.OC}, ic.cols_transposed(xp.data()), part, CKK,
+                   /*accumulate=*/n > n0);
+      }
+    });
+  } else {
+    parallel_blocks(s.N, per_block, [&](int64_t b, int64_t n0, int64_t n1) {
+      float* part = partials.data() + b * s.OC * CKK;
+      const int64_t nb = n1 - n0, ld = nb * P;
+      Tensor cols = Tensor::empty({CKK * ld}), dout_t = Tensor::empty({ld * s.OC});  // scratch
+      for (int64_t n = n0; n < n1; n++) {
+        const int64_t at = (n - n0) * P;  // image n's columns in the panel
+        const float* x_n = x + n * image;
+        for (int64_t c = 0; c < s.C; c++) {
+          if (is_pointwise(s))
+            std::memcpy(cols.data() + c * ld + at, x_n + c * P, P * sizeof(float));
+          else
+            im2col_channel(cols.data() + c * s.K * s.K * ld + at, ld, x_n + c * s.H * s.W, s);
+        }
+        // dout_t[at + p, o] = dout[n, o, p]
+        for (int64_t o = 0; o < s.OC; o++) {
+          const float* src = dout + (n * s.OC + o) * P;
+          for (int64_t p = 0; p < P; p++) dout_t[(at + p) * s.OC + o] = src[p];
+        }
+      }
+      // part[OC, CKK] = dout_t^T cols^T
+      sgemm_view(s.OC, CKK, ld, MatrixView{dout_t.data(), 1, s.OC}, MatrixView{cols.data(), 1, ld}, part, CKK, false);
+    });
+  }
+  // dweight += partials, in block order
+  parallel_for(s.OC * CKK, [&](int64_t i0, int64_t i1) {
+    for (int64_t b = 0; b < blocks; b++) axpy(dweight + i0, 1.0f, partials.data() + b * s.OC * CKK + i0, i1 - i0);
+  }, 4096);
+}
+
+// dx_n += col2im(weight^T dout_n), per image. For stride 1 that is the convolution of
+// dout_n (padded by K-1-pad) with the flipped, transposed kernel
+//   weight_flip[c, o, i, j] = weight[o, c, K-1-i, K-1-j],
+// run as the same implicit GEMM as the forward pass.
+void conv2d_backward_data(float* dx, const float* dout, const float* weight, const Conv2dSize& s) {
+  const int64_t P = s.OH() * s.OW(), CKK = s.C * s.K * s.K, image = s.C * s.H * s.W, KK = s.K * s.K;
+  if (is_implicit(s)) {
+    Tensor weight_flip = Tensor::empty({s.C, s.OC * KK});
+    for (int64_t o = 0; o < s.OC; o++)
+      for (int64_t c = 0; c < s.C; c++)
+        for (int64_t r = 0; r < KK; r++) weight_flip[(c * s.OC + o) * KK + r] = weight[(o * s.C + c) * KK + KK - 1 - r];
+    const ImplicitConv ic(s.OC, s.OH(), s.OW(), s.K, s.K - 1 - s.pad);  // its output is [C, H, W]
+    for_each_image(s.N, [&](int64_t n0, int64_t n1) {
+      Tensor dp = Tensor::empty({ic.plane_floats()}), grid = Tensor::empty({s.C * ic.grid_cols()});  // scratch
+      for (int64_t n = n0; n < n1; n++) {
+        ic.pad_image(dp.data(), dout + n * s.OC * P);
+        ic.forward(grid.data(), weight_flip.data(), s.C, dp.data());
+        copy_out_grid(dx + n * image, grid.data(), s.C, s.H, s.W, ic.Wp, nullptr, true);
+      }
+    });
+    return;
+  }
+  for_each_image(s.N, [&](int64_t n0, int64_t n1) {
+    Tensor dcols = Tensor::empty({is_pointwise(s) ? 0 : CKK * P});  // scratch
+    for (int64_t n = n0; n < n1; n++) {
+      const float* dout_n = dout + n * s.OC * P;
+      if (is_pointwise(s)) {
+        // dx_n[C, P] += weight[OC, C]^T dout_n[OC, P]
+        sgemm(true, false, s.C, P, s.OC, weight, s.C, dout_n, P, dx + n * image, P, true);
+        continue;
+      }
+      // dcols[CKK, P] = weight[OC, CKK]^T dout_n[OC, P], then col2im into dx_n
+      sgemm(true, false, CKK, P, s.OC, weight, CKK, dout_n, P, dcols.data(), P, false);
+      for (int64_t c = 0; c < s.C; c++) col2im_channel(dx + n * image + c * s.H * s.W, dcols.data() + c * KK * P, P, s);
+    }
+  });
+}
+
+}  // namespace
+
 void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x, const float* weight,
                      const Conv2dSize& s) {
-  const int64_t P = s.OH() * s.OW(), CKK = s.C * s.K * s.K;
-  if (dbias) {
-    // Each o sums its images in order, so the result does not depend on the split.
-    parallel_for(s.OC, [&](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; o++) {
-        float acc = 0.0f;
-        for (int64_t n = 0; n < s.N; n++) acc += ddpm::sum(dout + (n * s.OC + o) * P, P);
-        dbias[o] += acc;
-      }
-    });
-  }
-  if (!dx && !dweight) return;
-  const int64_t B = conv2d_images_per_block(s);
-  Tensor cols = Tensor::empty({CKK * B * P}), dout_t = Tensor::empty({s.OC * B * P});  // scratch, written before read
-  for (int64_t n0 = 0; n0 < s.N; n0 += B) {
-    const int64_t nb = std::min(B, s.N - n0), ld = nb * P;
-    // dout_t[o, b*P + p] = dout[n0 + b, o, p]
-    parallel_for(nb * s.OC, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; t++) {
-        const int64_t b = t / s.OC, o = t % s.OC;
-        std::memcpy(dout_t.data() + o * ld + b * P, dout + ((n0 + b) * s.OC + o) * P, P * sizeof(float));
-      }
-    });
-    if (dweight) {
-      // dweight[OC, CKK] += dout_t[OC, nb*P] cols[CKK, nb*P]^T   (blocks added in order)
-      im2col_block(cols.data(), x, n0, nb, s);
-      sgemm(false, true, s.OC, CKK, ld, dout_t.data(), ld, cols.data(), ld, dweight, CKK, true);
-    }
-    if (dx) {
-      // dcols[CKK, nb*P] = weight[OC, CKK]^T dout_t[OC, nb*P]  (reuses the panel), then col2im
-      sgemm(true, false, CKK, ld, s.OC, weight, CKK, dout_t.data(), ld, cols.data(), ld, false);
-      col2im_block(dx, cols.data(), n0, nb, s);
-    }
-  }
+  if (dbias) conv2d_backward_bias(dbias, dout, s);
+  if (dweight) conv2d_backward_weight(dweight, dout, x, s);
+  if (dx) conv2d_backward_data(dx, dout, weight, s);
 }
 
 // ---------------------------------------------------------------------------
@@ -245,13 +407,24 @@ Var conv2d(Tape& tape, const Var& x, const Var& weight, const Var& bias, int64_t
                "conv2d: bias " << bias->value.shape_str() << " must be [" << s.OC << "] for weight "
                                << wv.shape_str() << " (or pass a null Var for no bias)");
   }
+  // One GEMM's flops (forward, backward-data and backward-weight each do this many).
+  const double flops = 2.0 * s.N * s.OC * s.OH() * s.OW() * s.C * s.K * s.K;
   Tensor out = Tensor::empty({s.N, s.OC, s.OH(), s.OW()});
-  conv2d_forward(out.data(), xv.data(), wv.data(), bias ? bias->value.data() : nullptr, s);
-  return tape.record("conv2d", out, {x, weight, bias}, [x, weight, bias, s](Node& o) {
-    float* dx = x->requires_grad ? x->grad_ref().data() : nullptr;
-    float* dweight = weight->requires_grad ? weight->grad_ref().data() : nullptr;
-    float* dbias = bias && bias->requires_grad ? bias->grad_ref().data() : nullptr;
-    conv2d_backward(dx, dweight, dbias, o.grad.data(), x->value.data(), weight->value.data(), s);
+  {
+    ProfileScope timer(ProfileOp::conv_forward, flops, s.H);
+    conv2d_forward(out.data(), xv.data(), wv.data(), bias ? bias->value.data() : nullptr, s);
+  }
+  return tape.record("conv2d", out, {x, weight, bias}, [x, weight, bias, s, flops](Node& o) {
+    {
+      ProfileScope timer(ProfileOp::conv_backward_weight, flops, s.H);
+      float* dweight = weight->requires_grad ? weight->grad_ref().data() : nullptr;
+      float* dbias = bias && bias->requires_grad ? bias->grad_ref().data() : nullptr;
+      conv2d_backward(nullptr, dweight, dbias, o.grad.data(), x->value.data(), weight->value.data(), s);
+    }
+    if (x->requires_grad) {
+      ProfileScope timer(ProfileOp::conv_backward_data, flops, s.H);
+      conv2d_backward(x->grad_ref().data(), nullptr, nullptr, o.grad.data(), x->value.data(), weight->value.data(), s);
+    }
   });
 }
 

@@ -9,18 +9,23 @@
 // The U-Net uses k=3 pad=1 stride 1, k=3 pad=1 stride 2 (Downsample) and k=1 pad=0;
 // any K >= 1, stride >= 1 and pad >= 0 work.
 //
-// Computed as GEMMs over im2col panels. The batch is taken in blocks of B images
-// (conv2d_images_per_block: a function of the sizes only); a block's panel holds its
-// images side by side, cols[C*K*K, B*P], so each GEMM is wide even at small OH*OW:
-//   forward          out_t[OC, B*P]      = weight[OC, C*K*K] cols[C*K*K, B*P]
-//   backward weight  dweight[OC, C*K*K] += dout_t[OC, B*P] cols^T        (blocks in order)
-//   backward data    dcols[C*K*K, B*P]   = weight^T dout_t, then col2im adds into dx
+// Computed as one GEMM per image, images in parallel (cols_n is image n's im2col
+// matrix [C*K*K, P]):
+//   forward          out_n[OC, P]       = weight[OC, C*K*K] cols_n          (+ bias)
+//   backward weight  dweight[OC, C*K*K] += sum over n of dout_n[OC, P] cols_n^T
+//   backward data    dx_n += col2im(weight^T dout_n)
 //   backward bias    dbias[o]           += sum over n, p of dout[n, o, p]
-// (out_t and dout_t are out and dout with the image and channel axes swapped.)
-// Determinism: sgemm is bit-identical for any thread count; im2col, col2im and the
-// transposes split over (image, channel) pairs that write disjoint outputs in a fixed
-// order; the sums over the batch (dweight, dbias) run in image order. So results do not
-// depend on the thread count.
+// cols_n is built only where it must be:
+//   - 1x1, stride 1, no padding: cols_n is x_n itself.
+//   - stride 1 with pad <= K-1 (every 3x3 conv of the U-Net but Downsample): an
+//     implicit GEMM. The zero-padded image, read at K*K shifted offsets, IS cols_n
+//     (see ImplicitConv in conv.cpp); backward-data is then the stride-1 convolution
+//     of dout with the flipped kernel, the same implicit GEMM.
+//   - otherwise (stride 2): an explicit im2col panel per image, and col2im.
+// Determinism: every image is computed the same way whichever thread runs it; the sum
+// over the batch in dweight runs in a fixed number of partial sums over image blocks
+// (conv2d_images_per_block, a function of N only) added in block order, and dbias sums
+// images in order. So results do not depend on the thread count.
 // Caches nothing beyond its inputs.
 #pragma once
 
@@ -45,7 +50,7 @@ void conv2d_forward_ref(float* out, const float* x, const float* weight, const f
 void conv2d_backward_ref(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                          const float* weight, const Conv2dSize& s);
 
-// How many images one im2col panel holds (>= 1; the panel is capped at about 4 MB).
+// How many images one partial sum of dweight covers (>= 1; at most 8 partials).
 // Exposed so tests can make sure they cover the multi-block path.
 int64_t conv2d_images_per_block(const Conv2dSize& s);
 

@@ -6,6 +6,7 @@
 #include "ddpm/check.h"
 #include "ddpm/kernels.h"
 #include "ddpm/parallel.h"
+#include "ddpm/profile.h"
 #include "ddpm/simd.h"
 
 namespace ddpm {
@@ -90,19 +91,31 @@ void add_channel_backward(float* db, const float* dout, int64_t NC, int64_t HW) 
   });
 }
 
+// y += x over n elements, threads splitting the range (elementwise: any split gives
+// the same values).
+static void axpy_parallel(float* y, const float* x, int64_t n) {
+  parallel_for(n, [&](int64_t i0, int64_t i1) { axpy(y + i0, 1.0f, x + i0, i1 - i0); }, 16384);
+}
+
 // ---------------------------------------------------------------------------
 // Tape ops
 
 Var add(Tape& tape, const Var& a, const Var& b) {
+  ProfileScope timer(ProfileOp::elementwise);
   const Shape& sa = a->value.shape();
   const Shape& sb = b->value.shape();
   const int64_t n = a->value.numel();
   if (sa == sb) {
     Tensor out = Tensor::empty(sa);
-    for (int64_t i = 0; i < n; i++) out[i] = a->value[i] + b->value[i];
+    const float *pa = a->value.data(), *pb = b->value.data();
+    float* po = out.data();
+    parallel_for(n, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) po[i] = pa[i] + pb[i];
+    }, 16384);
     return tape.record("add", out, {a, b}, [a, b, n](Node& o) {
-      if (a->requires_grad) axpy(a->grad_ref().data(), 1.0f, o.grad.data(), n);  // out = a + b
-      if (b->requires_grad) axpy(b->grad_ref().data(), 1.0f, o.grad.data(), n);
+      ProfileScope timer(ProfileOp::elementwise);
+      if (a->requires_grad) axpy_parallel(a->grad_ref().data(), o.grad.data(), n);  // out = a + b
+      if (b->requires_grad) axpy_parallel(b->grad_ref().data(), o.grad.data(), n);
     });
   }
   DDPM_CHECK(sa.size() == 4 && sb.size() == 2 && sa[0] == sb[0] && sa[1] == sb[1],
@@ -112,18 +125,21 @@ Var add(Tape& tape, const Var& a, const Var& b) {
   Tensor out = Tensor::empty(sa);
   add_channel_forward(out.data(), a->value.data(), b->value.data(), NC, HW);
   return tape.record("add", out, {a, b}, [a, b, n, NC, HW](Node& o) {
-    if (a->requires_grad) axpy(a->grad_ref().data(), 1.0f, o.grad.data(), n);  // out = a + b[n, c]
+    ProfileScope timer(ProfileOp::elementwise);
+    if (a->requires_grad) axpy_parallel(a->grad_ref().data(), o.grad.data(), n);  // out = a + b[n, c]
     if (b->requires_grad) add_channel_backward(b->grad_ref().data(), o.grad.data(), NC, HW);
   });
 }
 
 Var mul(Tape& tape, const Var& a, const Var& b) {
+  ProfileScope timer(ProfileOp::elementwise);
   DDPM_CHECK(a->value.shape() == b->value.shape(),
              "mul: shapes " << a->value.shape_str() << " and " << b->value.shape_str() << " must match");
   const int64_t n = a->value.numel();
   Tensor out = Tensor::empty(a->value.shape());
   for (int64_t i = 0; i < n; i++) out[i] = a->value[i] * b->value[i];
   return tape.record("mul", out, {a, b}, [a, b, n](Node& o) {
+    ProfileScope timer(ProfileOp::elementwise);
     // out = a * b  =>  da += dout * b,  db += dout * a
     if (a->requires_grad) {
       float* da = a->grad_ref().data();
@@ -137,19 +153,23 @@ Var mul(Tape& tape, const Var& a, const Var& b) {
 }
 
 Var scale(Tape& tape, const Var& a, float s) {
+  ProfileScope timer(ProfileOp::elementwise);
   const int64_t n = a->value.numel();
   Tensor out = Tensor::empty(a->value.shape());
   for (int64_t i = 0; i < n; i++) out[i] = s * a->value[i];
   return tape.record("scale", out, {a}, [a, s, n](Node& o) {
+    ProfileScope timer(ProfileOp::elementwise);
     axpy(a->grad_ref().data(), s, o.grad.data(), n);  // out = s * a
   });
 }
 
 Var silu(Tape& tape, const Var& x) {
+  ProfileScope timer(ProfileOp::silu);
   const int64_t n = x->value.numel();
   Tensor out = Tensor::empty(x->value.shape());
   silu_forward(out.data(), x->value.data(), n);
   return tape.record("silu", out, {x}, [x, n](Node& o) {
+    ProfileScope timer(ProfileOp::silu);
     silu_backward(x->grad_ref().data(), o.grad.data(), x->value.data(), n);
   });
 }

@@ -7,9 +7,11 @@
 //     rstd[n, g] = 1 / sqrt(var + eps)
 //     xhat       = (x[n, c, p] - mean[n, g]) * rstd[n, g]
 //     out[n, c, p] = xhat * gamma[c] + beta[c]                      gamma, beta: [C]
-// Caches mean and rstd, [N, G] each, for backward. The statistics are computed in
-// double, two passes (mean, then the centred sum of squares), so a large mean does
-// not cancel the variance; rstd is rounded to float once.
+// Caches mean and rstd, [N, G] each, for backward. The statistics take two passes
+// (a first mean, then sums centred at it that refine the mean and give the variance,
+// so a large mean does not cancel the variance); the sums run in float vector lanes
+// over chunks of 256 values and the chunk sums add in double; mean and rstd are
+// rounded to float once.
 //
 // Backward (one group, dxhat = dout * gamma[c], means over the group's M values):
 //   dx      = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
@@ -37,5 +39,28 @@ void group_norm_backward_ref(float* dx, float* dgamma, float* dbeta, const float
 
 // x [N, C, ...] (2 to 4 dims), gamma and beta [C], C divisible by groups, eps > 0.
 Var group_norm(Tape& tape, const Var& x, const Var& gamma, const Var& beta, int64_t groups, float eps = 1e-5f);
+
+// ---------------------------------------------------------------------------
+// GroupNorm then SiLU, fused: the ResBlock's and the output head's norm-and-activate.
+//   y   = xhat * gamma + beta                      (group_norm above)
+//   out = y * s,  s = sigmoid(y)                   (silu, ops/elementwise.h)
+// It stores only out (with mean and rstd), not y: backward recomputes y from x, so a
+// U-Net keeps one activation fewer per norm. Backward:
+//   dy = dout * s * (1 + y * (1 - s)),  then group_norm_backward with dy.
+// The values are group_norm's and silu's kernels' own, so the result is bit-identical
+// to silu(group_norm(x)) on the tape.
+void group_norm_silu_forward(float* out, float* mean, float* rstd, const float* x, const float* gamma,
+                             const float* beta, int64_t N, int64_t C, int64_t HW, int64_t G, float eps);
+void group_norm_silu_backward(float* dx, float* dgamma, float* dbeta, const float* dout, const float* x,
+                              const float* mean, const float* rstd, const float* gamma, const float* beta, int64_t N,
+                              int64_t C, int64_t HW, int64_t G);
+// Twins: the two double twins composed.
+void group_norm_silu_forward_ref(float* out, float* mean, float* rstd, const float* x, const float* gamma,
+                                 const float* beta, int64_t N, int64_t C, int64_t HW, int64_t G, float eps);
+void group_norm_silu_backward_ref(float* dx, float* dgamma, float* dbeta, const float* dout, const float* x,
+                                  const float* mean, const float* rstd, const float* gamma, const float* beta,
+                                  int64_t N, int64_t C, int64_t HW, int64_t G);
+
+Var group_norm_silu(Tape& tape, const Var& x, const Var& gamma, const Var& beta, int64_t groups, float eps = 1e-5f);
 
 }  // namespace ddpm

@@ -4,6 +4,7 @@
 
 #include "ddpm/check.h"
 #include "ddpm/kernels.h"
+#include "ddpm/profile.h"
 
 namespace ddpm {
 
@@ -79,9 +80,12 @@ Var linear(Tape& tape, const Var& x, const Var& weight, const Var& bias) {
                "linear: bias " << bias->value.shape_str() << " must be [" << OUT << "] for weight "
                                << wv.shape_str() << " (or pass a null Var for no bias)");
   }
+  const double flops = 2.0 * N * IN * OUT;  // per GEMM; backward does two
+  ProfileScope timer(ProfileOp::linear, flops);
   Tensor out = Tensor::empty({N, OUT});
   linear_forward(out.data(), xv.data(), wv.data(), bias ? bias->value.data() : nullptr, N, IN, OUT);
-  return tape.record("linear", out, {x, weight, bias}, [x, weight, bias, N, IN, OUT](Node& o) {
+  return tape.record("linear", out, {x, weight, bias}, [x, weight, bias, N, IN, OUT, flops](Node& o) {
+    ProfileScope timer(ProfileOp::linear, 2.0 * flops);
     float* dx = x->requires_grad ? x->grad_ref().data() : nullptr;
     float* dweight = weight->requires_grad ? weight->grad_ref().data() : nullptr;
     float* dbias = bias && bias->requires_grad ? bias->grad_ref().data() : nullptr;

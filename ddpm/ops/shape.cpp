@@ -4,6 +4,7 @@
 
 #include "ddpm/check.h"
 #include "ddpm/parallel.h"
+#include "ddpm/profile.h"
 
 namespace ddpm {
 
@@ -73,17 +74,20 @@ void concat_channels_backward(float* da, float* db, const float* dout, int64_t N
 // Tape ops
 
 Var upsample_nearest2x(Tape& tape, const Var& x) {
+  ProfileScope timer(ProfileOp::elementwise);
   const Shape& s = x->value.shape();
   DDPM_CHECK(s.size() == 4, "upsample_nearest2x: x " << x->value.shape_str() << " must be [N, C, H, W]");
   const int64_t NC = s[0] * s[1], H = s[2], W = s[3];
   Tensor out = Tensor::empty({s[0], s[1], 2 * H, 2 * W});
   upsample_nearest2x_forward(out.data(), x->value.data(), NC, H, W);
   return tape.record("upsample_nearest2x", out, {x}, [x, NC, H, W](Node& o) {
+    ProfileScope timer(ProfileOp::elementwise);
     upsample_nearest2x_backward(x->grad_ref().data(), o.grad.data(), NC, H, W);
   });
 }
 
 Var concat_channels(Tape& tape, const Var& a, const Var& b) {
+  ProfileScope timer(ProfileOp::elementwise);
   const Shape& sa = a->value.shape();
   const Shape& sb = b->value.shape();
   DDPM_CHECK(sa.size() == 4 && sb.size() == 4 && sa[0] == sb[0] && sa[2] == sb[2] && sa[3] == sb[3],
@@ -93,6 +97,7 @@ Var concat_channels(Tape& tape, const Var& a, const Var& b) {
   Tensor out = Tensor::empty({N, Ca + Cb, sa[2], sa[3]});
   concat_channels_forward(out.data(), a->value.data(), b->value.data(), N, Ca, Cb, HW);
   return tape.record("concat_channels", out, {a, b}, [a, b, N, Ca, Cb, HW](Node& o) {
+    ProfileScope timer(ProfileOp::elementwise);
     concat_channels_backward(a->requires_grad ? a->grad_ref().data() : nullptr,
                              b->requires_grad ? b->grad_ref().data() : nullptr, o.grad.data(), N, Ca, Cb, HW);
   });
