@@ -66,6 +66,18 @@ std::string Tape::first_nonfinite() const {
   return "";
 }
 
+std::string Tape::first_nonfinite_grad() const {
+  for (size_t k = entries_.size(); k-- > 0;) {
+    const Tensor& g = entries_[k].out->grad;
+    if (!g.defined()) continue;
+    for (int64_t i = 0; i < g.numel(); i++) {
+      if (!std::isfinite(g[i]))
+        return "op #" + std::to_string(k) + " (" + entries_[k].op + ") output " + g.shape_str();
+    }
+  }
+  return "";
+}
+
 Parameter make_parameter(std::string name, Tensor value) {
   Parameter p{std::move(name), variable(std::move(value))};
   p.var->grad_ref();

@@ -71,6 +71,10 @@ class Tape {
   // "op #k (name) output [shape]", or "" if all are finite. Used to report where a
   // non-finite loss came from.
   std::string first_nonfinite() const;
+  // After backward: the first op in backward order (reverse creation order) whose
+  // output's gradient has a NaN or Inf, in the same format, or "". The op recorded
+  // just after it (which consumed its output) produced the bad gradient.
+  std::string first_nonfinite_grad() const;
 
  private:
   struct Entry {
