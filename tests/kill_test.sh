@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Kill test: SIGKILLs ./train_mnist at random moments, KILLS times (default 20), each
-# run resuming (--resume auto) where the previous one died. After every kill, each
+# Kill test: SIGKILLs ./train_mnist KILLS times (default 20), each run resuming
+# (--resume auto) where the previous one died: odd kills at a random moment, even ones
+# the moment a checkpoint write has begun. After every kill, each
 # checkpoint left in the folder must be complete (./ckpt_hash reads it as the trainer
 # does) and the next run must resume from the newest. Temp files show which kills landed
 # inside a checkpoint write; at least one must. Finally the run is completed and its state
@@ -19,9 +20,13 @@ for ((i = 1; i <= KILLS; i++)); do
   [ -n "$before" ] && args+=(--resume auto)
   "$TRAIN" "${TRAIN_ARGS[@]}" "${args[@]}" >"$WORK/run-$i.log" 2>&1 &
   pid=$!
-  # A random moment: 0.5 to 3 s covers start-up, steps and (most of the time) the
-  # fsync of an 18 MB checkpoint.
-  sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 0.5 + 2.5 * r / 32768 }')"
+  if ((i % 2)); then
+    # A random moment, 0.5 to 3 s: start-up, loading, steps or checkpoint writes.
+    sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 0.5 + 2.5 * r / 32768 }')"
+  else
+    # Aimed at a write: as soon as this run's temp file (<ckpt>.tmp.<pid>) appears.
+    for _ in $(seq 5000); do compgen -G "$out/*.tmp.$pid" >/dev/null && break; sleep 0.002; done
+  fi
   kill -KILL "$pid" 2>/dev/null || fail "run $i ended before it was killed: $(tail -n 3 "$WORK/run-$i.log")"
   wait "$pid" 2>/dev/null || true
   if ls "$out"/*.tmp.* >/dev/null 2>&1; then mid_write=$((mid_write + 1)); fi
@@ -48,5 +53,5 @@ got=$(hash_of "$out/ckpt-$(printf %08d "$total").safetensors")
 want=$(reference_hash "$total")
 [ "$got" = "$want" ] || fail "after $KILLS kills and resumes, the state at step $total ($got) differs from an uninterrupted run ($want)"
 [ "$resumes" -ge 1 ] || fail "no run lived long enough to resume; lengthen the random delays"
-[ "$mid_write" -ge 1 ] || fail "none of the $KILLS kills landed inside a checkpoint write; lengthen the random delays"
+[ "$mid_write" -ge 1 ] || fail "none of the $KILLS kills landed inside a checkpoint write"
 echo "kill_test: $KILLS SIGKILLs survived ($mid_write during a checkpoint write, $resumes resumes); step $total equals an uninterrupted run bit for bit (hash $got)"
