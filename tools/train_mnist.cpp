@@ -287,7 +287,10 @@ int run(int argc, char** argv) {
   }
   if (trainer->steps_done() != last_saved) save();
   if (g_interrupted) {
-    std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", out.c_str());
+    if (trainer->steps_done() == first_step)
+      std::printf("interrupted before the first step of this run: nothing new to save\n");
+    else
+      std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", out.c_str());
     return 0;
   }
   if (!curve_x.empty()) {
