@@ -4,13 +4,27 @@
 #
 #   make SIMD=scalar test     force the scalar SIMD target (the always-buildable fallback)
 #   make SIMD=avx2 test       AVX2+FMA only, even on an AVX-512 machine
+#   make SANITIZE=1 test      the suite under AddressSanitizer + UBSan (build/asan-$(SIMD));
+#                             `make asan-test` is the same
+#   make fuzz                 libFuzzer harnesses (clang) in build/fuzz, FUZZ_SECONDS each
+#   make kill-test            SIGKILL / write-error / SIGINT / NaN tests of ./train_mnist
 #
 # The source lists below are explicit; tools/check_sources.sh fails when they differ
 # from the lists in CMakeLists.txt.
 
 CXX ?= g++
 SIMD ?= native
-BUILD := build/$(SIMD)
+SANITIZE ?=
+ifeq ($(SANITIZE),)
+  BUILD := build/$(SIMD)
+else
+  # Its own folder, optimized enough that the suite stays fast; any UB report fails.
+  BUILD := build/asan-$(SIMD)
+  SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g
+  CXXFLAGS ?= -O1
+  CXXFLAGS += $(SAN_FLAGS)
+  LDFLAGS += $(SAN_FLAGS)
+endif
 
 # -march=native only where the compiler accepts it.
 NATIVE := $(shell $(CXX) -march=native -E -x c++ /dev/null >/dev/null 2>&1 && echo -march=native)
@@ -114,7 +128,8 @@ TEST_SRCS := \
 	tests/test_learned_variance.cpp \
 	tests/test_timestep_sampler.cpp \
 	tests/test_guidance.cpp \
-	tests/test_beyond_train.cpp
+	tests/test_beyond_train.cpp \
+	tests/test_reliability.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
@@ -122,14 +137,15 @@ TOOLS := \
 	train_mnist \
 	bench \
 	sample \
-	eval
+	eval \
+	ckpt_hash
 
 LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data test check-sources check-derivation clean bench crosscheck bench-compare
+.PHONY: all data test check-sources check-derivation clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test
 # bench is linked like every tool, but `make bench` also runs it: its rules are below.
 TOOL_BINS := $(filter-out bench,$(TOOLS))
 all: data $(TOOL_BINS) $(BUILD)/bench
@@ -197,4 +213,48 @@ check-derivation:
 clean:
 	rm -rf build $(TOOLS)
 
--include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TOOLS:%=$(BUILD)/tools/%.d)
+asan-test:
+	$(MAKE) SANITIZE=1 test
+
+# --- fuzzing: libFuzzer harnesses under tests/fuzz (clang only) -------------------
+# The library is rebuilt with coverage and ASan+UBSan in build/fuzz; each harness runs
+# FUZZ_SECONDS on the committed seeds (tests/fuzz/corpus/<name>) plus what it found
+# before (build/fuzz/corpus/<name>). Crashes land in build/fuzz/artifacts.
+FUZZ_CXX ?= clang++
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD := build/fuzz
+FUZZERS := idx safetensors flags
+FUZZ_NATIVE := $(shell $(FUZZ_CXX) -march=native -E -x c++ /dev/null >/dev/null 2>&1 && echo -march=native)
+FUZZ_CXXFLAGS := -std=c++17 -O1 -g -I. $(FUZZ_NATIVE) -fno-omit-frame-pointer -MMD -MP \
+	-fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.cpp=$(FUZZ_BUILD)/%.o)
+FUZZ_BINS := $(FUZZERS:%=$(FUZZ_BUILD)/fuzz_%)
+
+$(FUZZ_BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/libddpm.a: $(FUZZ_LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libddpm.a
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer $^ -o $@ -pthread
+
+.SECONDARY: $(FUZZERS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.o) $(FUZZ_BUILD)/tests/fuzz/make_corpus.o
+
+fuzz: $(FUZZ_BINS)
+	bash tools/run_fuzzers.sh $(FUZZ_SECONDS) $(FUZZERS)
+
+# Rewrites the committed seed corpora (tests/fuzz/make_corpus.cpp).
+$(FUZZ_BUILD)/make_corpus: $(FUZZ_BUILD)/tests/fuzz/make_corpus.o $(FUZZ_BUILD)/libddpm.a
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link $^ -o $@ -pthread
+fuzz-corpus: $(FUZZ_BUILD)/make_corpus
+	./$(FUZZ_BUILD)/make_corpus tests/fuzz/corpus
+
+# --- crash-safety tests of ./train_mnist (tests/kill_test.sh, tests/fault_test.sh) ----
+kill-test: train_mnist ckpt_hash
+	bash tests/kill_test.sh
+	bash tests/fault_test.sh
+
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TOOLS:%=$(BUILD)/tools/%.d) $(FUZZ_LIB_OBJS:.o=.d) $(wildcard $(FUZZ_BUILD)/tests/fuzz/*.d)

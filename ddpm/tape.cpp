@@ -49,8 +49,19 @@ void Tape::backward(const Var& out, const Tensor& upstream) {
              "backward: upstream gradient " << upstream.shape_str() << " for output " << out->value.shape_str());
   Tensor& g = out->grad_ref();
   for (int64_t i = 0; i < g.numel(); i++) g[i] += upstream[i];
+  first_nonfinite_grad_.clear();
   for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
     if (!it->out->grad.defined()) continue;  // no gradient flowed into this op's output
+    const Tensor& og = it->out->grad;
+    if (first_nonfinite_grad_.empty()) {
+      for (int64_t i = 0; i < og.numel(); i++) {
+        if (!std::isfinite(og[i])) {
+          const size_t k = static_cast<size_t>(entries_.rend() - it) - 1;
+          first_nonfinite_grad_ = "op #" + std::to_string(k) + " (" + it->op + ") output " + og.shape_str();
+          break;
+        }
+      }
+    }
     it->backward(*it->out);
     // Every op that reads this output was recorded later and has run: its gradient is
     // used up. Freeing it now (back to the buffer cache, for the next grad_ref) keeps

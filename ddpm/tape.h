@@ -74,6 +74,11 @@ class Tape {
   // "op #k (name) output [shape]", or "" if all are finite. Used to report where a
   // non-finite loss came from.
   std::string first_nonfinite() const;
+  // After backward: the first op in backward order (reverse creation order) whose
+  // output's gradient has a NaN or Inf, in the same format, or "". The op recorded
+  // just after it (which consumed its output) produced the bad gradient. Backward
+  // notes it as it goes, since it frees each output's gradient once used.
+  std::string first_nonfinite_grad() const { return first_nonfinite_grad_; }
 
  private:
   struct Entry {
@@ -83,6 +88,7 @@ class Tape {
   };
   std::vector<Entry> entries_;
   bool recording_ = true;
+  std::string first_nonfinite_grad_;
 };
 
 // A named trainable tensor. The name mirrors the module tree

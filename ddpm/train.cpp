@@ -1,5 +1,6 @@
 #include "ddpm/train.h"
 
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -36,26 +37,48 @@ const std::string& meta_get(const std::map<std::string, std::string>& m, const s
   return it->second;
 }
 
+// Integers as written by std::to_string: an optional '-' and digits, nothing else.
 int64_t meta_int(const std::map<std::string, std::string>& m, const std::string& key, const std::string& source) {
   const std::string& s = meta_get(m, key, source);
-  try {
-    size_t used = 0;
-    long long v = std::stoll(s, &used);
-    if (used == s.size()) return v;
-  } catch (...) {
+  const size_t digits = !s.empty() && s[0] == '-' ? 1 : 0;
+  if (s.size() > digits && std::isdigit(static_cast<unsigned char>(s[digits]))) {
+    try {
+      size_t used = 0;
+      long long v = std::stoll(s, &used);
+      if (used == s.size()) return v;
+    } catch (...) {
+    }
   }
-  DDPM_FAIL(source << ": metadata '" << key << "' = '" << s << "' is not an integer");
+  DDPM_FAIL(source << ": metadata '" << key << "' = '" << s
+                   << "' is not a 64-bit integer; the file is corrupt or not a ddpm checkpoint");
+}
+
+uint64_t meta_uint(const std::map<std::string, std::string>& m, const std::string& key, const std::string& source) {
+  const std::string& s = meta_get(m, key, source);
+  if (!s.empty() && std::isdigit(static_cast<unsigned char>(s[0]))) {
+    try {
+      size_t used = 0;
+      unsigned long long v = std::stoull(s, &used);
+      if (used == s.size()) return v;
+    } catch (...) {
+    }
+  }
+  DDPM_FAIL(source << ": metadata '" << key << "' = '" << s
+                   << "' is not an unsigned 64-bit integer; the file is corrupt or not a ddpm checkpoint");
 }
 
 double meta_double(const std::map<std::string, std::string>& m, const std::string& key, const std::string& source) {
   const std::string& s = meta_get(m, key, source);
-  try {
-    size_t used = 0;
-    double v = std::stod(s, &used);
-    if (used == s.size() && std::isfinite(v)) return v;
-  } catch (...) {
+  if (!s.empty() && !std::isspace(static_cast<unsigned char>(s[0]))) {
+    try {
+      size_t used = 0;
+      double v = std::stod(s, &used);
+      if (used == s.size() && std::isfinite(v)) return v;
+    } catch (...) {
+    }
   }
-  DDPM_FAIL(source << ": metadata '" << key << "' = '" << s << "' is not a finite number");
+  DDPM_FAIL(source << ": metadata '" << key << "' = '" << s
+                   << "' is not a finite number; the file is corrupt or not a ddpm checkpoint");
 }
 
 LossType parse_loss(const std::string& s) {
@@ -87,8 +110,8 @@ std::map<std::string, std::string> TrainConfig::to_metadata() const {
   return m;
 }
 
-TrainConfig TrainConfig::from_metadata(const std::map<std::string, std::string>& m) {
-  const std::string src = "checkpoint";
+TrainConfig TrainConfig::from_metadata(const std::map<std::string, std::string>& m, const std::string& source) {
+  const std::string& src = source;
   TrainConfig c;
   c.model = meta_get(m, "train.model", src);
   c.batch = meta_int(m, "train.batch", src);
@@ -98,27 +121,41 @@ TrainConfig TrainConfig::from_metadata(const std::map<std::string, std::string>&
   c.ema = meta_double(m, "train.ema", src);
   c.schedule = meta_get(m, "train.schedule", src);
   c.T = meta_int(m, "train.T", src);
-  c.seed = static_cast<uint64_t>(meta_int(m, "train.seed", src));
+  c.seed = meta_uint(m, "train.seed", src);
   c.loss = meta_get(m, "train.loss", src);
   c.variance = meta_get(m, "train.variance", src);
   c.conditional = meta_int(m, "train.conditional", src) != 0;
   c.p_uncond = meta_double(m, "train.p_uncond", src);
-  if (m.count("train.predict")) c.predict = m.at("train.predict");
-  if (m.count("train.learned_variance")) c.learned_variance = meta_int(m, "train.learned_variance", src) != 0;
-  if (m.count("train.timesteps")) c.timesteps = m.at("train.timesteps");
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    DDPM_FAIL(src << ": the training config in its metadata is invalid: " << e.what()
+                  << "; the file is corrupt or was not written by ddpm");
+  }
   return c;
+}
+
+void TrainConfig::validate() const {
+  // Bounds far beyond any sensible run; they keep batch * image and the schedule's
+  // arrays allocatable and the step counters far from overflow.
+  DDPM_CHECK(batch >= 1 && batch <= 65536, "train: --batch " << batch << " not in 1..65536");
+  DDPM_CHECK(lr > 0 && std::isfinite(lr), "train: --lr " << lr << " must be positive and finite");
+  DDPM_CHECK(warmup >= 0, "train: --warmup " << warmup << " must be non-negative");
+  DDPM_CHECK(grad_clip >= 0 && std::isfinite(grad_clip), "train: --grad-clip " << grad_clip << " must be >= 0 (0: off)");
+  DDPM_CHECK(ema >= 0 && ema < 1, "train: --ema " << ema << " not in [0, 1)");
+  DDPM_CHECK(T >= 1 && T <= 100000, "train: --T " << T << " not in 1..100000");
+  DDPM_CHECK(p_uncond >= 0 && p_uncond <= 1, "train: --p-uncond " << p_uncond << " not in [0, 1]");
+  schedule_betas(schedule, 1);  // throws for an unknown schedule name
+  parse_loss(loss);
+  parse_variance(variance);
 }
 
 Trainer::Trainer(const TrainConfig& config, Dataset data, const UNetConfig* model_config)
     : config_(config), data_(std::move(data)), schedule_(make_schedule(config.schedule, config.T)) {
-  DDPM_CHECK(config_.batch >= 1, "train: --batch " << config_.batch << " must be at least 1");
-  DDPM_CHECK(config_.lr > 0, "train: --lr " << config_.lr << " must be positive");
-  DDPM_CHECK(config_.p_uncond >= 0 && config_.p_uncond <= 1, "train: --p-uncond " << config_.p_uncond << " not in [0, 1]");
+  config_.validate();
   DDPM_CHECK(data_.size() > 0, "train: the dataset is empty");
   DDPM_CHECK(static_cast<int64_t>(data_.labels.size()) == data_.size(),
              "train: " << data_.labels.size() << " labels for " << data_.size() << " images");
-  parse_loss(config_.loss);
-  parse_variance(config_.variance);
   UNetConfig mc = model_config ? *model_config : unet_config(config_.model);
   if (config_.conditional) mc.num_classes = 10;
   parse_target(config_.predict);
@@ -179,6 +216,7 @@ double Trainer::step() {
   Tensor x0;
   std::vector<int64_t> labels;
   next_batch(x0, labels);
+  if (step_ + 1 == nan_step_) x0[nan_sample_ * (x0.numel() / x0.size(0))] = NAN;  // debug: inject_nan
   const uint64_t k = static_cast<uint64_t>(step_);
   const int64_t null_class = model_->config().num_classes;
   if (config_.conditional) {
@@ -225,6 +263,20 @@ double Trainer::step() {
     }
     std::string first = tape.first_nonfinite();
     os << (first.empty() ? " Every op's output was finite." : " First non-finite value: " + first + ".");
+    if (first.empty()) {
+      // The forward pass was finite, so backward went wrong: where, in backward order.
+      std::string grad = tape.first_nonfinite_grad();
+      if (!grad.empty()) os << " First non-finite gradient (backward order): of " << grad << ".";
+      for (Parameter* p : params_) {
+        const Tensor& g = p->var->grad;
+        bool bad = false;
+        for (int64_t i = 0; g.defined() && i < g.numel() && !bad; i++) bad = !std::isfinite(g[i]);
+        if (bad) {
+          os << " First parameter with a non-finite gradient: " << p->name << " " << g.shape_str() << ".";
+          break;
+        }
+      }
+    }
     os << " Resume from the last checkpoint with a lower --lr, or check the data.";
     throw NonFiniteError(os.str());
   };
@@ -241,6 +293,13 @@ double Trainer::step() {
   if (timestep_sampler_) timestep_sampler_->update(ts.t, ts.per_sample_loss);  // E[L_t^2] history
   step_++;
   return loss;
+}
+
+void Trainer::inject_nan(int64_t step, int64_t sample) {
+  DDPM_CHECK(step >= 1 && sample >= 0 && sample < config_.batch,
+             "inject_nan: step " << step << " must be >= 1 and sample " << sample << " in 0.." << config_.batch - 1);
+  nan_step_ = step;
+  nan_sample_ = sample;
 }
 
 void Trainer::save_checkpoint(const std::string& path) {
@@ -277,8 +336,10 @@ static void check_format(const SafeTensors& st) {
                                             << kFormatVersion);
 }
 
-void Trainer::load_checkpoint(const std::string& path) {
-  SafeTensors st = load_safetensors(path);
+void Trainer::load_checkpoint(const std::string& path) { load_checkpoint(load_safetensors(path)); }
+
+void Trainer::load_checkpoint(const SafeTensors& st) {
+  const std::string& path = st.source;
   check_format(st);
   // The run's configuration must be the one in the file.
   for (auto& kv : model_->config().to_metadata()) {
@@ -304,20 +365,32 @@ void Trainer::load_checkpoint(const std::string& path) {
   for (const char* prefix : {"", "ema.", "adam.m.", "adam.v."})
     for (Parameter* p : params_) expected.emplace_back(prefix + p->name, p->var->value.shape());
   check_tensor_shapes(st, expected, "was it trained with another --model?");
+  // The counters, all checked before anything is changed: a refused file leaves the
+  // trainer as it was. Adam and the EMA update at most once per step.
+  const int64_t step = meta_int(st.metadata, "state.step", path);
+  const int64_t epoch = meta_int(st.metadata, "state.epoch", path);
+  const int64_t position = meta_int(st.metadata, "state.position", path);
+  const int64_t adam_steps = meta_int(st.metadata, "state.adam_steps", path);
+  const int64_t ema_updates = meta_int(st.metadata, "state.ema_updates", path);
+  const int64_t max_step = int64_t(1) << 53;  // far beyond any run, far from overflow
+  DDPM_CHECK(step >= 0 && step <= max_step && epoch >= 0 && epoch <= max_step && position >= 0 &&
+                 position < data_.size() && adam_steps >= 0 && adam_steps <= step && ema_updates >= 0 &&
+                 ema_updates <= step,
+             path << ": inconsistent training state (step " << step << ", epoch " << epoch << ", position " << position
+                  << ", adam_steps " << adam_steps << ", ema_updates " << ema_updates << ", " << data_.size()
+                  << " images); the file is corrupt: resume from an older checkpoint");
   for (size_t i = 0; i < params_.size(); i++) {
     params_[i]->var->value.copy_(st.at(params_[i]->name));
     ema_->shadow()[i].copy_(st.at("ema." + params_[i]->name));
     adam_->m()[i].copy_(st.at("adam.m." + params_[i]->name));
     adam_->v()[i].copy_(st.at("adam.v." + params_[i]->name));
   }
-  step_ = meta_int(st.metadata, "state.step", path);
-  epoch_ = meta_int(st.metadata, "state.epoch", path);
-  position_ = meta_int(st.metadata, "state.position", path);
-  DDPM_CHECK(step_ >= 0 && epoch_ >= 0 && position_ >= 0 && position_ < data_.size(),
-             path << ": bad training state step " << step_ << ", epoch " << epoch_ << ", position " << position_);
+  step_ = step;
+  epoch_ = epoch;
+  position_ = position;
   if (timestep_sampler_) timestep_sampler_->set_state(st.at("timesteps.history"), st.at("timesteps.count"));
-  adam_->set_steps(meta_int(st.metadata, "state.adam_steps", path));
-  ema_->set_updates(meta_int(st.metadata, "state.ema_updates", path));
+  adam_->set_steps(adam_steps);
+  ema_->set_updates(ema_updates);
 }
 
 std::unique_ptr<UNet> Trainer::ema_model() const {
@@ -371,13 +444,7 @@ PredictionTarget prediction_target(const std::map<std::string, std::string>& met
 std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata,
                                  bool* loaded_ema) {
   SafeTensors st = load_safetensors(path);
-  UNetConfig config;
-  try {
-    config = UNetConfig::from_metadata(st.metadata);
-  } catch (const Error& e) {
-    DDPM_FAIL(path << ": cannot read the model config from the metadata (" << e.what()
-                   << "); a state dict from elsewhere needs the config.* keys, see README 'Cross-checking'");
-  }
+  UNetConfig config = UNetConfig::from_metadata(st.metadata, path);
   auto model = std::make_unique<UNet>(config);
   const bool has_ema = use_ema && st.find("ema." + model->parameters()[0]->name) != nullptr;
   const std::string prefix = has_ema ? "ema." : "";

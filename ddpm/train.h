@@ -16,6 +16,7 @@
 
 #include "ddpm/check.h"
 #include "ddpm/diffusion.h"
+#include "ddpm/io/safetensors.h"
 #include "ddpm/optim.h"
 #include "ddpm/timestep_sampler.h"
 #include "ddpm/unet.h"
@@ -43,7 +44,11 @@ struct TrainConfig {
   std::string timesteps = "uniform";    // uniform (Algorithm 1) or importance (timestep_sampler.h)
 
   std::map<std::string, std::string> to_metadata() const;  // keys "train.*"
-  static TrainConfig from_metadata(const std::map<std::string, std::string>& m);
+  // Reads and validates the "train.*" keys; errors name `source` (the file) and the key.
+  static TrainConfig from_metadata(const std::map<std::string, std::string>& m,
+                                   const std::string& source = "checkpoint");
+  // Values in range (batch, T and the rates bounded, names known); the Trainer calls it.
+  void validate() const;
 };
 
 // Images [N, 1, S, S] in [-1, 1] and their labels (0..9).
@@ -77,7 +82,15 @@ class Trainer {
   // Atomic (temp file, fsync, rename): a crash leaves the previous file intact.
   void save_checkpoint(const std::string& path);
   // Restores everything saved; the dataset must be the one trained on (its size is checked).
+  // Everything is validated first (format, every config key, tensor names and shapes,
+  // counters): a refused file leaves the trainer unchanged, and the error names the file
+  // and the first key that differs.
   void load_checkpoint(const std::string& path);
+  void load_checkpoint(const SafeTensors& checkpoint);  // st.source names it in errors
+
+  // Debug (--inject-nan-at): step number `step` (1-based, as in reports) puts a NaN in
+  // the first pixel of sample `sample` of its batch, to exercise the non-finite report.
+  void inject_nan(int64_t step, int64_t sample = 0);
 
   // A copy of the model holding the EMA weights, for sampling (see unet_eps_fn).
   std::unique_ptr<UNet> ema_model() const;
@@ -97,6 +110,7 @@ class Trainer {
   int64_t step_ = 0;
   int64_t epoch_ = 0, position_ = 0;  // data cursor: next sample is permutation(epoch_)[position_]
   int64_t perm_epoch_ = -1;
+  int64_t nan_step_ = 0, nan_sample_ = 0;  // inject_nan; step 0: never
   std::vector<int64_t> perm_;
 };
 

@@ -1,6 +1,7 @@
 #include "ddpm/unet.h"
 
 #include <algorithm>
+#include <cctype>
 #include <sstream>
 
 #include "ddpm/check.h"
@@ -16,18 +17,23 @@ static std::string join(const std::vector<int64_t>& v) {
   return s;
 }
 
-static std::vector<int64_t> split_ints(const std::string& key, const std::string& s) {
+static std::vector<int64_t> split_ints(const std::string& source, const std::string& key, const std::string& s) {
   std::vector<int64_t> v;
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    try {
-      size_t used = 0;
-      v.push_back(std::stoll(item, &used));
-      DDPM_CHECK(used == item.size(), "");
-    } catch (...) {
-      DDPM_FAIL("config: " << key << " = '" << s << "' is not a comma-separated list of integers");
+    bool ok = !item.empty() && (std::isdigit(static_cast<unsigned char>(item[0])) || item[0] == '-');
+    if (ok) {
+      try {
+        size_t used = 0;
+        v.push_back(std::stoll(item, &used));
+        ok = used == item.size();
+      } catch (...) {
+        ok = false;
+      }
     }
+    DDPM_CHECK(ok, source << ": metadata 'config." << key << "' = '" << s
+                          << "' is not a comma-separated list of integers; the file is corrupt or not a ddpm checkpoint");
   }
   return v;
 }
@@ -48,15 +54,18 @@ std::map<std::string, std::string> UNetConfig::to_metadata() const {
           {"config.learned_variance", learned_variance ? "1" : "0"}};
 }
 
-UNetConfig UNetConfig::from_metadata(const std::map<std::string, std::string>& m) {
+UNetConfig UNetConfig::from_metadata(const std::map<std::string, std::string>& m, const std::string& source) {
   auto get = [&](const std::string& key) -> const std::string& {
     auto it = m.find("config." + key);
-    DDPM_CHECK(it != m.end(), "config: metadata has no 'config." << key << "' (is this a ddpm checkpoint?)");
+    DDPM_CHECK(it != m.end(), source << ": metadata has no 'config." << key
+                                     << "' (is this a ddpm checkpoint? a state dict from elsewhere needs the "
+                                        "config.* keys, see README 'Cross-checking')");
     return it->second;
   };
   auto get_int = [&](const std::string& key) {
-    auto v = split_ints(key, get(key));
-    DDPM_CHECK(v.size() == 1, "config: " << key << " = '" << get(key) << "' is not one integer");
+    auto v = split_ints(source, key, get(key));
+    DDPM_CHECK(v.size() == 1, source << ": metadata 'config." << key << "' = '" << get(key)
+                                     << "' is not one integer; the file is corrupt");
     return v[0];
   };
   UNetConfig c;
@@ -64,32 +73,56 @@ UNetConfig UNetConfig::from_metadata(const std::map<std::string, std::string>& m
   c.image_size = get_int("image_size");
   c.in_ch = get_int("in_ch");
   c.ch = get_int("ch");
-  c.ch_mult = split_ints("ch_mult", get("ch_mult"));
+  c.ch_mult = split_ints(source, "ch_mult", get("ch_mult"));
   c.num_res_blocks = get_int("num_res_blocks");
-  c.attn_resolutions = get("attn_resolutions").empty() ? std::vector<int64_t>{}
-                                                        : split_ints("attn_resolutions", get("attn_resolutions"));
+  c.attn_resolutions = split_ints(source, "attn_resolutions", get("attn_resolutions"));
   c.groups = get_int("groups");
+  const std::string& dropout = get("dropout");
+  size_t used = 0;
   try {
-    c.dropout = std::stof(get("dropout"));
+    c.dropout = std::stof(dropout, &used);
   } catch (...) {
-    DDPM_FAIL("config: dropout = '" << get("dropout") << "' is not a number");
+    used = 0;
   }
+  DDPM_CHECK(used > 0 && used == dropout.size(),
+             source << ": metadata 'config.dropout' = '" << dropout << "' is not a number; the file is corrupt");
   c.num_classes = get_int("num_classes");
   c.learned_variance = get_int("learned_variance") != 0;
-  c.validate();
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    DDPM_FAIL(source << ": the model config in its metadata is invalid: " << e.what()
+                     << "; the file is corrupt or was not written by ddpm");
+  }
   return c;
 }
 
 void UNetConfig::validate() const {
-  DDPM_CHECK(in_ch >= 1 && ch >= 1 && num_res_blocks >= 1 && groups >= 1 && !ch_mult.empty(),
-             "config '" << name << "': sizes must be positive");
+  // Bounds far above any model this CPU trainer can train, low enough that every size
+  // product below stays far inside int64 and a hostile file cannot ask for terabytes.
+  DDPM_CHECK(image_size >= 1 && image_size <= 1024, "config '" << name << "': image_size " << image_size
+                                                                << " not in 1..1024");
+  DDPM_CHECK(in_ch >= 1 && in_ch <= 64, "config '" << name << "': in_ch " << in_ch << " not in 1..64");
+  DDPM_CHECK(ch >= 4 && ch <= 4096 && ch % 2 == 0,
+             "config '" << name << "': ch " << ch << " must be even and in 4..4096 (the timestep embedding has ch sinusoids)");
+  DDPM_CHECK(!ch_mult.empty() && ch_mult.size() <= 8,
+             "config '" << name << "': ch_mult has " << ch_mult.size() << " levels, expected 1..8");
+  DDPM_CHECK(num_res_blocks >= 1 && num_res_blocks <= 64,
+             "config '" << name << "': num_res_blocks " << num_res_blocks << " not in 1..64");
+  DDPM_CHECK(groups >= 1 && groups <= ch, "config '" << name << "': groups " << groups << " not in 1..ch (" << ch << ")");
   DDPM_CHECK(dropout >= 0.0f && dropout < 1.0f, "config '" << name << "': dropout " << dropout << " not in [0, 1)");
-  DDPM_CHECK(num_classes >= 0, "config '" << name << "': num_classes " << num_classes << " < 0");
-  int64_t res = image_size;
+  DDPM_CHECK(num_classes >= 0 && num_classes <= 1000000,
+             "config '" << name << "': num_classes " << num_classes << " not in 0..1000000");
+  DDPM_CHECK(attn_resolutions.size() <= 64,
+             "config '" << name << "': " << attn_resolutions.size() << " attention resolutions, expected at most 64");
+  int64_t res = image_size, widest = 0;
   for (size_t i = 0; i < ch_mult.size(); i++) {
-    DDPM_CHECK(ch_mult[i] >= 1 && (ch * ch_mult[i]) % groups == 0,
+    DDPM_CHECK(ch_mult[i] >= 1 && ch_mult[i] <= 64, "config '" << name << "': ch_mult[" << i << "] = " << ch_mult[i]
+                                                                << " not in 1..64");
+    DDPM_CHECK((ch * ch_mult[i]) % groups == 0,
                "config '" << name << "': channels " << ch * ch_mult[i] << " not divisible by " << groups
                           << " groups");
+    widest = std::max(widest, ch * ch_mult[i]);
     if (i + 1 < ch_mult.size()) {
       DDPM_CHECK(res % 2 == 0, "config '" << name << "': image size " << image_size << " does not halve "
                                           << ch_mult.size() - 1 << " times");
@@ -97,6 +130,17 @@ void UNetConfig::validate() const {
     }
   }
   DDPM_CHECK(ch % groups == 0, "config '" << name << "': ch " << ch << " not divisible by " << groups << " groups");
+  // An upper bound on the parameter count (in double: it cannot overflow). Per ResBlock
+  // with C_in <= 2 C and C_out <= C (C the widest level): two 3x3 convs, the skip, the
+  // time projection, plus an attention block each; 2 resampling convs per level; the
+  // time MLP and the class embedding.
+  const double C = static_cast<double>(widest), c = static_cast<double>(ch);
+  const double levels = static_cast<double>(ch_mult.size()), blocks = levels * (2.0 * num_res_blocks + 1) + 2;
+  const double bound = blocks * (27 * C * C + 2 * C * C + 4 * c * C + 8 * C + 4 * C * C + 4 * C) + levels * 18 * C * C +
+                       20 * c * c + (num_classes + 1.0) * 4 * c + 18.0 * in_ch * c + 16 * c;
+  DDPM_CHECK(bound <= 1.0 * (int64_t(1) << 30),
+             "config '" << name << "': up to " << static_cast<int64_t>(bound)
+                        << " parameters, more than the 2^30 (4 GiB) this CPU trainer allows");
 }
 
 UNetConfig unet_config(const std::string& name) {

@@ -30,7 +30,12 @@ using namespace ddpm;
 namespace {
 
 std::atomic<bool> g_interrupted{false};
-void on_sigint(int) { g_interrupted = true; }
+// The first Ctrl-C (or SIGTERM) asks for a checkpoint and a clean exit; a second one
+// kills at once (safe too: checkpoints are written atomically).
+void on_sigint(int sig) {
+  g_interrupted = true;
+  std::signal(sig, SIG_DFL);
+}
 
 const char* kFashionDir = "/usr/share/datasets/fashion-mnist";
 
@@ -63,7 +68,9 @@ std::vector<std::string> list_checkpoints(const std::string& out) {
   if (DIR* d = opendir(out.c_str())) {
     while (dirent* e = readdir(d)) {
       std::string n = e->d_name;
-      if (n.size() == 29 && n.compare(0, 5, "ckpt-") == 0 && n.compare(13, 16, ".safetensors") == 0)
+      // "ckpt-" + 8 digits + ".safetensors" (25 characters); not the writer's temp files.
+      if (n.size() == 25 && n.compare(0, 5, "ckpt-") == 0 && n.compare(13, 12, ".safetensors") == 0 &&
+          n.find_first_not_of("0123456789", 5) == 13)
         names.push_back(n);
     }
     closedir(d);
@@ -71,6 +78,22 @@ std::vector<std::string> list_checkpoints(const std::string& out) {
   std::sort(names.rbegin(), names.rend());
   for (auto& n : names) n = out + "/" + n;
   return names;
+}
+
+// Removes "ckpt-*.safetensors.tmp.<pid>" left in `out` by a trainer that was killed
+// mid-write (AtomicFile's temp files), when no process <pid> is alive any more.
+void remove_stale_temp_files(const std::string& out) {
+  if (DIR* d = opendir(out.c_str())) {
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n.size() <= 30 || n.compare(0, 5, "ckpt-") != 0 || n.compare(13, 17, ".safetensors.tmp.") != 0) continue;
+      const std::string pid_text = n.substr(30);
+      if (pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+      if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) std::remove((out + "/" + n).c_str());
+    }
+    closedir(d);
+  }
 }
 
 std::string format_duration(double seconds) {
@@ -111,6 +134,7 @@ int run(int argc, char** argv) {
   TrainConfig cfg;
   int64_t steps = 2000, epochs = 0, threads = std::max(1u, std::thread::hardware_concurrency());
   int64_t T = cfg.T, seed = 0, sample_every = 1000, sample_n = 36, ckpt_every = 500, keep = 3, log_every = 10;
+  int64_t inject_nan_at = 0;
   std::string out = "out", resume, dataset = "mnist", data_dir;
   Flags flags("train_mnist", "Train a DDPM U-Net on MNIST with Algorithm 1 (L_simple) of Ho et al. 2020.");
   flags.add("--model", &cfg.model, "U-Net config: tiny (1.1M params) or small (6.5M)");
@@ -142,40 +166,59 @@ int run(int argc, char** argv) {
   flags.add("--ckpt-every", &ckpt_every, "write a checkpoint every N steps");
   flags.add("--keep", &keep, "keep the newest K checkpoints");
   flags.add("--log-every", &log_every, "print a progress line every N steps");
+  flags.add("--inject-nan-at", &inject_nan_at, "debug: put a NaN into the batch of this step (tests the fault report)");
   if (!flags.parse(argc, argv)) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
-  DDPM_CHECK(threads >= 1, "--threads " << threads << " must be at least 1");
+  DDPM_CHECK(threads >= 1 && threads <= 1024, "--threads " << threads << " not in 1..1024");
   DDPM_CHECK(keep >= 1, "--keep " << keep << " must be at least 1");
   DDPM_CHECK(ckpt_every >= 1 && log_every >= 1 && sample_every >= 0 && sample_n >= 1,
              "--ckpt-every, --log-every and --sample-n must be positive, --sample-every non-negative");
-  DDPM_CHECK(steps >= 0 && epochs >= 0, "--steps and --epochs must be non-negative");
+  DDPM_CHECK(steps >= 0 && epochs >= 0 && epochs <= 1000000, "--steps must be non-negative, --epochs in 0..1000000");
+  DDPM_CHECK(sample_n <= 4096, "--sample-n " << sample_n << " is more than 4096 images");
+  DDPM_CHECK(inject_nan_at >= 0, "--inject-nan-at " << inject_nan_at << " must be non-negative");
   cfg.T = T;
   cfg.seed = static_cast<uint64_t>(seed);
   set_num_threads(static_cast<int>(threads));
   make_dir(out);
+  remove_stale_temp_files(out);
+  // A file size limit (ulimit -f) would kill us with SIGXFSZ; ignored, the write fails
+  // with EFBIG and the checkpoint writer reports it.
+  std::signal(SIGXFSZ, SIG_IGN);
+  std::signal(SIGINT, on_sigint);
+  std::signal(SIGTERM, on_sigint);
 
   Dataset data = load_dataset(dataset, data_dir);
   std::unique_ptr<Trainer> trainer;
   if (!resume.empty()) {
-    std::string path = resume;
+    std::vector<std::string> candidates{resume};
     if (resume == "auto") {
-      auto found = list_checkpoints(out);
-      DDPM_CHECK(!found.empty(), "--resume auto: no checkpoint ckpt-*.safetensors in " << out);
-      path = found.front();
+      candidates = list_checkpoints(out);
+      DDPM_CHECK(!candidates.empty(), "--resume auto: no checkpoint ckpt-*.safetensors in " << out);
     }
-    SafeTensors st = load_safetensors(path);
-    TrainConfig saved = TrainConfig::from_metadata(st.metadata);
-    UNetConfig model_config = UNetConfig::from_metadata(st.metadata);
     for (const char* f : {"--model", "--batch", "--lr", "--warmup", "--schedule", "--T", "--seed", "--loss",
                           "--conditional", "--ema", "--grad-clip", "--variance", "--p-uncond", "--predict",
                           "--learned-variance", "--timesteps"})
       if (flags.given(f))
         std::fprintf(stderr, "note: %s is ignored with --resume: the checkpoint's settings are used\n", f);
-    trainer = std::make_unique<Trainer>(saved, std::move(data), &model_config);
-    trainer->load_checkpoint(path);
-    std::printf("resumed from %s at step %lld\n", path.c_str(), static_cast<long long>(trainer->steps_done()));
+    // --resume auto takes the newest checkpoint that loads; checkpoints are written
+    // atomically, so only a file damaged after the fact is skipped, with a warning.
+    for (size_t i = 0; i < candidates.size() && !trainer; i++) {
+      const std::string& path = candidates[i];
+      try {
+        SafeTensors st = load_safetensors(path);
+        TrainConfig saved = TrainConfig::from_metadata(st.metadata, path);
+        UNetConfig model_config = UNetConfig::from_metadata(st.metadata, path);
+        trainer = std::make_unique<Trainer>(saved, data, &model_config);
+        trainer->load_checkpoint(st);
+        std::printf("resumed from %s at step %lld\n", path.c_str(), static_cast<long long>(trainer->steps_done()));
+      } catch (const Error& e) {
+        trainer.reset();
+        if (i + 1 == candidates.size()) throw;
+        std::fprintf(stderr, "warning: skipping %s: %s\n", path.c_str(), e.what());
+      }
+    }
   } else {
     trainer = std::make_unique<Trainer>(cfg, std::move(data));
   }
@@ -190,13 +233,24 @@ int run(int argc, char** argv) {
               static_cast<long long>(target));
   std::fflush(stdout);
 
-  std::signal(SIGINT, on_sigint);
-  std::signal(SIGTERM, on_sigint);
+  if (inject_nan_at > 0) trainer->inject_nan(inject_nan_at);
+  // Older checkpoints are removed only after the new one is safely on disk, and the one
+  // just written is never removed (it may sort below older ones after resuming from an
+  // older checkpoint). A failed write stops training, naming the newest good checkpoint.
   auto save = [&]() {
     std::string path = checkpoint_path(out, trainer->steps_done());
-    trainer->save_checkpoint(path);
+    try {
+      trainer->save_checkpoint(path);
+    } catch (const Error& e) {
+      auto found = list_checkpoints(out);
+      DDPM_FAIL("training stopped at step " << trainer->steps_done() << ": cannot write checkpoint " << path << ": "
+                                            << e.what() << (found.empty() ? "" : "; the last good checkpoint is " +
+                                                                                     found.front() + " (--resume auto)"));
+    }
     auto all = list_checkpoints(out);
-    for (size_t i = static_cast<size_t>(keep); i < all.size(); i++) std::remove(all[i].c_str());
+    size_t kept = 1;
+    for (const std::string& old : all)
+      if (old != path && kept++ >= static_cast<size_t>(keep)) std::remove(old.c_str());
     std::printf("saved %s\n", path.c_str());
     std::fflush(stdout);
   };
@@ -241,7 +295,10 @@ int run(int argc, char** argv) {
   }
   if (trainer->steps_done() != last_saved) save();
   if (g_interrupted) {
-    std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", out.c_str());
+    if (trainer->steps_done() == first_step)
+      std::printf("interrupted before the first step of this run: nothing new to save\n");
+    else
+      std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", out.c_str());
     return 0;
   }
   if (!curve_x.empty()) {

@@ -193,7 +193,8 @@ void AtomicFile::commit() {
   if (::rename(temp_path_.c_str(), path_.c_str()) != 0) {
     std::string reason = os_error();
     abandon();
-    DDPM_FAIL("atomic write: renaming '" << temp_path_ << "' to '" << path_ << "' failed: " << reason);
+    DDPM_FAIL("atomic write: renaming '" << temp_path_ << "' to '" << path_ << "' failed: " << reason
+                                          << "; check that the folder exists and is writable");
   }
   committed_ = true;
   // The rename is durable once the folder's entry is on disk.

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Fault tests of ./train_mnist (after `make train_mnist ckpt_hash`; `make kill-test`):
+#   1. a file size limit (ulimit -f, a full disk as far as the writer can tell) stops
+#      training with a clear message naming the last good checkpoint, which is intact;
+#   2. the output folder vanishing mid-run does the same;
+#   3. SIGINT saves a checkpoint and exits 0, and resuming from it is exact;
+#   4. an injected NaN stops training (exit 3) with the report (step, t, first non-finite
+#      op), keeps the last good checkpoint, and --resume continues exactly from it.
+source "$(dirname "$0")/reliability_lib.sh"
+make_data
+
+echo "== write error: ulimit -f"
+out="$WORK/fsize"
+train --steps 2 --out "$out" >"$WORK/fsize-1.log" 2>&1 || fail "setup run: $(tail -n 3 "$WORK/fsize-1.log")"
+good="$out/ckpt-00000002.safetensors"
+good_hash=$(hash_of "$good")
+set +e
+(ulimit -f 2048; train --steps 5 --resume auto --out "$out") >"$WORK/fsize-2.log" 2>&1  # 2 MB < 18 MB
+status=$?
+set -e
+[ "$status" -eq 1 ] || fail "under ulimit -f, exit status $status (want 1; 153 is death by SIGXFSZ): $(tail -n 3 "$WORK/fsize-2.log")"
+grep -q "training stopped at step 3: cannot write checkpoint .*ckpt-00000003.safetensors" "$WORK/fsize-2.log" ||
+  fail "no clear message: $(tail -n 3 "$WORK/fsize-2.log")"
+grep -q "File too large" "$WORK/fsize-2.log" || fail "the message lacks the system's reason: $(tail -n 2 "$WORK/fsize-2.log")"
+grep -q "the last good checkpoint is $good" "$WORK/fsize-2.log" || fail "the message does not name $good"
+[ "$(hash_of "$good")" = "$good_hash" ] || fail "$good changed"
+[ -f "$out/ckpt-00000001.safetensors" ] || fail "--keep removed a checkpoint although the new one was never written"
+! ls "$out"/*.tmp.* "$out"/ckpt-00000003.safetensors >/dev/null 2>&1 || fail "a partial checkpoint was left: $(ls "$out")"
+echo "ok: $(grep -o 'training stopped.*' "$WORK/fsize-2.log" | cut -c1-150)..."
+
+echo "== write error: the output folder vanishes"
+out="$WORK/vanish"
+"$TRAIN" "${TRAIN_ARGS[@]}" --steps 1000000 --out "$out" >"$WORK/vanish.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do [ -f "$out/ckpt-00000002.safetensors" ] && break; sleep 0.1; done
+mv "$out" "$out.moved"
+set +e
+wait "$pid"
+status=$?
+set -e
+[ "$status" -eq 1 ] || fail "exit status $status, want 1: $(tail -n 3 "$WORK/vanish.log")"
+grep -q "cannot write checkpoint.*No such file or directory; check that the folder exists and is writable" "$WORK/vanish.log" ||
+  fail "no clear message: $(tail -n 3 "$WORK/vanish.log")"
+for f in "$out.moved"/ckpt-*.safetensors; do "$HASH" "$f" >/dev/null || fail "$f is damaged"; done
+echo "ok: $(grep -o 'cannot write checkpoint.*' "$WORK/vanish.log" | cut -c1-150)..."
+
+echo "== SIGINT saves and exits cleanly"
+out="$WORK/sigint"
+"$TRAIN" "${TRAIN_ARGS[@]}" --steps 1000000 --ckpt-every 1000 --out "$out" >"$WORK/sigint.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do grep -q "^step *3/" "$WORK/sigint.log" && break; sleep 0.1; done
+kill -INT "$pid"
+set +e
+wait "$pid"
+status=$?
+set -e
+[ "$status" -eq 0 ] || fail "after SIGINT, exit status $status: $(tail -n 3 "$WORK/sigint.log")"
+grep -q "^interrupted: checkpoint saved" "$WORK/sigint.log" || fail "no 'interrupted' line: $(tail -n 3 "$WORK/sigint.log")"
+saved=$(newest "$out")
+[ -n "$saved" ] || fail "SIGINT left no checkpoint"
+k=$(step_of "$saved")
+last=$(grep -o '^step *[0-9]*' "$WORK/sigint.log" | tail -n 1 | grep -o '[0-9]*')
+[ "$k" -eq "$last" ] || fail "SIGINT saved step $k, the last step done was $last"
+train --steps $((k + 2)) --resume auto --out "$out" >"$WORK/sigint-2.log" 2>&1 || fail "resume: $(tail -n 3 "$WORK/sigint-2.log")"
+[ "$(hash_of "$(newest "$out")")" = "$(reference_hash $((k + 2)))" ] || fail "resumed after SIGINT, step $((k + 2)) differs from an uninterrupted run"
+echo "ok: SIGINT at step $k saved $(basename "$saved"), exit 0; resumed to step $((k + 2)) bit for bit"
+
+echo "== an injected NaN"
+out="$WORK/nan"
+set +e
+train --steps 8 --ckpt-every 2 --inject-nan-at 5 --out "$out" >"$WORK/nan.log" 2>&1
+status=$?
+set -e
+[ "$status" -eq 3 ] || fail "exit status $status, want 3: $(tail -n 3 "$WORK/nan.log")"
+grep -q "training stopped: step 5: the loss is nan\. Samples with non-finite x_t or eps_theta have t = \[[0-9]*\]\. First non-finite value: op #[0-9]* (conv2d)" \
+  "$WORK/nan.log" || fail "the report lacks the step, t or op: $(grep error "$WORK/nan.log")"
+grep -q "the last good checkpoint is $out/ckpt-00000004.safetensors" "$WORK/nan.log" || fail "the last good checkpoint is not named"
+[ "$(newest "$out")" = "$out/ckpt-00000004.safetensors" ] || fail "newest checkpoint is $(newest "$out"), want step 4"
+train --steps 8 --resume auto --out "$out" >"$WORK/nan-2.log" 2>&1 || fail "resume after the NaN: $(tail -n 3 "$WORK/nan-2.log")"
+[ "$(hash_of "$out/ckpt-00000008.safetensors")" = "$(reference_hash 8)" ] || fail "resumed after the NaN, step 8 differs from an uninterrupted run"
+echo "ok: $(grep -o 'step 5: .*(conv2d)' "$WORK/nan.log"); resumed from step 4 to 8 bit for bit"
+echo "fault_test: write errors (2), SIGINT and NaN handled"
