@@ -84,12 +84,12 @@ TEST_CASE("default_path: Algorithm 1 and 2 with the default options are unchange
   CHECK(ts.t == std::vector<int64_t>{40, 24, 48, 30});
   CHECK(ts.loss->value[0] == doctest::Approx(1.12173343).epsilon(1e-6));
   CHECK(sample_values[0] == doctest::Approx(1.09666085).epsilon(1e-5));
-#if defined(DDPM_SIMD_TARGET_AVX512)
+#if defined(DDPM_SIMD_TARGET_AVX512) && !defined(__SANITIZE_ADDRESS__)  // the -O1 sanitizer build rounds differently
   CHECK(bits_of(ts.loss->value[0]) == 0x3f8f94f6u);
   CHECK(train_hash == 0xf92abafb7b354146ull);
   CHECK(bits_of(sample_values[0]) == 0x3f8c5f62u);
   CHECK(sample_hash == 0x2e4ec46f39c6a4e3ull);
-#elif defined(DDPM_SIMD_TARGET_SCALAR) && defined(__x86_64__)
+#elif defined(DDPM_SIMD_TARGET_SCALAR) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
   CHECK(bits_of(ts.loss->value[0]) == 0x3f8f94f6u);
   CHECK(train_hash == 0x615ec5c3c7b75349ull);
   CHECK(bits_of(sample_values[0]) == 0x3f8c5f61u);
@@ -127,10 +127,10 @@ TEST_CASE("default_path: Trainer steps and U-Net sampling with no option are unc
   CHECK(r.x0[0] == doctest::Approx(-1.7566973).epsilon(1e-3));  // 20 steps compound the rounding
   // Re-recorded when Adam's (1 - beta) moved to double (the PyTorch cross-check fix) and when
   // the convolutions became implicit GEMMs and GroupNorm+SiLU was fused (other rounding).
-#if defined(DDPM_SIMD_TARGET_AVX512)
+#if defined(DDPM_SIMD_TARGET_AVX512) && !defined(__SANITIZE_ADDRESS__)  // the -O1 sanitizer build rounds differently
   CHECK(weight_hash == 0x13ac2d86230cd8d6ull);
   CHECK(sample_hash == 0x3fdff36cb2316067ull);
-#elif defined(DDPM_SIMD_TARGET_SCALAR) && defined(__x86_64__)
+#elif defined(DDPM_SIMD_TARGET_SCALAR) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
   CHECK(weight_hash == 0x67ded7fb3c5946aaull);
   CHECK(sample_hash == 0x40994159bbb2e6b0ull);
 #endif
