@@ -9,25 +9,14 @@
 #include "ddpm/targets.h"
 #include "ddpm/train.h"
 #include "tests/temp_dir.h"
+#include "tests/bars.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
 
 namespace {
 
-Dataset bars() {  // as test_train.cpp: label k < 5 is a row at k + 1, k >= 5 a column at k - 4
-  const int64_t N = 40;
-  Dataset d{Tensor::full({N, 1, 8, 8}, -1.0f), {}};
-  for (int64_t n = 0; n < N; n++) {
-    const int64_t label = n % 10, pos = label % 5 + 1;
-    for (int64_t k = 0; k < 8; k++) {
-      if (label < 5) d.images[n * 64 + pos * 8 + k] = 1.0f;
-      else d.images[n * 64 + k * 8 + pos] = 1.0f;
-    }
-    d.labels.push_back(static_cast<uint8_t>(label));
-  }
-  return d;
-}
+using testing::bars;
 
 TrainConfig small_config() {
   TrainConfig c;

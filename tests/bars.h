@@ -1,0 +1,25 @@
+// tests/bars.h: the synthetic training set the training tests share: 40 images of 8x8,
+// label k < 5 a horizontal bar at row k + 1, label k >= 5 a vertical bar at column k - 4.
+#pragma once
+
+#include "ddpm/train.h"
+
+namespace ddpm {
+namespace testing {
+
+inline Dataset bars() {
+  const int64_t N = 40;
+  Dataset d{Tensor::full({N, 1, 8, 8}, -1.0f), {}};
+  for (int64_t n = 0; n < N; n++) {
+    const int64_t label = n % 10, pos = label % 5 + 1;
+    for (int64_t k = 0; k < 8; k++) {
+      if (label < 5) d.images[n * 64 + pos * 8 + k] = 1.0f;  // row
+      else d.images[n * 64 + k * 8 + pos] = 1.0f;            // column
+    }
+    d.labels.push_back(static_cast<uint8_t>(label));
+  }
+  return d;
+}
+
+}  // namespace testing
+}  // namespace ddpm
