@@ -6,6 +6,9 @@
 // Sections (each a function below, registered in kSections; add new ones there):
 //   peak   the FMA peak per thread count: every thread runs independent FMA chains
 //          (enough accumulators to cover the FMA latency) on registers only.
+//   bandwidth  main-memory bandwidth per thread count: every thread runs y += a x (axpy)
+//          over its own 64 MB arrays, far past the caches. The memory-bound ops
+//          (GroupNorm, elementwise, packing) cannot scale past its 2-thread/1-thread ratio.
 //   sgemm  GFLOP/s and % of peak for the U-Net's GEMM shapes: each conv level's
 //          forward (M = OC, N = OH*OW, K = C*9), backward-data (op(A) transposed:
 //          M = C*9, N = P, K = OC) and backward-weight (op(B) transposed: M = OC,
@@ -130,6 +133,26 @@ void section_peak(const Options& opt, Report& report) {
     r.values["gflops"] = threads * flops_per_thread / t / 1e9;
     report.peak_gflops[threads] = r.values["gflops"];
     std::printf("peak  %-28s threads %d  %8.1f GFLOP/s\n", r.name.c_str(), threads, r.values["gflops"]);
+    report.add(r);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// bandwidth: y += a x on arrays far larger than the caches, one pair per thread.
+
+void section_bandwidth(const Options& opt, Report& report) {
+  const int64_t n = int64_t(16) << 20;  // floats per array: 64 MB
+  const double bytes_per_thread = 3.0 * sizeof(float) * double(n);  // read x and y, write y
+  for (int threads : opt.threads) {
+    std::vector<std::vector<float>> x(threads, std::vector<float>(n, 1.0f)), y(threads, std::vector<float>(n, 0.0f));
+    double t = median_time(opt.reps, [&] {
+      std::vector<std::thread> pool;
+      for (int i = 0; i < threads; i++) pool.emplace_back([&, i] { axpy(y[i].data(), 1e-3f, x[i].data(), n); });
+      for (auto& th : pool) th.join();
+    });
+    Row r{"bandwidth", "axpy 64 MB", threads, t, {}};
+    r.values["gb_per_s"] = threads * bytes_per_thread / t / 1e9;
+    std::printf("bandwidth  %-23s threads %d  %8.1f GB/s\n", r.name.c_str(), threads, r.values["gb_per_s"]);
     report.add(r);
   }
 }
@@ -508,6 +531,7 @@ struct Section {
 // peak first: the other sections divide by it.
 const Section kSections[] = {
     {"peak", section_peak},
+    {"bandwidth", section_bandwidth},
     {"sgemm", section_sgemm},
     {"conv", section_conv},
     {"model", section_model},
@@ -582,7 +606,7 @@ int main(int argc, char** argv) {
         opt.steps = std::max(1, std::atoi(value().c_str()));
       } else if (a == "--help" || a == "-h") {
         std::printf(
-            "usage: bench [--json FILE] [--threads 1,2] [--reps 7] [--only peak|sgemm|conv|model]\n"
+            "usage: bench [--json FILE] [--threads 1,2] [--reps 7] [--only peak|bandwidth|sgemm|conv|model]\n"
             "             [--models tiny,small] [--batches 64,128] [--steps 5]\n"
             "  peak and sgemm: medians of --reps runs; model: medians of --steps training\n"
             "  steps and forward passes per model, batch and thread count (default: tiny,\n"
