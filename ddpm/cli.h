@@ -46,4 +46,8 @@ class Flags {
   std::vector<Flag> flags_;
 };
 
+// The body of every tool's main(): returns run(argc, argv), or prints "error: <what>" to
+// stderr and returns 1 when it throws.
+int run_tool(int (*run)(int argc, char** argv), int argc, char** argv);
+
 }  // namespace ddpm

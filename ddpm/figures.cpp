@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <sstream>
 
 #include "ddpm/check.h"
 
@@ -34,6 +35,44 @@ Sampler ddim_sampler(const Schedule& s, uint64_t seed, const DdimOptions& ddim) 
     o.first_index = options.first_index;
     return ddim_sample(s, model, shape, seed, o);
   };
+}
+
+void add_sampler_flags(Flags& flags, SamplerChoice* choice) {
+  flags.add("--sampler", &choice->sampler, "ddpm (Algorithm 2) or ddim (Song et al. 2021)");
+  flags.add("--ddim-steps", &choice->ddim_steps, "with --sampler ddim: S, the number of respaced steps (1..T)");
+  flags.add("--eta", &choice->eta, "with --sampler ddim: 0 deterministic, 1 DDPM's beta-tilde variance");
+  flags.add("--spacing", &choice->spacing, "with --sampler ddim: linspace (contains t = 1 and T) or trailing (ends at T)");
+  flags.add("--clip-x0", &choice->clip_x0, "clip the predicted x_0 to [-1, 1] at each step (a departure from Algorithm 2)");
+}
+
+void check_sampler_flags(const Flags& flags, const SamplerChoice& choice) {
+  DDPM_CHECK(choice.sampler == "ddpm" || choice.sampler == "ddim",
+             "--sampler '" << choice.sampler << "': use ddpm or ddim");
+  if (choice.sampler != "ddim")
+    for (const char* f : {"--ddim-steps", "--eta", "--spacing"}) DDPM_CHECK(!flags.given(f), f << " needs --sampler ddim");
+  parse_spacing(choice.spacing);  // throws on an unknown name
+  DDPM_CHECK(std::isfinite(choice.eta) && choice.eta >= 0, "--eta " << choice.eta << " must be a finite number >= 0");
+}
+
+Sampler make_sampler(const Schedule& s, uint64_t seed, const SamplerChoice& choice) {
+  if (choice.sampler != "ddim") return ddpm_sampler(s, seed);
+  DdimOptions ddim;
+  ddim.steps = choice.ddim_steps;
+  ddim.spacing = parse_spacing(choice.spacing);
+  ddim.eta = choice.eta;
+  ddim.clip_x0 = choice.clip_x0;
+  respace_timesteps(s.T, ddim.steps, ddim.spacing);  // checks 1 <= S <= T before any work
+  return ddim_sampler(s, seed, ddim);
+}
+
+std::string describe_sampler(const SamplerChoice& choice, int64_t T, VarianceType variance) {
+  std::ostringstream os;
+  if (choice.sampler == "ddim")
+    os << "DDIM, " << choice.ddim_steps << " steps (" << choice.spacing << ", eta " << choice.eta << ")";
+  else
+    os << "Algorithm 2, " << T << " steps, " << variance_name(variance);
+  if (choice.clip_x0) os << ", x_0 clipped";
+  return os.str();
 }
 
 Tensor slice_batch(const Tensor& x, int64_t first, int64_t count) {

@@ -18,8 +18,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
+#include "ddpm/cli.h"
 #include "ddpm/ddim.h"
 #include "ddpm/diffusion.h"
 #include "ddpm/schedule.h"
@@ -43,6 +45,24 @@ using BatchEpsFn = std::function<EpsFn(int64_t first, int64_t count)>;
 using Sampler = std::function<SampleResult(const EpsFn& model, const Shape& shape, const SampleOptions& options)>;
 Sampler ddpm_sampler(const Schedule& s, uint64_t seed);
 Sampler ddim_sampler(const Schedule& s, uint64_t seed, const DdimOptions& ddim);
+
+// The sampler chosen by the flags ./sample and ./eval share: --sampler ddpm|ddim,
+// --ddim-steps S, --eta e, --spacing linspace|trailing, --clip-x0 (both samplers).
+struct SamplerChoice {
+  std::string sampler = "ddpm";      // ddpm (Algorithm 2) or ddim
+  int64_t ddim_steps = 50;           // DDIM's S respaced steps
+  double eta = 0.0;                  // DDIM's eta: 0 deterministic, 1 DDPM's beta-tilde variance
+  std::string spacing = "trailing";  // DDIM's respacing: linspace or trailing
+  bool clip_x0 = false;              // clip the predicted x_0 to [-1, 1] (a departure from Algorithm 2)
+};
+void add_sampler_flags(Flags& flags, SamplerChoice* choice);
+// Checks the names and eta, and that --ddim-steps, --eta and --spacing come with --sampler ddim.
+void check_sampler_flags(const Flags& flags, const SamplerChoice& choice);
+// ddpm_sampler or ddim_sampler; checks 1 <= S <= T first. The schedule must outlive it.
+Sampler make_sampler(const Schedule& s, uint64_t seed, const SamplerChoice& choice);
+// "DDIM, 50 steps (trailing, eta 0)" or "Algorithm 2, 1000 steps, fixed_large" (DDIM does not
+// use the variance), plus ", x_0 clipped".
+std::string describe_sampler(const SamplerChoice& choice, int64_t T, VarianceType variance);
 
 struct BatchedSampleOptions {
   SampleOptions sample;  // reverse and keep_t; first_index and progress are set per batch

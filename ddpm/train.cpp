@@ -441,6 +441,27 @@ PredictionTarget prediction_target(const std::map<std::string, std::string>& met
   return it == metadata.end() ? PredictionTarget::eps : parse_target(it->second);
 }
 
+VarianceType checkpoint_variance(const UNetConfig& config, const std::map<std::string, std::string>& metadata,
+                                 const std::string& requested) {
+  if (!requested.empty()) return parse_variance(requested);
+  if (config.learned_variance) return VarianceType::learned_range;
+  auto it = metadata.find("train.variance");
+  return it == metadata.end() ? VarianceType::fixed_large : parse_variance(it->second);
+}
+
+BatchEpsFn unet_batch_eps_fn(UNet& model, const Schedule& s, PredictionTarget predict,
+                             std::function<int64_t(int64_t)> label_of, double guidance) {
+  UNet* m = &model;
+  const Schedule* schedule = &s;
+  return [m, schedule, predict, label_of, guidance](int64_t first, int64_t count) -> EpsFn {
+    if (m->config().num_classes == 0 || !label_of) return as_eps_fn(*schedule, unet_eps_fn(*m), predict);
+    auto labels = std::make_shared<std::vector<int64_t>>();
+    for (int64_t i = 0; i < count; i++) labels->push_back(label_of(first + i));
+    EpsFn eps = as_eps_fn(*schedule, unet_eps_fn(*m, labels.get(), guidance), predict);
+    return [labels, eps](const Tensor& x_t, const std::vector<int64_t>& t) { return eps(x_t, t); };  // keeps labels alive
+  };
+}
+
 std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata,
                                  bool* loaded_ema) {
   SafeTensors st = load_safetensors(path);

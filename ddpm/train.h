@@ -16,6 +16,7 @@
 
 #include "ddpm/check.h"
 #include "ddpm/diffusion.h"
+#include "ddpm/figures.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/optim.h"
 #include "ddpm/timestep_sampler.h"
@@ -124,6 +125,19 @@ EpsFn unet_eps_fn(UNet& model, const std::vector<int64_t>* labels = nullptr, dou
 // The prediction target a checkpoint's model was trained on ("train.predict"; eps when absent).
 // Wrap unet_eps_fn with targets.h's as_eps_fn(schedule, fn, target) to sample from it.
 PredictionTarget prediction_target(const std::map<std::string, std::string>& metadata);
+
+// The sigma_t^2 to sample a checkpoint's model with: `requested` (a --variance flag) when
+// given, else learned_range for a learned-variance model, else train.variance (fixed_large
+// when the metadata has none).
+VarianceType checkpoint_variance(const UNetConfig& config, const std::map<std::string, std::string>& metadata,
+                                 const std::string& requested);
+
+// The predictor of images [first, first + count) of a batched run (sample_in_batches) from
+// a model: image i gets class label_of(i) when the model is conditional (no label_of: the
+// null class, unconditional draws), guided with weight w, and is seen as an eps-predictor
+// whatever the model predicts (as_eps_fn). The model and schedule must outlive it.
+BatchEpsFn unet_batch_eps_fn(UNet& model, const Schedule& s, PredictionTarget predict,
+                             std::function<int64_t(int64_t)> label_of = nullptr, double guidance = 0.0);
 
 // Loads the model weights of a checkpoint (EMA weights if present and use_ema), building
 // the UNet from the checkpoint's config. Also returns the metadata, and whether the EMA

@@ -1,5 +1,6 @@
 // tests/bars.h: the synthetic training set the training tests share: 40 images of 8x8,
-// label k < 5 a horizontal bar at row k + 1, label k >= 5 a vertical bar at column k - 4.
+// label k < 5 a horizontal bar at row k + 1, label k >= 5 a vertical bar at column k - 4,
+// and the small training config the tests run on it.
 #pragma once
 
 #include "ddpm/train.h"
@@ -19,6 +20,19 @@ inline Dataset bars() {
     d.labels.push_back(static_cast<uint8_t>(label));
   }
   return d;
+}
+
+// The minimal U-Net, T = 50, batch 8: a few steps take milliseconds.
+inline TrainConfig bars_config() {
+  TrainConfig c;
+  c.model = "minimal";
+  c.batch = 8;
+  c.lr = 3e-3;
+  c.warmup = 5;
+  c.T = 50;
+  c.seed = 7;
+  c.ema = 0.99;
+  return c;
 }
 
 }  // namespace testing

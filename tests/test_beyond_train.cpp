@@ -17,18 +17,7 @@ using namespace ddpm;
 namespace {
 
 using testing::bars;
-
-TrainConfig small_config() {
-  TrainConfig c;
-  c.model = "minimal";
-  c.batch = 8;
-  c.lr = 3e-3;
-  c.warmup = 5;
-  c.T = 50;
-  c.seed = 7;
-  c.ema = 0.99;
-  return c;
-}
+using testing::bars_config;
 
 std::vector<float> weights(Trainer& t) {
   std::vector<float> w;
@@ -49,7 +38,7 @@ double head_tail_ratio(const std::vector<double>& l) {
 
 TEST_CASE("beyond_train: a conditional model trains, its class embedding learns, guided sampling runs") {
   set_num_threads(1);
-  TrainConfig c = small_config();
+  TrainConfig c = bars_config();
   c.conditional = true;
   Trainer trainer(c, bars());
   std::vector<double> losses;
@@ -75,7 +64,7 @@ TEST_CASE("beyond_train: a conditional model trains, its class embedding learns,
 TEST_CASE("beyond_train: learned variance trains on L_hybrid and its checkpoint records the option") {
   set_num_threads(1);
   testing::TempDir dir;
-  TrainConfig c = small_config();
+  TrainConfig c = bars_config();
   c.learned_variance = true;
   Trainer trainer(c, bars());
   CHECK(trainer.model().config().out_ch() == 2);
@@ -88,7 +77,7 @@ TEST_CASE("beyond_train: learned variance trains on L_hybrid and its checkpoint 
   CHECK(head_tail_ratio(losses) < 0.8);
   trainer.save_checkpoint(dir / "lv.safetensors");
   // A run without the option refuses the checkpoint, naming the key.
-  Trainer plain(small_config(), bars());
+  Trainer plain(bars_config(), bars());
   try {
     plain.load_checkpoint(dir / "lv.safetensors");
     FAIL("no error");
@@ -108,7 +97,7 @@ TEST_CASE("beyond_train: learned variance trains on L_hybrid and its checkpoint 
 TEST_CASE("beyond_train: --predict v trains, and importance-sampled timesteps resume exactly") {
   set_num_threads(1);
   {
-    TrainConfig c = small_config();
+    TrainConfig c = bars_config();
     c.predict = "v";
     Trainer trainer(c, bars());
     std::vector<double> losses;
@@ -116,7 +105,7 @@ TEST_CASE("beyond_train: --predict v trains, and importance-sampled timesteps re
     CHECK(head_tail_ratio(losses) < 0.8);
   }
   testing::TempDir dir;
-  TrainConfig c = small_config();
+  TrainConfig c = bars_config();
   c.T = 5;           // the history fills (10 values per t) within the run
   c.timesteps = "importance";
   c.learned_variance = true;

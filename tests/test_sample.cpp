@@ -143,12 +143,19 @@ TEST_CASE("sample: the DDIM sampler of ./sample equals ddim_sample, is batch ind
   const std::vector<int64_t> tau = respace_timesteps(10, 4, Spacing::trailing);
   REQUIRE(tau.size() == 4);
   REQUIRE(tau.back() == 10);
-  BatchEpsFn eps = [&](int64_t, int64_t) { return as_eps_fn(l.schedule, unet_eps_fn(*l.model), predict); };
+  // What ./sample and ./eval build from their flags: --sampler ddim --ddim-steps 4 --eta 0.5.
+  SamplerChoice choice;
+  choice.sampler = "ddim";
+  choice.ddim_steps = 4;
+  choice.eta = 0.5;
+  const Sampler sampler = make_sampler(l.schedule, 6, choice);
+  CHECK(describe_sampler(choice, 10, VarianceType::fixed_large) == "DDIM, 4 steps (trailing, eta 0.5)");
+  const BatchEpsFn eps = unet_batch_eps_fn(*l.model, l.schedule, predict);
   auto run = [&](int64_t batch) {
     BatchedSampleOptions o;
     o.batch = batch;
     o.sample.keep_t = {10, tau[1], 0};
-    return sample_in_batches(ddim_sampler(l.schedule, 6, ddim), eps, n, image, o);
+    return sample_in_batches(sampler, eps, n, image, o);
   };
   SampleResult all = run(n), one = run(1), three = run(3);
   REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
@@ -186,17 +193,14 @@ TEST_CASE("sample: class labels follow the global image index across batches, an
   const Shape image{1, 8, 8};
   const std::vector<int64_t> labels = class_grid_labels(3, 2);  // rows of classes 0, 1, 2
   CHECK(labels == std::vector<int64_t>{0, 0, 1, 1, 2, 2});
-  auto eps_for = [&](double w) -> BatchEpsFn {
-    return [&, w](int64_t first, int64_t count) -> EpsFn {
-      auto ls = std::make_shared<std::vector<int64_t>>(labels.begin() + first, labels.begin() + first + count);
-      EpsFn e = unet_eps_fn(*l.model, ls.get(), w);
-      return [ls, e](const Tensor& x, const std::vector<int64_t>& t) { return e(x, t); };
-    };
+  // ./sample's and ./eval's predictor: image i gets labels[i], whatever batch it falls in.
+  auto eps_for = [&](double w) {
+    return unet_batch_eps_fn(*l.model, l.schedule, PredictionTarget::eps, [&](int64_t i) { return labels[i]; }, w);
   };
   auto run = [&](int64_t batch, double w) {
     BatchedSampleOptions o;
     o.batch = batch;
-    return sample_in_batches(ddpm_sampler(l.schedule, 8), eps_for(w), 6, image, o).x0;
+    return sample_in_batches(make_sampler(l.schedule, 8, SamplerChoice{}), eps_for(w), 6, image, o).x0;
   };
   Tensor whole = run(6, 2.0);
   CHECK(bit_equal(run(1, 2.0), whole));
@@ -205,6 +209,13 @@ TEST_CASE("sample: class labels follow the global image index across batches, an
   EpsFn direct = unet_eps_fn(*l.model, &labels, 2.0);
   CHECK(bit_equal(sample(l.schedule, direct, {6, 1, 8, 8}, 8).x0, whole));
   CHECK_FALSE(bit_equal(run(6, 0.0), whole));
+  // No labels: every image is drawn with the null class (unconditional draws).
+  std::vector<int64_t> nulls(6, 10);
+  BatchedSampleOptions o;
+  Tensor unconditional =
+      sample_in_batches(ddpm_sampler(l.schedule, 8), unet_batch_eps_fn(*l.model, l.schedule, PredictionTarget::eps), 6,
+                        image, o).x0;
+  CHECK(bit_equal(unconditional, sample(l.schedule, unet_eps_fn(*l.model, &nulls), {6, 1, 8, 8}, 8).x0));
   // Same noise, different class: images 0 and 2 share nothing but the model, so they
   // differ; the same class at the same index does not.
   CHECK_FALSE(image_equal(whole, 0, whole, 2));
@@ -273,4 +284,44 @@ TEST_CASE("sample: a missing or foreign checkpoint gives an error naming the fil
   CHECK_THROWS_WITH_AS(load_model(other, true, nullptr), doctest::Contains("other.safetensors"), Error);
   testing::write_bytes(dir / "junk.safetensors", {1, 2, 3});
   CHECK_THROWS_WITH_AS(load_model(dir / "junk.safetensors", true, nullptr), doctest::Contains("junk.safetensors"), Error);
+}
+
+TEST_CASE("sample: the shared sampler flags are checked, and a checkpoint's variance is chosen as documented") {
+  auto parse = [](const std::vector<std::string>& args, SamplerChoice* choice) {
+    Flags flags("t", "");
+    add_sampler_flags(flags, choice);
+    REQUIRE(flags.parse(args));
+    check_sampler_flags(flags, *choice);
+  };
+  SamplerChoice c;
+  parse({"--sampler", "ddim", "--ddim-steps", "20", "--spacing", "linspace", "--eta", "1", "--clip-x0"}, &c);
+  CHECK(c.sampler == "ddim");
+  CHECK(c.ddim_steps == 20);
+  CHECK(c.eta == 1.0);
+  CHECK(c.clip_x0);
+  CHECK(describe_sampler(c, 1000, VarianceType::fixed_large) == "DDIM, 20 steps (linspace, eta 1), x_0 clipped");
+  SamplerChoice d;
+  parse({}, &d);
+  CHECK(describe_sampler(d, 1000, VarianceType::fixed_small) == "Algorithm 2, 1000 steps, fixed_small");
+  SamplerChoice e;
+  CHECK_THROWS_WITH_AS(parse({"--ddim-steps", "20"}, &e), doctest::Contains("--ddim-steps needs --sampler ddim"),
+                       Error);
+  CHECK_THROWS_WITH_AS(parse({"--sampler", "plms"}, &e), doctest::Contains("use ddpm or ddim"), Error);
+  CHECK_THROWS_WITH_AS(parse({"--sampler", "ddim", "--eta", "-1"}, &e), doctest::Contains(">= 0"), Error);
+  CHECK_THROWS_WITH_AS(parse({"--sampler", "ddim", "--spacing", "leading"}, &e), doctest::Contains("leading"),
+                       Error);
+  // S is checked against the schedule's T before any sampling.
+  SamplerChoice too_many;
+  too_many.sampler = "ddim";
+  too_many.ddim_steps = 11;
+  CHECK_THROWS_AS(make_sampler(make_schedule("linear", 10), 0, too_many), Error);
+
+  UNetConfig fixed = unet_config("minimal"), learned = fixed;
+  learned.learned_variance = true;
+  const std::map<std::string, std::string> none, small = {{"train.variance", "fixed_small"}};
+  CHECK(checkpoint_variance(fixed, none, "") == VarianceType::fixed_large);
+  CHECK(checkpoint_variance(fixed, small, "") == VarianceType::fixed_small);
+  CHECK(checkpoint_variance(learned, small, "") == VarianceType::learned_range);
+  CHECK(checkpoint_variance(learned, none, "fixed_large") == VarianceType::fixed_large);
+  CHECK_THROWS_AS(checkpoint_variance(fixed, none, "huge"), Error);
 }

@@ -16,18 +16,7 @@ using namespace ddpm;
 namespace {
 
 using testing::bars;
-
-TrainConfig small_config() {
-  TrainConfig c;
-  c.model = "minimal";
-  c.batch = 8;
-  c.lr = 3e-3;
-  c.warmup = 5;
-  c.T = 50;
-  c.seed = 7;
-  c.ema = 0.99;
-  return c;
-}
+using testing::bars_config;
 
 std::vector<float> weights(Trainer& t) {
   std::vector<float> w;
@@ -49,7 +38,7 @@ TEST_CASE("train: a seeded smoke run's loss falls and repeats bit for bit at 1 a
   std::vector<double> first_losses;
   for (int threads : {1, 2}) {
     set_num_threads(threads);
-    Trainer trainer(small_config(), bars());
+    Trainer trainer(bars_config(), bars());
     std::vector<double> losses;
     for (int i = 0; i < 40; i++) losses.push_back(trainer.step());
     for (double l : losses) REQUIRE(std::isfinite(l));
@@ -70,15 +59,15 @@ TEST_CASE("train: a seeded smoke run's loss falls and repeats bit for bit at 1 a
 
 TEST_CASE("train: N steps, checkpoint, resume, M steps equals N + M steps, bit for bit") {
   testing::TempDir dir;
-  Trainer straight(small_config(), bars());
+  Trainer straight(bars_config(), bars());
   for (int i = 0; i < 12; i++) straight.step();
 
   {
-    Trainer first(small_config(), bars());
+    Trainer first(bars_config(), bars());
     for (int i = 0; i < 7; i++) first.step();
     first.save_checkpoint(dir / "a.safetensors");
   }
-  Trainer resumed(small_config(), bars());
+  Trainer resumed(bars_config(), bars());
   resumed.load_checkpoint(dir / "a.safetensors");
   CHECK(resumed.steps_done() == 7);
   for (int i = 0; i < 5; i++) resumed.step();
@@ -88,10 +77,10 @@ TEST_CASE("train: N steps, checkpoint, resume, M steps equals N + M steps, bit f
 
 TEST_CASE("train: a checkpoint from another config is refused with a message naming the difference") {
   testing::TempDir dir;
-  Trainer a(small_config(), bars());
+  Trainer a(bars_config(), bars());
   a.step();
   a.save_checkpoint(dir / "a.safetensors");
-  TrainConfig other = small_config();
+  TrainConfig other = bars_config();
   other.lr = 1e-4;
   Trainer b(other, bars());
   try {
@@ -107,7 +96,7 @@ TEST_CASE("train: a checkpoint from another config is refused with a message nam
 
 TEST_CASE("train: load_model reads the EMA weights and the config back") {
   testing::TempDir dir;
-  Trainer a(small_config(), bars());
+  Trainer a(bars_config(), bars());
   for (int i = 0; i < 3; i++) a.step();
   a.save_checkpoint(dir / "a.safetensors");
   std::map<std::string, std::string> meta;
@@ -122,7 +111,7 @@ TEST_CASE("train: load_model reads the EMA weights and the config back") {
 TEST_CASE("train: a NaN in the data stops the step with a report naming the step, t and the first bad op") {
   Dataset d = bars();
   for (int64_t i = 0; i < d.images.numel(); i++) d.images[i] = NAN;
-  Trainer t(small_config(), d);
+  Trainer t(bars_config(), d);
   try {
     t.step();
     FAIL("no error");

@@ -89,11 +89,12 @@ int train(const std::string& data_dir, const std::string& path, ClassifierTrainC
 }
 
 int run(int argc, char** argv) {
-  bool train_classifier_flag = false, nll = false, use_ema = true, clip_x0 = false;
+  bool train_classifier_flag = false, nll = false, use_ema = true;
   std::string classifier_path = "out/classifier.safetensors", checkpoint, samples_path, data_dir = "data/mnist";
-  std::string variance, sampler_name = "ddpm", spacing = "trailing";
-  int64_t ddim_steps = 50, cls = -1;
-  double eta = 0.0, guidance = 0.0;
+  std::string variance;
+  SamplerChoice sampler_choice;
+  int64_t cls = -1;
+  double guidance = 0.0;
   int64_t n = 1000, batch = 100, nll_n = 100, nll_stride = 1, seed = 0, epochs = 5;
   int64_t threads = std::max(1u, std::thread::hardware_concurrency());
   Flags flags("eval",
@@ -110,13 +111,9 @@ int run(int argc, char** argv) {
   flags.add("--variance", &variance,
             "sigma_t^2: fixed_large (beta), fixed_small (beta-tilde) or learned_range; default: learned_range for a "
             "--learned-variance checkpoint, else the checkpoint's train.variance");
-  flags.add("--sampler", &sampler_name, "with --checkpoint: ddpm (Algorithm 2) or ddim");
-  flags.add("--ddim-steps", &ddim_steps, "with --sampler ddim: S, the number of respaced steps (1..T)");
-  flags.add("--eta", &eta, "with --sampler ddim: 0 deterministic, 1 DDPM's beta-tilde variance");
-  flags.add("--spacing", &spacing, "with --sampler ddim: linspace or trailing");
+  add_sampler_flags(flags, &sampler_choice);
   flags.add("--class", &cls, "with --checkpoint of a conditional model: the class of every image (-1: image i has class i mod 10)");
   flags.add("--guidance", &guidance, "with --checkpoint of a conditional model: classifier-free guidance w");
-  flags.add("--clip-x0", &clip_x0, "clip the predicted x_0 to [-1, 1] while sampling (a departure from Algorithm 2)");
   flags.add("--nll", &nll, "compute the VLB in bits/dim on MNIST test images (needs --checkpoint)");
   flags.add("--nll-n", &nll_n, "with --nll: the first M MNIST test images");
   flags.add("--nll-stride", &nll_stride, "with --nll: 1 evaluates every L_{t-1}; k > 1 an estimate from every k-th");
@@ -141,17 +138,14 @@ int run(int argc, char** argv) {
              "give --checkpoint CKPT (sample from a model) or --samples FILE, or --nll --checkpoint CKPT, "
              "or --train-classifier; see --help");
 
-  DDPM_CHECK(sampler_name == "ddpm" || sampler_name == "ddim", "--sampler '" << sampler_name << "': use ddpm or ddim");
-  const bool use_ddim = sampler_name == "ddim";
+  check_sampler_flags(flags, sampler_choice);
   for (const char* f : {"--sampler", "--ddim-steps", "--eta", "--spacing", "--class", "--guidance"})
     DDPM_CHECK(!flags.given(f) || (!checkpoint.empty() && !nll), f << " is for sampling from --checkpoint (not --samples or --nll)");
-  if (!use_ddim)
-    for (const char* f : {"--ddim-steps", "--eta", "--spacing"}) DDPM_CHECK(!flags.given(f), f << " needs --sampler ddim");
 
   std::unique_ptr<UNet> model;
   Schedule schedule;
   ReverseOptions reverse;
-  reverse.clip_x0 = clip_x0;
+  reverse.clip_x0 = sampler_choice.clip_x0;
   PredictionTarget predict = PredictionTarget::eps;
   if (!checkpoint.empty()) {
     std::map<std::string, std::string> meta;
@@ -159,9 +153,7 @@ int run(int argc, char** argv) {
     const TrainConfig tc = TrainConfig::from_metadata(meta);
     schedule = make_schedule(tc.schedule, tc.T);
     predict = prediction_target(meta);
-    reverse.variance = !variance.empty()            ? parse_variance(variance)
-                       : model->config().learned_variance ? VarianceType::learned_range
-                                                          : parse_variance(tc.variance);
+    reverse.variance = checkpoint_variance(model->config(), meta, variance);
   }
 
   if (nll) {
@@ -200,34 +192,19 @@ int run(int argc, char** argv) {
                "--class " << cls << ": use 0.." << mc.num_classes - 1 << " or -1 (image i has class i mod "
                           << mc.num_classes << ")");
     DDPM_CHECK(std::isfinite(guidance), "--guidance must be a finite number");
-    DdimOptions ddim;
-    ddim.steps = ddim_steps;
-    ddim.spacing = parse_spacing(spacing);
-    ddim.eta = eta;
-    ddim.clip_x0 = clip_x0;
-    if (use_ddim) respace_timesteps(schedule.T, ddim_steps, ddim.spacing);  // checks 1 <= S <= T before any work
-    const uint64_t useed = static_cast<uint64_t>(seed);
-    const Sampler sampler = use_ddim ? ddim_sampler(schedule, useed, ddim) : ddpm_sampler(schedule, useed);
-    std::ostringstream how;
-    if (use_ddim) how << "DDIM " << ddim_steps << " steps, " << spacing_name(ddim.spacing) << ", eta " << eta;
-    else how << "Algorithm 2, " << variance_name(reverse.variance);
-    if (clip_x0) how << ", clip";
+    const Sampler sampler = make_sampler(schedule, static_cast<uint64_t>(seed), sampler_choice);
+    std::string how = describe_sampler(sampler_choice, schedule.T, reverse.variance);
+    std::function<int64_t(int64_t)> label_of;
     if (conditional) {
       for (int64_t i = 0; i < n; i++) labels.push_back(cls >= 0 ? cls : i % mc.num_classes);
-      how << ", " << (cls >= 0 ? "class " + std::to_string(cls) : std::string("class i mod 10")) << ", w " << guidance;
+      label_of = [&labels](int64_t i) { return labels[i]; };
+      std::ostringstream os;
+      os << ", " << (cls >= 0 ? "class " + std::to_string(cls) : std::string("class i mod 10")) << ", w " << guidance;
+      how += os.str();
     }
-    std::fprintf(stderr, "sampling %lld images from %s (%s, T = %lld)\n", static_cast<long long>(n),
-                 checkpoint.c_str(), how.str().c_str(), static_cast<long long>(schedule.T));
-    UNet* m = model.get();
-    const Schedule* sch = &schedule;
-    const std::vector<int64_t>* all_labels = &labels;
-    BatchEpsFn eps_for = [m, sch, predict, conditional, all_labels, guidance](int64_t first, int64_t count) -> EpsFn {
-      if (!conditional) return as_eps_fn(*sch, unet_eps_fn(*m), predict);
-      auto batch_labels = std::make_shared<std::vector<int64_t>>(all_labels->begin() + first,
-                                                                 all_labels->begin() + first + count);
-      EpsFn eps = as_eps_fn(*sch, unet_eps_fn(*m, batch_labels.get(), guidance), predict);
-      return [batch_labels, eps](const Tensor& x_t, const std::vector<int64_t>& t) { return eps(x_t, t); };
-    };
+    std::fprintf(stderr, "sampling %lld images from %s (%s)\n", static_cast<long long>(n), checkpoint.c_str(),
+                 how.c_str());
+    const BatchEpsFn eps_for = unet_batch_eps_fn(*model, schedule, predict, label_of, guidance);
     BatchedSampleOptions o;
     o.sample.reverse = reverse;
     o.batch = batch;
@@ -237,7 +214,7 @@ int run(int argc, char** argv) {
       if (t == 1) progress(first + count, n);  // Algorithm 2 only: DDIM reports nothing
     };
     samples = sample_in_batches(sampler, eps_for, n, {1, 28, 28}, o).x0;
-    samples_name = "samples (" + how.str() + ")";
+    samples_name = "samples (" + how + ")";
   } else {
     const SafeTensors st = load_safetensors(samples_path);
     samples = st.at("samples");
@@ -269,11 +246,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return run_tool(run, argc, argv); }

@@ -115,14 +115,13 @@ std::vector<double> parse_list(const std::string& flag, const std::string& text)
 }
 
 int run(int argc, char** argv) {
-  std::string sampler_name = "ddpm", spacing_name_flag = "trailing", guidance_list, save_samples;
-  int64_t ddim_steps = 50;
-  double eta = 0.0;
+  std::string guidance_list, save_samples;
+  SamplerChoice sampler_choice;
   std::string checkpoint, out = "out", variance, class_flag, data_dir = "data/mnist", schedule_name = "linear";
   int64_t n = 64, batch = 64, seed = 0, threads = std::max(1u, std::thread::hardware_concurrency());
   int64_t T = 1000, fig_rows = 8, fig_cols = 11, gif_frames = 40, log_every = 100;
   double guidance = 1.0;
-  bool clip_x0 = false, use_ema = true, chain = false, forward = false, gif = false, class_grid = false;
+  bool use_ema = true, chain = false, forward = false, gif = false, class_grid = false;
   Flags flags("sample",
               "Draw images from a checkpoint with Algorithm 2 of Ho et al. 2020 and write the figures:\n"
               "DIR/samples.png always (with a checkpoint), and chain.png, chain.gif, forward.png and\n"
@@ -134,17 +133,13 @@ int run(int argc, char** argv) {
   flags.add("--variance", &variance,
             "sigma_t^2: fixed_large (beta_t), fixed_small (beta-tilde_t) or learned_range; empty: learned_range for a "
             "--learned-variance checkpoint, else its train.variance");
-  flags.add("--clip-x0", &clip_x0, "clip the predicted x_0 to [-1, 1] at each step (a departure from Algorithm 2)");
   flags.add("--ema", &use_ema, "use the EMA weights when the checkpoint has them (--no-ema: the raw weights)");
   flags.add("--class", &class_flag,
             "conditional models: the class of every image (0-9), or 'null'; empty: image i gets class i mod 10");
   flags.add("--guidance", &guidance, "conditional models: classifier-free guidance w, eps = (1+w) eps(x,c) - w eps(x,null)");
   flags.add("--guidance-list", &guidance_list,
             "with --class-grid: guidance weights like 0,0.5,2, one class_grid_w<w>.png each (same x_T for every w)");
-  flags.add("--sampler", &sampler_name, "ddpm (Algorithm 2, the default) or ddim (Song et al. 2021)");
-  flags.add("--ddim-steps", &ddim_steps, "with --sampler ddim: S, the number of respaced steps (1..T)");
-  flags.add("--eta", &eta, "with --sampler ddim: 0 deterministic, 1 DDPM's beta-tilde variance");
-  flags.add("--spacing", &spacing_name_flag, "with --sampler ddim: linspace (t = 1 and T) or trailing (ends at T)");
+  add_sampler_flags(flags, &sampler_choice);
   flags.add("--save-samples", &save_samples,
             "also write the samples to this safetensors file: \"samples\" [N, 1, 28, 28] clamped to [-1, 1] and, for "
             "a conditional model, \"labels\" [N] (the requested class; 10 = null) for ./eval --samples");
@@ -170,15 +165,11 @@ int run(int argc, char** argv) {
              "--fig-rows, --fig-cols, --gif-frames and --log-every must be at least 1");
   DDPM_CHECK(threads >= 1, "--threads " << threads << " must be at least 1");
   DDPM_CHECK(std::isfinite(guidance), "--guidance must be a finite number");
-  DDPM_CHECK(sampler_name == "ddpm" || sampler_name == "ddim", "--sampler '" << sampler_name << "': use ddpm or ddim");
-  const bool use_ddim = sampler_name == "ddim";
-  if (!use_ddim)
-    for (const char* f : {"--ddim-steps", "--eta", "--spacing"})
-      DDPM_CHECK(!flags.given(f), f << " needs --sampler ddim");
+  check_sampler_flags(flags, sampler_choice);
+  const bool use_ddim = sampler_choice.sampler == "ddim";
   DDPM_CHECK(!use_ddim || (!chain && !gif),
              "--chain and --gif draw Algorithm 2's chain at evenly spaced t; drop them or use --sampler ddpm");
   DDPM_CHECK(guidance_list.empty() || class_grid, "--guidance-list needs --class-grid");
-  DDPM_CHECK(std::isfinite(eta) && eta >= 0, "--eta " << eta << " must be a finite number >= 0");
   set_num_threads(static_cast<int>(threads));
   const uint64_t useed = static_cast<uint64_t>(seed);
 
@@ -239,42 +230,18 @@ int run(int argc, char** argv) {
     for (const char* f : {"--class", "--guidance", "--class-grid"})
       DDPM_CHECK(!flags.given(f), checkpoint << " is an unconditional model (trained without --conditional); " << f
                                              << " needs a class-conditional checkpoint");
-  if (variance.empty()) {  // a learned variance model: its own Sigma (train.variance is the fallback it was trained with)
-    const std::string* v = find_meta(meta, "train.variance");
-    variance = mc.learned_variance ? "learned_range" : v ? *v : "fixed_large";
-  }
   SampleOptions base;
-  base.reverse.variance = parse_variance(variance);
-  base.reverse.clip_x0 = clip_x0;
+  base.reverse.variance = checkpoint_variance(mc, meta, variance);
+  base.reverse.clip_x0 = sampler_choice.clip_x0;
   const ClassChoice choice = conditional ? parse_class(class_flag, mc.num_classes) : ClassChoice{};
   const Shape image{mc.in_ch, mc.image_size, mc.image_size};
   const PredictionTarget predict = prediction_target(meta);
-  DdimOptions ddim;
-  ddim.steps = ddim_steps;
-  ddim.spacing = parse_spacing(spacing_name_flag);
-  ddim.eta = eta;
-  ddim.clip_x0 = clip_x0;
-  if (use_ddim) respace_timesteps(schedule.T, ddim_steps, ddim.spacing);  // checks 1 <= S <= T before any work
-  const Sampler sampler = use_ddim ? ddim_sampler(schedule, useed, ddim) : ddpm_sampler(schedule, useed);
-  std::ostringstream how_os;
-  if (use_ddim)
-    how_os << "DDIM, " << ddim_steps << " steps (" << spacing_name(ddim.spacing) << ", eta " << eta << ")";
-  else
-    how_os << "Algorithm 2, " << schedule.T << " steps";
-  const std::string how = how_os.str();
+  const Sampler sampler = make_sampler(schedule, useed, sampler_choice);
+  const std::string how = describe_sampler(sampler_choice, schedule.T, base.reverse.variance);
 
-  // A BatchEpsFn giving image i the class label_of(i) (conditional models only), guided with
-  // weight w, seen as an eps-predictor whatever the checkpoint predicts.
+  // Image i gets class label_of(i) (conditional models only), guided with weight w.
   auto eps_for = [&](std::function<int64_t(int64_t)> label_of, bool null_class, double w) -> BatchEpsFn {
-    UNet* m = model.get();
-    const Schedule* sch = &schedule;
-    return [m, sch, predict, label_of, null_class, conditional, w](int64_t first, int64_t count) -> EpsFn {
-      if (!conditional || null_class) return as_eps_fn(*sch, unet_eps_fn(*m), predict);  // no labels: null class
-      auto labels = std::make_shared<std::vector<int64_t>>();
-      for (int64_t i = 0; i < count; i++) labels->push_back(label_of(first + i));
-      EpsFn eps = as_eps_fn(*sch, unet_eps_fn(*m, labels.get(), w), predict);
-      return [labels, eps](const Tensor& x_t, const std::vector<int64_t>& t) { return eps(x_t, t); };
-    };
+    return unet_batch_eps_fn(*model, schedule, predict, null_class ? nullptr : label_of, w);
   };
   auto progress_printer = [&](int64_t total, Clock::time_point t0) {
     const int64_t Tn = schedule.T, every = log_every;
@@ -290,12 +257,11 @@ int run(int argc, char** argv) {
     };
   };
 
-  std::printf("%s: model %s (%lld parameters, %s weights, predicts %s), %s schedule T = %lld, %s, variance %s%s, "
-              "seed %lld, %d threads\n",
+  std::printf("%s: model %s (%lld parameters, %s weights, predicts %s), %s schedule T = %lld, %s, seed %lld, "
+              "%d threads\n",
               checkpoint.c_str(), mc.name.c_str(), static_cast<long long>(model->num_parameters()),
               loaded_ema ? "EMA" : "raw", target_name(predict), schedule.name.c_str(),
-              static_cast<long long>(schedule.T), how.c_str(), use_ddim ? "(unused by DDIM)" : variance.c_str(),
-              clip_x0 ? ", x_0 clipped" : "", static_cast<long long>(seed), num_threads());
+              static_cast<long long>(schedule.T), how.c_str(), static_cast<long long>(seed), num_threads());
   if (conditional) {
     std::ostringstream os;
     if (choice.kind == ClassChoice::null) os << "null class (unconditional)";
@@ -409,11 +375,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return run_tool(run, argc, argv); }
