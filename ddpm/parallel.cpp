@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -14,8 +15,24 @@ namespace {
 
 thread_local bool in_worker = false;
 
+// Waking a sleeping thread costs tens of microseconds (more in a VM), as long as many of
+// the U-Net's ops take. So a worker that finishes a job, and a caller waiting for the
+// workers, first poll (yielding the core to anyone who wants it) for up to kSpin before
+// they sleep on the condition variable. Returns whether ready() became true.
+constexpr std::chrono::microseconds kSpin{200};
+template <class Ready>
+bool spin_until(Ready ready) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  while (!ready()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
 // One job at a time: the caller publishes (fn, n, chunk), wakes the workers, takes
-// chunks from a shared counter itself, and waits until every chunk is done.
+// chunks from a shared counter itself, and waits until every chunk is done. Every
+// decision is taken under mutex_; the atomics only let the spinning side look without it.
 class Pool {
  public:
   ~Pool() { resize(1); }
@@ -52,6 +69,7 @@ class Pool {
     in_worker = true;  // a parallel_for inside fn runs inline on this thread too
     drain();
     in_worker = false;
+    spin_until([&] { return pending_.load() == 0 && active_.load() == 0; });
     std::unique_lock<std::mutex> lock(mutex_);
     // Wait for the chunks and for every worker to leave drain(), so none can touch
     // the next job's counter with a stale chunk index.
@@ -82,6 +100,7 @@ class Pool {
     in_worker = true;
     uint64_t seen = 0;
     for (;;) {
+      spin_until([&] { return stop_.load() || generation_.load() != seen; });
       {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return stop_ || (generation_ != seen && fn_ != nullptr); });
@@ -100,10 +119,11 @@ class Pool {
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
-  int64_t n_ = 0, chunk_ = 1, pending_ = 0, active_ = 0;
+  int64_t n_ = 0, chunk_ = 1;
+  std::atomic<int64_t> pending_{0}, active_{0};  // chunks not yet done; workers inside drain()
   std::atomic<int64_t> next_{0};
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};  // bumped for each job (and for a resize)
+  std::atomic<bool> stop_{false};
   std::exception_ptr error_;
 };
 
