@@ -45,6 +45,7 @@ uint64_t fnv1a(const std::vector<float>& v) {
 }
 
 using testing::bars;
+using testing::bars_config;
 
 }  // namespace
 
@@ -87,14 +88,8 @@ TEST_CASE("default_path: Algorithm 1 and 2 with the default options are unchange
 
 TEST_CASE("default_path: Trainer steps and U-Net sampling with no option are unchanged") {
   set_num_threads(1);
-  TrainConfig c;
-  c.model = "minimal";
-  c.batch = 8;
-  c.lr = 3e-3;
-  c.warmup = 5;
+  TrainConfig c = bars_config();
   c.T = 20;
-  c.seed = 7;
-  c.ema = 0.99;
   Trainer trainer(c, bars());
   std::vector<float> losses;
   for (int i = 0; i < 3; i++) losses.push_back(static_cast<float>(trainer.step()));
