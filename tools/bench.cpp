@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "ddpm/check.h"
+#include "ddpm/cli.h"
 #include "ddpm/kernels.h"
 #include "ddpm/ops/conv.h"
 #include "ddpm/parallel.h"
@@ -576,62 +577,53 @@ std::vector<int> parse_int_list(const std::string& s) {
   return out;
 }
 
+int run(int argc, char** argv) {
+  Options opt;
+  std::string threads = "1,2", models = "tiny", batches = "64";
+  int64_t reps = opt.reps, steps = opt.steps;
+  Flags flags("bench",
+              "How fast this machine runs ddpm's kernels, against its own measured FMA peak. Sections: peak,\n"
+              "bandwidth, sgemm, conv, model (see the comment at the top of tools/bench.cpp). peak and sgemm: medians\n"
+              "of --reps runs; model: medians of --steps training steps and forward passes per model, batch and\n"
+              "thread count.");
+  flags.add("--json", &opt.json_path, "also write every row to this JSON file, for later comparison");
+  flags.add("--threads", &threads, "thread counts, like 1,2");
+  flags.add("--reps", &reps, "timed runs per figure (after one warm-up run)");
+  flags.add("--only", &opt.only, "run one section: peak, bandwidth, sgemm, conv or model (peak always runs)");
+  flags.add("--models", &models, "model section: U-Net configs, like tiny,small");
+  flags.add("--batches", &batches, "model section: batch sizes, like 64,128");
+  flags.add("--steps", &steps, "model section: timed training steps and forward passes per configuration");
+  if (!flags.parse(argc, argv)) {
+    std::printf("%s", flags.help().c_str());
+    return 0;
+  }
+  DDPM_CHECK(reps >= 1 && steps >= 1, "bench: --reps and --steps must be at least 1");
+  bool known = opt.only.empty();
+  for (const Section& s : kSections) known = known || opt.only == s.name;
+  DDPM_CHECK(known, "bench: --only '" << opt.only << "': use peak, bandwidth, sgemm, conv or model");
+  opt.reps = static_cast<int>(reps);
+  opt.steps = static_cast<int>(steps);
+  opt.threads = parse_int_list(threads);
+  opt.batches = parse_int_list(batches);
+  opt.models.clear();
+  std::stringstream ss(models);
+  for (std::string m; std::getline(ss, m, ',');) opt.models.push_back(m);
+  std::printf("bench: SIMD target %s, threads", simd::kTarget);
+  for (int t : opt.threads) std::printf(" %d", t);
+  std::printf(", median of %d runs\n", opt.reps);
+  Report report;
+  for (const Section& s : kSections) {
+    // sgemm's % of peak needs the peak, so --only sgemm still measures it.
+    if (!opt.only.empty() && opt.only != s.name && std::string(s.name) != "peak") continue;
+    s.run(opt, report);
+  }
+  if (!opt.json_path.empty()) {
+    write_json(opt.json_path, report);
+    std::printf("bench: wrote %s\n", opt.json_path.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    Options opt;
-    for (int i = 1; i < argc; i++) {
-      std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        DDPM_CHECK(i + 1 < argc, "bench: " << a << " needs a value");
-        return argv[++i];
-      };
-      if (a == "--json") {
-        opt.json_path = value();
-      } else if (a == "--threads") {
-        opt.threads = parse_int_list(value());
-      } else if (a == "--reps") {
-        opt.reps = std::max(1, std::atoi(value().c_str()));
-      } else if (a == "--only") {
-        opt.only = value();
-      } else if (a == "--models") {
-        opt.models.clear();
-        std::stringstream ss(value());
-        std::string m;
-        while (std::getline(ss, m, ',')) opt.models.push_back(m);
-      } else if (a == "--batches") {
-        opt.batches = parse_int_list(value());
-      } else if (a == "--steps") {
-        opt.steps = std::max(1, std::atoi(value().c_str()));
-      } else if (a == "--help" || a == "-h") {
-        std::printf(
-            "usage: bench [--json FILE] [--threads 1,2] [--reps 7] [--only peak|bandwidth|sgemm|conv|model]\n"
-            "             [--models tiny,small] [--batches 64,128] [--steps 5]\n"
-            "  peak and sgemm: medians of --reps runs; model: medians of --steps training\n"
-            "  steps and forward passes per model, batch and thread count (default: tiny,\n"
-            "  batch 64). --json writes every row for later comparison\n");
-        return 0;
-      } else {
-        DDPM_CHECK(false, "bench: unknown argument '" << a << "' (try --help)");
-      }
-    }
-    std::printf("bench: SIMD target %s, threads", simd::kTarget);
-    for (int t : opt.threads) std::printf(" %d", t);
-    std::printf(", median of %d runs\n", opt.reps);
-    Report report;
-    for (const Section& s : kSections) {
-      // sgemm's % of peak needs the peak, so --only sgemm still measures it.
-      if (!opt.only.empty() && opt.only != s.name && std::string(s.name) != "peak") continue;
-      s.run(opt, report);
-    }
-    if (!opt.json_path.empty()) {
-      write_json(opt.json_path, report);
-      std::printf("bench: wrote %s\n", opt.json_path.c_str());
-    }
-    return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return run_tool(run, argc, argv); }
