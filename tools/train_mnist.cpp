@@ -17,6 +17,7 @@
 
 #include "ddpm/check.h"
 #include "ddpm/cli.h"
+#include "ddpm/io/file.h"
 #include "ddpm/data/mnist.h"
 #include "ddpm/io/png.h"
 #include "ddpm/io/svg.h"
@@ -311,7 +312,15 @@ int run(int argc, char** argv) {
     write_line_plot(out + "/loss.svg", {s}, po);
     std::printf("wrote %s/loss.svg\n", out.c_str());
   }
-  write_samples(*trainer, out + "/samples.png", sample_n, tc.seed, tc.variance);
+  const int64_t k = trainer->steps_done();
+  if (sample_every > 0 && k % sample_every == 0) {  // the last step's grid is the same images: copy it
+    char name[64];
+    std::snprintf(name, sizeof name, "/samples-%08lld.png", static_cast<long long>(k));
+    write_file_atomic(out + "/samples.png", read_file_bytes(out + name));
+    std::printf("wrote %s/samples.png (a copy of %s%s)\n", out.c_str(), out.c_str(), name);
+  } else {
+    write_samples(*trainer, out + "/samples.png", sample_n, tc.seed, tc.variance);
+  }
   return 0;
 }
 
