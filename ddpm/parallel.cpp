@@ -18,16 +18,12 @@ thread_local bool in_worker = false;
 // Waking a sleeping thread costs tens of microseconds (more in a VM), as long as many of
 // the U-Net's ops take. So a worker that finishes a job, and a caller waiting for the
 // workers, first poll (yielding the core to anyone who wants it) for up to kSpin before
-// they sleep on the condition variable. Returns whether ready() became true.
+// they sleep on the condition variable.
 constexpr std::chrono::microseconds kSpin{200};
 template <class Ready>
-bool spin_until(Ready ready) {
+void spin_until(Ready ready) {
   const auto deadline = std::chrono::steady_clock::now() + kSpin;
-  while (!ready()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
+  while (!ready() && std::chrono::steady_clock::now() <= deadline) std::this_thread::yield();
 }
 
 // One job at a time: the caller publishes (fn, n, chunk), wakes the workers, takes

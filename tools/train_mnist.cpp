@@ -261,6 +261,8 @@ int run(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t first_step = trainer->steps_done();
   int64_t last_saved = first_step;
+  std::string last_grid;          // the grid this run wrote last, and its step (-1: none yet)
+  int64_t last_grid_step = -1;
   while (trainer->steps_done() < target && !g_interrupted) {
     double loss;
     try {
@@ -291,7 +293,9 @@ int run(int argc, char** argv) {
     if (sample_every > 0 && k % sample_every == 0) {
       char name[64];
       std::snprintf(name, sizeof name, "/samples-%08lld.png", static_cast<long long>(k));
-      write_samples(*trainer, out + name, sample_n, tc.seed, tc.variance);
+      last_grid = out + name;
+      last_grid_step = k;
+      write_samples(*trainer, last_grid, sample_n, tc.seed, tc.variance);
     }
   }
   if (trainer->steps_done() != last_saved) save();
@@ -312,12 +316,9 @@ int run(int argc, char** argv) {
     write_line_plot(out + "/loss.svg", {s}, po);
     std::printf("wrote %s/loss.svg\n", out.c_str());
   }
-  const int64_t k = trainer->steps_done();
-  if (sample_every > 0 && k % sample_every == 0) {  // the last step's grid is the same images: copy it
-    char name[64];
-    std::snprintf(name, sizeof name, "/samples-%08lld.png", static_cast<long long>(k));
-    write_file_atomic(out + "/samples.png", read_file_bytes(out + name));
-    std::printf("wrote %s/samples.png (a copy of %s%s)\n", out.c_str(), out.c_str(), name);
+  if (last_grid_step == trainer->steps_done()) {  // this run's last step drew the same images: copy them
+    write_file_atomic(out + "/samples.png", read_file_bytes(last_grid));
+    std::printf("wrote %s/samples.png (a copy of %s)\n", out.c_str(), last_grid.c_str());
   } else {
     write_samples(*trainer, out + "/samples.png", sample_n, tc.seed, tc.variance);
   }
