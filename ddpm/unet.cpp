@@ -59,7 +59,7 @@ UNetConfig UNetConfig::from_metadata(const std::map<std::string, std::string>& m
     auto it = m.find("config." + key);
     DDPM_CHECK(it != m.end(), source << ": metadata has no 'config." << key
                                      << "' (is this a ddpm checkpoint? a state dict from elsewhere needs the "
-                                        "config.* keys, see README 'Cross-checking')");
+                                        "config.* keys, see docs/training.md, 'Checkpoint format')");
     return it->second;
   };
   auto get_int = [&](const std::string& key) {
