@@ -92,5 +92,5 @@ if [ "$n_code" -eq 0 ] || [ "$n_test" -eq 0 ]; then
   fail "found $n_code code tags and $n_test test tags in $map; expected some of each"
 fi
 [ $status -eq 0 ] &&
-  echo "check_derivation_map: all $n_links links, $n_code code tags and $n_test test tags in $map resolve ($n_untested formulas have no test yet)"
+  echo "check_derivation_map: all $n_links links, $n_code code tags and $n_test test tags in $map resolve; rows marked no test yet: $n_untested"
 exit $status
