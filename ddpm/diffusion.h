@@ -1,4 +1,4 @@
-// diffusion.h: the DDPM derivation (shared/reference/ddpm_derivation.md), one function per
+// diffusion.h: the DDPM derivation (Ho et al. 2020), one function per
 // formula: forward process, posterior, reverse step, losses, the variational bound, and
 // Algorithms 1 and 2. docs/derivation.md maps every formula to its function and test.
 //
@@ -19,7 +19,7 @@
 //   L_T, L_{t-1}, L_0   the terms of the variational bound (slide "Reverse (7/15)"; Ho et al. Eq. 5)
 //   nats, bits/dim      -log p in nats per image; bits per dimension = nats / (D ln 2)
 //
-// Conventions (see shared/reference/other-implementations.md):
+// Conventions (docs/derivation.md compares them with other implementations):
 //   - Data in [-1, 1]; timesteps 1-based as in the paper (the Python codebases are 0-based:
 //     their t = k is our t = k + 1).
 //   - sigma_t^2 = beta_t (fixed large) is the default, as in the original code's CIFAR-10 run;

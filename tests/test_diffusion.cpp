@@ -645,3 +645,85 @@ TEST_CASE("diffusion: misuse throws an error naming the op and the values") {
   EpsFn bad = [](const Tensor& x_t, const std::vector<int64_t>&) { return ModelOutput(Tensor({x_t.size(0), 3})); };
   CHECK_THROWS_WITH_AS(sample(s, bad, {2, 1, 2, 2}, 1), doctest::Contains("eps_theta"), Error);
 }
+
+// ===========================================================================
+// Derivation-map identities (docs/derivation.md): the formulas of the forward-process and
+// bound slides that had no test of their own, each against a value computed here from
+// beta_t alone. Appended as one block; nothing above depends on it.
+
+namespace {
+
+// log N(x; m, v), in double.
+double log_normal(double x, double m, double v) {
+  return -0.5 * (std::log(2 * M_PI * v) + (x - m) * (x - m) / v);
+}
+
+}  // namespace
+
+TEST_CASE("diffusion: every named schedule keeps 0 < beta_t < 1, and other betas are rejected") {
+  for (const std::string& name : schedule_names()) {
+    for (int64_t T : {1, 2, 10, 1000, 4000}) {
+      Schedule s = make_schedule(name, T);
+      for (int64_t t = 1; t <= T; t++) {
+        CHECK(s.beta[t] > 0.0);
+        CHECK(s.beta[t] < 1.0);
+        // Then alpha-bar_t falls strictly and stays in (0, 1).
+        CHECK(s.alpha_bar[t] < s.alpha_bar[t - 1]);
+        CHECK(s.alpha_bar[t] > 0.0);
+      }
+    }
+  }
+  CHECK_THROWS_WITH_AS(schedule_from_betas("x", {0.1, 0.0}), doctest::Contains("beta_2 = 0 must be in (0, 1)"), Error);
+  CHECK_THROWS_WITH_AS(schedule_from_betas("x", {-0.1}), doctest::Contains("beta_1 = -0.1 must be in (0, 1)"), Error);
+  CHECK_THROWS_WITH_AS(schedule_from_betas("x", {0.2, 1.5}), doctest::Contains("beta_2 = 1.5 must be in (0, 1)"), Error);
+}
+
+TEST_CASE("diffusion: two forward steps merge into one with sqrt(alpha_t alpha_{t-1}) (slide Forward 2/2)") {
+  // x_t = sqrt(alpha_t) (sqrt(alpha_{t-1}) x_{t-2} + sqrt(beta_{t-1}) eps1) + sqrt(beta_t) eps2:
+  // the x_{t-2} coefficient is sqrt(alpha_t alpha_{t-1}), and the two independent noises add to
+  // one of variance alpha_t beta_{t-1} + beta_t = 1 - alpha_t alpha_{t-1}.
+  Schedule s = make_schedule("cosine", 50);
+  const int64_t N = 3;
+  Tensor x = randn({N, 1, 2, 2}, 501), zero({N, 1, 2, 2}), one = Tensor::full({N, 1, 2, 2}, 1.0f);
+  for (int64_t t : {2, 3, 26, 50}) {
+    const double a_t = 1.0 - s.beta[t], a_prev = 1.0 - s.beta[t - 1];
+    const double merged = std::sqrt(a_t * a_prev);
+    CHECK(s.alpha_bar[t] / s.alpha_bar[t - 2] == doctest::Approx(a_t * a_prev).epsilon(1e-12));
+    Tensor two = q_step(s, q_step(s, x, all_t(N, t - 1), zero), all_t(N, t), zero);
+    for (int64_t j = 0; j < x.numel(); j++) CHECK(two[j] == doctest::Approx(merged * x[j]).epsilon(1e-6));
+    // The noise coefficients, read off one unit of eps at a time from x_{t-2} = 0.
+    const double c1 = q_step(s, q_step(s, zero, all_t(N, t - 1), one), all_t(N, t), zero)[0];
+    const double c2 = q_step(s, q_step(s, zero, all_t(N, t - 1), zero), all_t(N, t), one)[0];
+    CHECK(c1 * c1 + c2 * c2 == doctest::Approx(1.0 - a_t * a_prev).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("diffusion: prod q(x_t|x_{t-1}) equals q(x_T|x_0) prod q(x_{t-1}|x_t, x_0) on any path (slides 4-7)") {
+  // The density of a whole forward path, the product of the steps (Eq. 2), rewritten by Bayes
+  // with x_0 given (slides 5-6) as q(x_T|x_0) times the posteriors of t = 2..T: an identity at
+  // every path, which is what turns the bound of slide 4 into the KL sum of slide 7 (Eq. 5).
+  // The left side uses beta_t only; the right side is q_mean_variance and q_posterior.
+  for (const std::string& name : {std::string("linear"), std::string("cosine")}) {
+    const int64_t T = 6, N = 2;
+    Schedule s = make_schedule(name, T);
+    Tensor x0 = randn({N, 1, 2, 2}, 601, 0.5f);
+    const int64_t D = x0.numel() / N;
+    std::vector<Tensor> x{x0};  // the path x_0 .. x_T, drawn with q_step
+    for (int64_t t = 1; t <= T; t++) x.push_back(q_step(s, x.back(), all_t(N, t), randn({N, 1, 2, 2}, 610 + t)));
+    std::vector<double> lhs(N, 0.0), rhs(N, 0.0);
+    for (int64_t t = 1; t <= T; t++)
+      for (int64_t i = 0; i < N; i++)
+        for (int64_t j = i * D; j < (i + 1) * D; j++)
+          lhs[i] += log_normal(x[t][j], std::sqrt(1.0 - s.beta[t]) * x[t - 1][j], s.beta[t]);
+    Gaussian qT = q_mean_variance(s, x0, all_t(N, T));
+    for (int64_t i = 0; i < N; i++)
+      for (int64_t j = i * D; j < (i + 1) * D; j++) rhs[i] += log_normal(x[T][j], qT.mean[j], qT.variance[j]);
+    for (int64_t t = 2; t <= T; t++) {
+      Gaussian post = q_posterior(s, x0, x[t], all_t(N, t));
+      for (int64_t i = 0; i < N; i++)
+        for (int64_t j = i * D; j < (i + 1) * D; j++) rhs[i] += log_normal(x[t - 1][j], post.mean[j], post.variance[j]);
+    }
+    // The q(x_1|x_0) of the first step cancels against the telescoped ratio (slide 6): nothing is left over.
+    for (int64_t i = 0; i < N; i++) CHECK(rhs[i] == doctest::Approx(lhs[i]).epsilon(1e-4));
+  }
+}
