@@ -1,6 +1,6 @@
 // schedule.h: the variance schedule beta_1..beta_T and every quantity derived from it.
 //
-// Glossary (ASCII name -> symbol in ddpm_derivation.md / Ho et al. 2020):
+// Glossary (ASCII name -> symbol in docs/derivation.md and Ho et al. 2020):
 //   T                               number of diffusion steps; t runs 1..T as in the paper
 //   beta[t]                         beta_t, the forward-process variance of step t
 //   alpha[t]                        alpha_t = 1 - beta_t

@@ -29,7 +29,7 @@ std::vector<double> TimestepSampler::probabilities() const {
       const double l = history_[(t - 1) * kHistory + k];
       second_moment += l * l / kHistory;
     }
-    p[t] = std::sqrt(second_moment);  // p_t ∝ sqrt(E[L_t^2])   (Nichol & Dhariwal Eq. 17)
+    p[t] = std::sqrt(second_moment);  // p_t ∝ sqrt(E[L_t^2])   (Nichol & Dhariwal 2021, Sec. 3.3)
     total += p[t];
   }
   for (int64_t t = 1; t <= T_; t++) {

@@ -1,4 +1,4 @@
-// timestep_sampler.h: importance-sampled timesteps (Nichol & Dhariwal 2021, Sec. 3.3, Eq. 17):
+// timestep_sampler.h: importance-sampled timesteps (Nichol & Dhariwal 2021, Sec. 3.3):
 //   L_vlb = E_{t ~ p_t} [ L_t / p_t ],   p_t ∝ sqrt(E[L_t^2]),   sum_t p_t = 1,
 // with E[L_t^2] estimated from the last 10 values of the loss seen at t. Until every t has 10
 // values, t is uniform (the paper's warm-up). An option: Algorithm 1 line 3's uniform t stays
