@@ -123,7 +123,7 @@ int run(int argc, char** argv) {
   flags.add("--sample-every", &sample_every, "write a sample grid every N steps (0: only at the end)");
   flags.add("--sample-n", &sample_n, "images in each sample grid");
   flags.add("--ckpt-every", &ckpt_every, "write a checkpoint every N steps");
-  flags.add("--keep", &keep, "keep the newest K checkpoints");
+  flags.add("--keep", &keep, "keep the newest K checkpoints this run writes (it never removes others)");
   flags.add("--log-every", &log_every, "print a progress line every N steps");
   flags.add("--inject-nan-at", &inject_nan_at, "debug: put a NaN into the batch of this step (tests the fault report)");
   if (!flags.parse(argc, argv)) {
