@@ -164,6 +164,22 @@ out_checked_at_start() {
       fail "--out $bad: no clear message: $(tail -n 2 "$WORK/badout.log")"
     ! grep -q "^step\|^model" "$WORK/badout.log" || fail "--out $bad was found only after training began"
   done
+  # A read-only folder: root writes there anyway, so as root this runs as nobody (setpriv).
+  local ro="$WORK/read-only"
+  mkdir "$ro" && chmod 555 "$ro" && chmod o+x "$WORK"
+  if [ "$(id -u)" != 0 ]; then
+    set +e; train --steps 1000 --out "$ro" >"$WORK/ro.log" 2>&1; status=$?; set -e
+  elif command -v setpriv >/dev/null; then
+    set +e; setpriv --reuid=65534 --regid=65534 --clear-groups "$TRAIN" "${TRAIN_ARGS[@]}" --steps 1000 --out "$ro" \
+      >"$WORK/ro.log" 2>&1; status=$?; set -e
+  else
+    echo "skip: a read-only --out as root needs setpriv" >"$WORK/ro.log"; status=1
+  fi
+  grep -q "^skip" "$WORK/ro.log" || {
+    [ "$status" -eq 1 ] || fail "a read-only --out: exit $status, want 1: $(tail -n 2 "$WORK/ro.log")"
+    grep -q "the output folder '$ro' (--out) is not writable: cannot create a file in it" "$WORK/ro.log" ||
+      fail "a read-only --out: no clear message: $(tail -n 2 "$WORK/ro.log")"
+  }
   # A run that fails before writing anything leaves no folder behind.
   set +e
   train --steps 2 --out "$WORK/never" --data "$WORK/no-such-data" >"$WORK/never.log" 2>&1
@@ -171,7 +187,7 @@ out_checked_at_start() {
   set -e
   [ "$status" -eq 1 ] || fail "a run on missing data: exit $status, want 1"
   [ ! -e "$WORK/never" ] || fail "a failed run left its empty --out folder: $(ls -A "$WORK/never")"
-  echo "ok: a file or a path under a file is refused before training; a failed run leaves no empty folder"
+  echo "ok: a file, a path under a file or a read-only folder is refused before training; a failed run leaves no empty folder"
 }
 out_checked_at_start
 
