@@ -84,7 +84,8 @@ LIB_SRCS := \
 	ddpm/learned_variance.cpp \
 	ddpm/timestep_sampler.cpp \
 	ddpm/guidance.cpp \
-	ddpm/profile.cpp
+	ddpm/profile.cpp \
+	ddpm/run_folder.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -129,7 +130,8 @@ TEST_SRCS := \
 	tests/test_timestep_sampler.cpp \
 	tests/test_guidance.cpp \
 	tests/test_beyond_train.cpp \
-	tests/test_reliability.cpp
+	tests/test_reliability.cpp \
+	tests/test_run_folder.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \

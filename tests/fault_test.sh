@@ -80,3 +80,128 @@ train --steps 8 --resume auto --out "$out" >"$WORK/nan-2.log" 2>&1 || fail "resu
 [ "$(hash_of "$out/ckpt-00000008.safetensors")" = "$(reference_hash 8)" ] || fail "resumed after the NaN, step 8 differs from an uninterrupted run"
 echo "ok: $(grep -o 'step 5: .*(conv2d)' "$WORK/nan.log"); resumed from step 4 to 8 bit for bit"
 echo "fault_test: write errors (2), SIGINT and NaN handled"
+
+# --- the output folder (issue 14, section 3 and 5): lock, fresh-run refusal, start-up checks
+echo "== two trainers into one folder"
+two_trainers() {
+  local out="$WORK/two" pid status
+  "$TRAIN" "${TRAIN_ARGS[@]}" --steps 1000000 --out "$out" >"$WORK/two-a.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do [ -f "$out/ckpt-00000002.safetensors" ] && break; sleep 0.1; done
+  for extra in "" "--resume auto"; do
+    set +e
+    # shellcheck disable=SC2086
+    timeout 60 "$TRAIN" "${TRAIN_ARGS[@]}" --steps 2 --out "$out" $extra >"$WORK/two-b.log" 2>&1
+    status=$?
+    set -e
+    [ "$status" -eq 1 ] || { kill "$pid"; fail "a second trainer ($extra) into a locked folder: exit $status, want 1: $(tail -n 2 "$WORK/two-b.log")"; }
+    grep -q "another trainer (pid $pid) is writing into '$out'" "$WORK/two-b.log" ||
+      { kill "$pid"; fail "the second trainer does not name the holder's pid $pid: $(tail -n 2 "$WORK/two-b.log")"; }
+    ! grep -q "^step" "$WORK/two-b.log" || { kill "$pid"; fail "the second trainer trained before stopping"; }
+  done
+  kill -INT "$pid"
+  set +e
+  wait "$pid"
+  status=$?
+  set -e
+  [ "$status" -eq 0 ] || fail "the first trainer: exit $status: $(tail -n 3 "$WORK/two-a.log")"
+  local saved
+  saved=$(grep -o '^saved .*' "$WORK/two-a.log" | tail -n 1 | cut -d' ' -f2)
+  [ "$(newest "$out")" = "$saved" ] || fail "the first trainer's last checkpoint $saved is not the newest ($(newest "$out"))"
+  for f in "$out"/ckpt-*.safetensors; do "$HASH" "$f" >/dev/null || fail "$f is damaged"; done
+  echo "ok: $(grep -o 'another trainer.*' "$WORK/two-b.log" | cut -c1-120)...; the first run's checkpoints survive"
+}
+two_trainers
+
+echo "== a fresh run into a folder that holds checkpoints"
+fresh_run_refused() {
+  local out="$WORK/two" status newest_before hash_before advice k
+  newest_before=$(newest "$out")
+  hash_before=$(hash_of "$newest_before")
+  k=$(step_of "$newest_before")
+  set +e
+  train --steps 2 --out "$out" >"$WORK/fresh.log" 2>&1
+  status=$?
+  set -e
+  [ "$status" -eq 1 ] || fail "a fresh run over another run's checkpoints: exit $status, want 1: $(tail -n 2 "$WORK/fresh.log")"
+  grep -q "already holds checkpoints of another run" "$WORK/fresh.log" || fail "no clear refusal: $(tail -n 2 "$WORK/fresh.log")"
+  [ "$(hash_of "$newest_before")" = "$hash_before" ] || fail "the refused run changed $newest_before"
+  # Each piece of advice, followed. 1: the resume command, as the message spells it.
+  advice=$(grep -o -- "--resume auto --out [^;]*" "$WORK/fresh.log")
+  [ "$advice" = "--resume auto --out $out" ] || fail "the advice is '$advice'"
+  # shellcheck disable=SC2086
+  train --steps $((k + 1)) $advice >"$WORK/fresh-resume.log" 2>&1 || fail "following '$advice': $(tail -n 2 "$WORK/fresh-resume.log")"
+  grep -q "^resumed from $newest_before " "$WORK/fresh-resume.log" || fail "'$advice' did not resume from $newest_before"
+  # 2: another folder.
+  train --steps 2 --out "$WORK/fresh-other" >"$WORK/fresh-other.log" 2>&1 || fail "another --out: $(tail -n 2 "$WORK/fresh-other.log")"
+  # 3: --overwrite moves the old run aside, deleting nothing.
+  local before after
+  hashes() { local f; for f in "$1"/ckpt-*.safetensors; do echo "$(basename "$f") $(hash_of "$f")"; done; }
+  before=$(hashes "$out")
+  grep -q -- "--overwrite to move the old run's checkpoints and figures into $out/previous-1/" "$WORK/fresh.log" ||
+    fail "the --overwrite advice: $(tail -n 1 "$WORK/fresh.log")"
+  train --steps 2 --out "$out" --overwrite >"$WORK/fresh-over.log" 2>&1 || fail "--overwrite: $(tail -n 2 "$WORK/fresh-over.log")"
+  after=$(hashes "$out/previous-1")
+  [ -n "$before" ] && [ "$before" = "$after" ] || fail "--overwrite lost or changed old checkpoints: before [$before] after [$after]"
+  [ "$(newest "$out")" = "$out/ckpt-00000002.safetensors" ] || fail "--overwrite: the new run's checkpoints are missing"
+  [ "$(hash_of "$out/ckpt-00000002.safetensors")" = "$(hash_of "$WORK/fresh-other/ckpt-00000002.safetensors")" ] ||
+    fail "--overwrite: the new run differs from the same run in an empty folder"
+  echo "ok: refused; --resume auto, another --out and --overwrite (old run in previous-1/) each work"
+}
+fresh_run_refused
+
+echo "== --out checked at start"
+out_checked_at_start() {
+  local status
+  : >"$WORK/a-file"
+  for bad in "$WORK/a-file" "$WORK/a-file/sub"; do
+    set +e
+    train --steps 1000 --ckpt-every 500 --out "$bad" >"$WORK/badout.log" 2>&1
+    status=$?
+    set -e
+    [ "$status" -eq 1 ] || fail "--out $bad: exit $status, want 1"
+    grep -q "error: .*'$bad'.*\(is not a folder\|is a file, not a folder\)" "$WORK/badout.log" ||
+      fail "--out $bad: no clear message: $(tail -n 2 "$WORK/badout.log")"
+    ! grep -q "^step\|^model" "$WORK/badout.log" || fail "--out $bad was found only after training began"
+  done
+  # A read-only folder: root writes there anyway, so as root this runs as nobody (setpriv).
+  local ro="$WORK/read-only"
+  mkdir "$ro" && chmod 555 "$ro" && chmod o+x "$WORK"
+  if [ "$(id -u)" != 0 ]; then
+    set +e; train --steps 1000 --out "$ro" >"$WORK/ro.log" 2>&1; status=$?; set -e
+  elif command -v setpriv >/dev/null; then
+    set +e; setpriv --reuid=65534 --regid=65534 --clear-groups "$TRAIN" "${TRAIN_ARGS[@]}" --steps 1000 --out "$ro" \
+      >"$WORK/ro.log" 2>&1; status=$?; set -e
+  else
+    echo "skip: a read-only --out as root needs setpriv" >"$WORK/ro.log"; status=1
+  fi
+  grep -q "^skip" "$WORK/ro.log" || {
+    [ "$status" -eq 1 ] || fail "a read-only --out: exit $status, want 1: $(tail -n 2 "$WORK/ro.log")"
+    grep -q "the output folder '$ro' (--out) is not writable: cannot create a file in it" "$WORK/ro.log" ||
+      fail "a read-only --out: no clear message: $(tail -n 2 "$WORK/ro.log")"
+  }
+  # A run that fails before writing anything leaves no folder behind.
+  set +e
+  train --steps 2 --out "$WORK/never" --data "$WORK/no-such-data" >"$WORK/never.log" 2>&1
+  status=$?
+  set -e
+  [ "$status" -eq 1 ] || fail "a run on missing data: exit $status, want 1"
+  [ ! -e "$WORK/never" ] || fail "a failed run left its empty --out folder: $(ls -A "$WORK/never")"
+  echo "ok: a file, a path under a file or a read-only folder is refused before training; a failed run leaves no empty folder"
+}
+out_checked_at_start
+
+echo "== stale temp files of dead writers"
+stale_temp_files() {
+  local out="$WORK/two" dead
+  dead=$(sh -c 'echo $$')  # a pid that has exited
+  for n in samples.png loss.svg samples-00000002.png ckpt-00000009.safetensors; do : >"$out/$n.tmp.$dead"; done
+  : >"$out/loss.svg.tmp.$$"  # a live pid (this shell): kept
+  train --steps 3 --resume auto --out "$out" >"$WORK/stale.log" 2>&1 || fail "resume: $(tail -n 2 "$WORK/stale.log")"
+  ! ls "$out"/*.tmp."$dead" >/dev/null 2>&1 || fail "stale temp files were left: $(ls "$out")"
+  [ -f "$out/loss.svg.tmp.$$" ] || fail "the temp file of a live pid was removed"
+  rm -f "$out/loss.svg.tmp.$$"
+  echo "ok: samples.png, loss.svg and checkpoint temp files of a dead pid removed, a live one's kept"
+}
+stale_temp_files
+echo "fault_test: the output folder is locked, checked at start and never mixed"

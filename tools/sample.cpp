@@ -39,6 +39,7 @@
 #include "ddpm/io/png.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/parallel.h"
+#include "ddpm/run_folder.h"
 #include "ddpm/schedule.h"
 #include "ddpm/targets.h"
 #include "ddpm/train.h"
@@ -50,11 +51,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-void make_dir(const std::string& path) {
-  if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
-    DDPM_FAIL("cannot create output folder " << path << ": " << std::strerror(errno));
-}
 
 // Columns of a square-ish grid of n images: ceil(sqrt(n)).
 int64_t grid_columns(int64_t n) {
@@ -206,7 +202,7 @@ int run(int argc, char** argv) {
   }
   schedule = make_schedule(schedule_name, T);
 
-  make_dir(out);
+  ensure_writable_dir(out);  // created if absent; a file or an unwritable folder is refused here
   const std::string prefix = out + "/";
 
   if (forward) {

@@ -10,7 +10,6 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
-#include <dirent.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +22,7 @@
 #include "ddpm/io/svg.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/parallel.h"
+#include "ddpm/run_folder.h"
 #include "ddpm/targets.h"
 #include "ddpm/train.h"
 
@@ -57,46 +57,6 @@ Dataset load_dataset(const std::string& dataset, const std::string& dir) {
   return Dataset{split.images, split.labels};
 }
 
-std::string checkpoint_path(const std::string& out, int64_t step) {
-  char name[64];
-  std::snprintf(name, sizeof name, "ckpt-%08lld.safetensors", static_cast<long long>(step));
-  return out + "/" + name;
-}
-
-// Checkpoints in `out`, newest first.
-std::vector<std::string> list_checkpoints(const std::string& out) {
-  std::vector<std::string> names;
-  if (DIR* d = opendir(out.c_str())) {
-    while (dirent* e = readdir(d)) {
-      std::string n = e->d_name;
-      // "ckpt-" + 8 digits + ".safetensors" (25 characters); not the writer's temp files.
-      if (n.size() == 25 && n.compare(0, 5, "ckpt-") == 0 && n.compare(13, 12, ".safetensors") == 0 &&
-          n.find_first_not_of("0123456789", 5) == 13)
-        names.push_back(n);
-    }
-    closedir(d);
-  }
-  std::sort(names.rbegin(), names.rend());
-  for (auto& n : names) n = out + "/" + n;
-  return names;
-}
-
-// Removes "ckpt-*.safetensors.tmp.<pid>" left in `out` by a trainer that was killed
-// mid-write (AtomicFile's temp files), when no process <pid> is alive any more.
-void remove_stale_temp_files(const std::string& out) {
-  if (DIR* d = opendir(out.c_str())) {
-    while (dirent* e = readdir(d)) {
-      std::string n = e->d_name;
-      if (n.size() <= 30 || n.compare(0, 5, "ckpt-") != 0 || n.compare(13, 17, ".safetensors.tmp.") != 0) continue;
-      const std::string pid_text = n.substr(30);
-      if (pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
-      const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
-      if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) std::remove((out + "/" + n).c_str());
-    }
-    closedir(d);
-  }
-}
-
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
   long s = std::lround(seconds);
@@ -104,11 +64,6 @@ std::string format_duration(double seconds) {
   if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
   else std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
   return buf;
-}
-
-void make_dir(const std::string& path) {
-  if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
-    DDPM_FAIL("cannot create output folder " << path << ": " << std::strerror(errno));
 }
 
 void write_samples(Trainer& trainer, const std::string& path, int64_t n, uint64_t seed, const std::string& variance) {
@@ -137,6 +92,7 @@ int run(int argc, char** argv) {
   int64_t T = cfg.T, seed = 0, sample_every = 1000, sample_n = 36, ckpt_every = 500, keep = 3, log_every = 10;
   int64_t inject_nan_at = 0;
   std::string out = "out", resume, dataset = "mnist", data_dir;
+  bool overwrite = false;
   Flags flags("train_mnist", "Train a DDPM U-Net on MNIST with Algorithm 1 (L_simple) of Ho et al. 2020.");
   flags.add("--model", &cfg.model, "U-Net config: tiny (1.1M params) or small (6.5M)");
   flags.add("--steps", &steps, "total training steps");
@@ -162,10 +118,12 @@ int run(int argc, char** argv) {
   flags.add("--data", &data_dir, "folder with the four IDX files, gzipped or not (default: data/mnist)");
   flags.add("--out", &out, "output folder for checkpoints, sample grids and the loss curve");
   flags.add("--resume", &resume, "continue from a checkpoint file, or 'auto' for the newest in --out");
+  flags.add("--overwrite", &overwrite,
+            "train in an --out that holds another run's checkpoints: they are moved into --out/previous-<k>/");
   flags.add("--sample-every", &sample_every, "write a sample grid every N steps (0: only at the end)");
   flags.add("--sample-n", &sample_n, "images in each sample grid");
   flags.add("--ckpt-every", &ckpt_every, "write a checkpoint every N steps");
-  flags.add("--keep", &keep, "keep the newest K checkpoints");
+  flags.add("--keep", &keep, "keep the newest K checkpoints this run writes (it never removes others)");
   flags.add("--log-every", &log_every, "print a progress line every N steps");
   flags.add("--inject-nan-at", &inject_nan_at, "debug: put a NaN into the batch of this step (tests the fault report)");
   if (!flags.parse(argc, argv)) {
@@ -182,8 +140,8 @@ int run(int argc, char** argv) {
   cfg.T = T;
   cfg.seed = static_cast<uint64_t>(seed);
   set_num_threads(static_cast<int>(threads));
-  make_dir(out);
-  remove_stale_temp_files(out);
+  // Created, checked writable and locked before any real work; removes dead writers' temp files.
+  RunFolder folder(out);
   // A file size limit (ulimit -f) would kill us with SIGXFSZ; ignored, the write fails
   // with EFBIG and the checkpoint writer reports it.
   std::signal(SIGXFSZ, SIG_IGN);
@@ -223,6 +181,9 @@ int run(int argc, char** argv) {
   } else {
     trainer = std::make_unique<Trainer>(cfg, std::move(data));
   }
+  // Never mix with, or replace, checkpoints this run did not write.
+  const std::string aside = folder.claim(trainer->steps_done(), !resume.empty(), overwrite);
+  if (!aside.empty()) std::printf("--overwrite: moved the earlier checkpoints of %s into %s/\n", out.c_str(), aside.c_str());
   const TrainConfig& tc = trainer->config();
   const int64_t data_size = trainer->epoch_progress() >= 0 ? 0 : 0;
   (void)data_size;
@@ -235,9 +196,8 @@ int run(int argc, char** argv) {
   std::fflush(stdout);
 
   if (inject_nan_at > 0) trainer->inject_nan(inject_nan_at);
-  // Older checkpoints are removed only after the new one is safely on disk, and the one
-  // just written is never removed (it may sort below older ones after resuming from an
-  // older checkpoint). A failed write stops training, naming the newest good checkpoint.
+  // Older checkpoints of this process are removed only after the new one is safely on
+  // disk (RunFolder::prune). A failed write stops training, naming the newest good checkpoint.
   auto save = [&]() {
     std::string path = checkpoint_path(out, trainer->steps_done());
     try {
@@ -248,10 +208,8 @@ int run(int argc, char** argv) {
                                             << e.what() << (found.empty() ? "" : "; the last good checkpoint is " +
                                                                                      found.front() + " (--resume auto)"));
     }
-    auto all = list_checkpoints(out);
-    size_t kept = 1;
-    for (const std::string& old : all)
-      if (old != path && kept++ >= static_cast<size_t>(keep)) std::remove(old.c_str());
+    folder.wrote(path);
+    folder.prune(keep, path);  // only checkpoints this process wrote
     std::printf("saved %s\n", path.c_str());
     std::fflush(stdout);
   };

@@ -34,6 +34,7 @@ std::vector<uint8_t> gif_lzw_decode(const uint8_t* codes, size_t size);
 // frames: each width * height gray bytes; delays_cs: one delay per frame in 1/100 s.
 std::vector<uint8_t> encode_gif(int64_t width, int64_t height, const std::vector<std::vector<uint8_t>>& frames,
                                 const std::vector<int>& delays_cs, int loop_count = 0);
+// Written atomically (write_file_atomic), as the PNG and SVG writers are.
 void write_gif(const std::string& path, int64_t width, int64_t height,
                const std::vector<std::vector<uint8_t>>& frames, const std::vector<int>& delays_cs,
                int loop_count = 0);

@@ -30,6 +30,8 @@ uint32_t adler32(const uint8_t* data, size_t size, uint32_t adler = 1);
 
 // pixels: height rows of width * channels bytes, channels interleaved.
 std::vector<uint8_t> encode_png(int64_t width, int64_t height, int channels, const uint8_t* pixels);
+// write_png and write_image_grid write atomically (write_file_atomic): a failed write
+// leaves the previous file or none, never a partial one.
 void write_png(const std::string& path, int64_t width, int64_t height, int channels, const uint8_t* pixels);
 
 struct Image {

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 
 #include "ddpm/check.h"
+#include "ddpm/io/file.h"
 
 namespace ddpm {
 
@@ -163,11 +163,8 @@ std::string line_plot_svg(const std::vector<PlotSeries>& series, const PlotOptio
 
 void write_line_plot(const std::string& path, const std::vector<PlotSeries>& series, const PlotOptions& options) {
   const std::string doc = line_plot_svg(series, options);
-  std::ofstream out(path, std::ios::binary);
-  DDPM_CHECK(out, "write_line_plot: cannot open '" << path << "' for writing; does its directory exist?");
-  out << doc;
-  out.close();
-  DDPM_CHECK(out, "write_line_plot: writing '" << path << "' failed (disk full?)");
+  // Temp file, fsync, rename: a failed write (disk full) leaves the previous plot or none.
+  write_file_atomic(path, doc.data(), doc.size());
 }
 
 }  // namespace ddpm

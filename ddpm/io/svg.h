@@ -41,7 +41,8 @@ std::vector<double> nice_ticks(double lo, double hi, int target = 6);
 std::string line_plot_svg(const std::vector<PlotSeries>& series, const PlotOptions& options,
                           PlotFrame* frame = nullptr);
 
-// Writes line_plot_svg to `path`; throws ddpm::Error naming the path if it cannot be written.
+// Writes line_plot_svg to `path` atomically (write_file_atomic: a failed write leaves the
+// previous file or none, never a partial one); throws ddpm::Error naming the path.
 void write_line_plot(const std::string& path, const std::vector<PlotSeries>& series, const PlotOptions& options);
 
 }  // namespace ddpm
