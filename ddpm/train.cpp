@@ -501,8 +501,9 @@ CheckpointContents validate_checkpoint(const SafeTensors& st, const UNetConfig* 
   const std::string& version = meta_get(st.metadata, "format_version", path);
   DDPM_CHECK(version == kFormatVersion,
              path << ": checkpoint format version " << version << ", this build reads " << kFormatVersion);
-  // The configs: this run's first (the first key that differs is the clearest message),
-  // then each read and validated.
+  // The configs, each read and validated.
+  CheckpointContents c{UNetConfig::from_metadata(st.metadata, path), TrainConfig::from_metadata(st.metadata, path), {}};
+  // And this run's, when given: the first key that differs is named.
   if (expect_model) {
     std::map<std::string, std::string> theirs;
     for (const auto& kv : st.metadata)
@@ -515,7 +516,6 @@ CheckpointContents validate_checkpoint(const SafeTensors& st, const UNetConfig* 
       if (kv.first.compare(0, 6, "train.") == 0) theirs.insert(kv);
     check_same(theirs, expect_train->to_metadata(), path);
   }
-  CheckpointContents c{UNetConfig::from_metadata(st.metadata, path), TrainConfig::from_metadata(st.metadata, path), {}};
   DDPM_CHECK(c.model.num_classes == (c.train.conditional ? 10 : 0) && c.model.learned_variance == c.train.learned_variance,
              path << ": config.num_classes = " << c.model.num_classes << " and config.learned_variance = "
                   << c.model.learned_variance << " do not fit train.conditional = " << c.train.conditional
