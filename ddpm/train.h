@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ddpm/check.h"
@@ -99,26 +100,12 @@ struct TrainConfig {
   void validate() const;
 };
 
-// What a field is staged as for Flags (cli.h): integers as int64, enums as their names.
+// What a field is staged as for Flags (cli.h): integers as int64, double and bool as
+// themselves, strings and enums as their names.
 template <class T>
 struct StagedFlag {
-  using type = std::string;
-};
-template <>
-struct StagedFlag<int64_t> {
-  using type = int64_t;
-};
-template <>
-struct StagedFlag<uint64_t> {
-  using type = int64_t;
-};
-template <>
-struct StagedFlag<double> {
-  using type = double;
-};
-template <>
-struct StagedFlag<bool> {
-  using type = bool;
+  using type = std::conditional_t<std::is_same<T, double>::value || std::is_same<T, bool>::value, T,
+                                  std::conditional_t<std::is_integral<T>::value, int64_t, std::string>>;
 };
 
 // The table's fields as ./train_mnist flags. Construct before flags.parse(); then apply()
