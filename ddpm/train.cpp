@@ -600,7 +600,7 @@ void Trainer::load_checkpoint(const SafeTensors& st) {
 }
 
 Resumed resume_trainer(const std::vector<std::string>& candidates, const Dataset& data,
-                       const ResumeOverrides& overrides) {
+                       const ResumeOverrides& overrides, const std::function<void(const std::string&)>& warn) {
   DDPM_CHECK(!candidates.empty(), "resume: no checkpoint to resume from");
   Resumed r;
   for (size_t i = 0; i < candidates.size() && !r.trainer; i++) {
@@ -614,7 +614,7 @@ Resumed resume_trainer(const std::vector<std::string>& candidates, const Dataset
     } catch (const Error& e) {
       r.trainer.reset();
       if (i + 1 == candidates.size()) throw;
-      r.warnings.push_back("skipping " + path + ": " + e.what());
+      if (warn) warn("skipping " + path + ": " + e.what());
     }
   }
   if (overrides.has_lr) r.trainer->set_lr(overrides.lr);

@@ -9,6 +9,7 @@
 // bit for bit.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -227,15 +228,15 @@ struct ResumeOverrides {
 };
 struct Resumed {
   std::unique_ptr<Trainer> trainer;
-  std::string path;                   // the checkpoint it resumed from
-  std::vector<std::string> warnings;  // candidates skipped, and why
+  std::string path;  // the checkpoint it resumed from
 };
 // Resume as ./train_mnist --resume does: the first of `candidates` (newest first) that
 // loads gives a Trainer built from its own configs, with its whole state; a candidate that
-// does not load is skipped with a warning, unless it is the last (its error is thrown).
-// Then the overrides apply (set_lr).
+// does not load is skipped, passing "skipping <path>: <why>" to `warn` at once, unless it is
+// the last (its error is thrown). Then the overrides apply (set_lr).
 Resumed resume_trainer(const std::vector<std::string>& candidates, const Dataset& data,
-                       const ResumeOverrides& overrides = {});
+                       const ResumeOverrides& overrides = {},
+                       const std::function<void(const std::string&)>& warn = nullptr);
 
 // An eps-predictor from any UNet (no grad, eval mode). For a conditional model, labels
 // (size N; num_classes means null) and the guidance weight w give classifier-free

@@ -5,7 +5,10 @@
 #   2. the output folder vanishing mid-run does the same;
 #   3. SIGINT saves a checkpoint and exits 0, and resuming from it is exact;
 #   4. an injected NaN stops training (exit 3) with the report (step, t, first non-finite
-#      op), keeps the last good checkpoint, and --resume continues exactly from it.
+#      op), keeps the last good checkpoint, and --resume continues exactly from it; the
+#      report's advice (resume with a lower --lr) works when followed;
+#   5. every training option's run resumes through ./train_mnist, and ckpt_hash accepts it;
+#   6. bad flags are refused up front, naming the flag.
 source "$(dirname "$0")/reliability_lib.sh"
 make_data
 

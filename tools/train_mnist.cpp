@@ -195,8 +195,8 @@ int run(int argc, char** argv) {
     }
     // --resume auto takes the newest checkpoint that loads; checkpoints are written
     // atomically, so only a file damaged after the fact is skipped, with a warning.
-    Resumed r = resume_trainer(candidates, data, overrides);
-    for (const std::string& w : r.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    Resumed r = resume_trainer(candidates, data, overrides,
+                               [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); });
     trainer = std::move(r.trainer);
     std::printf("resumed from %s at step %lld\n", r.path.c_str(), static_cast<long long>(trainer->steps_done()));
     if (overrides.has_lr)
