@@ -131,7 +131,7 @@ Pool& pool() {
 }  // namespace
 
 void set_num_threads(int n) {
-  DDPM_CHECK(n >= 1 && n <= 256, "set_num_threads: n = " << n << " must be in [1, 256]");
+  DDPM_CHECK(n >= 1 && n <= kMaxThreads, "set_num_threads: n = " << n << " must be in [1, " << kMaxThreads << "]");
   if (n != pool().size()) pool().resize(n);
 }
 

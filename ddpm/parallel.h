@@ -14,7 +14,8 @@
 
 namespace ddpm {
 
-void set_num_threads(int n);  // n >= 1; 1 runs everything on the caller's thread
+constexpr int kMaxThreads = 256;  // the pool's bound on set_num_threads
+void set_num_threads(int n);  // 1 <= n <= kMaxThreads; 1 runs everything on the caller's thread
 int num_threads();
 
 void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn, int64_t grain = 1);

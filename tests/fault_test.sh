@@ -5,7 +5,10 @@
 #   2. the output folder vanishing mid-run does the same;
 #   3. SIGINT saves a checkpoint and exits 0, and resuming from it is exact;
 #   4. an injected NaN stops training (exit 3) with the report (step, t, first non-finite
-#      op), keeps the last good checkpoint, and --resume continues exactly from it.
+#      op), keeps the last good checkpoint, and --resume continues exactly from it; the
+#      report's advice (resume with a lower --lr) works when followed;
+#   5. every training option's run resumes through ./train_mnist, and ckpt_hash accepts it;
+#   6. bad flags are refused up front, naming the flag.
 source "$(dirname "$0")/reliability_lib.sh"
 make_data
 
@@ -76,10 +79,60 @@ grep -q "training stopped: step 5: the loss is nan\. Samples with non-finite x_t
   "$WORK/nan.log" || fail "the report lacks the step, t or op: $(grep error "$WORK/nan.log")"
 grep -q "the last good checkpoint is $out/ckpt-00000004.safetensors" "$WORK/nan.log" || fail "the last good checkpoint is not named"
 [ "$(newest "$out")" = "$out/ckpt-00000004.safetensors" ] || fail "newest checkpoint is $(newest "$out"), want step 4"
+grep -q "Resume from the last checkpoint with a lower --lr" "$WORK/nan.log" || fail "the report gives no advice"
+# The advice, followed (in a copy of the folder): resume with a lower --lr.
+cp -r "$out" "$out-lr"
+train --steps 8 --resume auto --lr 0.0005 --out "$out-lr" >"$WORK/nan-lr.log" 2>&1 ||
+  fail "the advice (resume with a lower --lr) failed: $(tail -n 3 "$WORK/nan-lr.log")"
+grep -q "^note: --lr 0.0005 replaces the checkpoint's learning rate from step 4 on" "$WORK/nan-lr.log" ||
+  fail "no note that --lr replaced the learning rate: $(grep -i lr "$WORK/nan-lr.log")"
+grep -q "lr 0.0005" "$WORK/nan-lr.log" || fail "the resumed run does not train at lr 0.0005"
+"$HASH" "$out-lr/ckpt-00000008.safetensors" >/dev/null || fail "the checkpoint after the --lr resume does not validate"
+train --steps 9 --resume auto --out "$out-lr" >"$WORK/nan-lr-2.log" 2>&1 && grep -q "lr 0.0005" "$WORK/nan-lr-2.log" ||
+  fail "a later resume did not keep the new learning rate: $(tail -n 3 "$WORK/nan-lr-2.log")"
 train --steps 8 --resume auto --out "$out" >"$WORK/nan-2.log" 2>&1 || fail "resume after the NaN: $(tail -n 3 "$WORK/nan-2.log")"
 [ "$(hash_of "$out/ckpt-00000008.safetensors")" = "$(reference_hash 8)" ] || fail "resumed after the NaN, step 8 differs from an uninterrupted run"
 echo "ok: $(grep -o 'step 5: .*(conv2d)' "$WORK/nan.log"); resumed from step 4 to 8 bit for bit"
-echo "fault_test: write errors (2), SIGINT and NaN handled"
+
+echo "== every option resumes (issue 14: --learned-variance, --predict, --timesteps importance could not)"
+for option in "--learned-variance" "--predict x0" "--predict v" "--timesteps importance" "--conditional" "--loss weighted"; do
+  out="$WORK/option-$(echo "$option" | tr -d ' -')"
+  # shellcheck disable=SC2086  # the option is two words
+  train $option --steps 2 --sample-every 0 --out "$out" >"$out.log" 2>&1 || fail "$option: first run: $(tail -n 3 "$out.log")"
+  train --steps 4 --sample-every 0 --resume auto --out "$out" >"$out-2.log" 2>&1 ||
+    fail "$option: resume: $(tail -n 3 "$out-2.log")"
+  "$HASH" "$out/ckpt-00000004.safetensors" >/dev/null || fail "$option: ckpt_hash refuses the resumed checkpoint"
+done
+echo "ok: --learned-variance, --predict x0/v, --timesteps importance, --conditional, --loss weighted resume; ckpt_hash accepts them"
+
+echo "== flags checked up front"
+expect_error() {  # expect_error PATTERN ARGS...: the run exits 1 with PATTERN in its error
+  local pattern=$1
+  shift
+  set +e
+  "$TRAIN" "$@" >"$WORK/flag.log" 2>&1
+  local status=$?
+  set -e
+  [ "$status" -eq 1 ] || fail "$*: exit status $status, want 1: $(tail -n 2 "$WORK/flag.log")"
+  grep -q -- "$pattern" "$WORK/flag.log" || fail "$*: no '$pattern' in: $(tail -n 2 "$WORK/flag.log")"
+}
+expect_error "unknown --dataset 'foo'" "${TRAIN_ARGS[@]}" --dataset foo --steps 1 --out "$WORK/flags"
+expect_error "--threads 300 not in 1..256" "${TRAIN_ARGS[@]}" --threads 300 --steps 1 --out "$WORK/flags"
+expect_error "--T 10000000 not in \[1, 100000\]" "${TRAIN_ARGS[@]}" --T 10000000 --steps 1 --out "$WORK/flags"
+expect_error "--inject-nan-at 9 is not a step this run trains (1..4)" "${TRAIN_ARGS[@]}" --inject-nan-at 9 --steps 4 --out "$WORK/flags"
+out="$WORK/option-learnedvariance"  # at step 4
+expect_error "the checkpoint is at step 4, beyond the target 3" "${TRAIN_ARGS[@]}" --steps 3 --resume auto --out "$out"
+train --steps 4 --sample-every 0 --resume auto --out "$out" >"$WORK/at-target.log" 2>&1 || fail "resume at the target: $(tail -n 2 "$WORK/at-target.log")"
+grep -q "^note: the checkpoint is already at the target step 4: nothing to train" "$WORK/at-target.log" ||
+  fail "a resume at the target does not say there is nothing to train: $(tail -n 3 "$WORK/at-target.log")"
+train --steps 5 --batch 8 --resume auto --out "$out" >"$WORK/ignored.log" 2>&1 || fail "resume with --batch: $(tail -n 2 "$WORK/ignored.log")"
+grep -q "^note: --batch is ignored with --resume" "$WORK/ignored.log" || fail "no note that --batch is ignored"
+[ "$("$TRAIN" --help | grep -c -- '^  --data .*default')" -eq 1 ] && [ "$("$TRAIN" --help | grep -- '^  --data ' | grep -o default | wc -l)" -eq 1 ] ||
+  fail "the --data help line does not give one default: $("$TRAIN" --help | grep -- '^  --data ')"
+train --epochs 1 --batch 32 --sample-every 0 --out "$WORK/epochs" >"$WORK/epochs.log" 2>&1 || fail "--epochs 1: $(tail -n 2 "$WORK/epochs.log")"
+grep -q "target 2 steps" "$WORK/epochs.log" || fail "--epochs 1 of 64 images at batch 32 is not 2 steps: $(grep target "$WORK/epochs.log")"
+echo "ok: --dataset, --threads, --T, --inject-nan-at, --steps below/at a checkpoint, ignored flags, --data help, --epochs"
+echo "fault_test: write errors (2), SIGINT, NaN (and its advice), option resume and flag checks handled"
 
 # --- the output folder (issue 14, section 3 and 5): lock, fresh-run refusal, start-up checks
 echo "== two trainers into one folder"

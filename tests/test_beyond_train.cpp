@@ -69,7 +69,7 @@ TEST_CASE("beyond_train: learned variance trains on L_hybrid and its checkpoint 
   Trainer trainer(c, bars());
   CHECK(trainer.model().config().out_ch() == 2);
   TrainConfig weighted = c;
-  weighted.loss = "weighted";  // L_hybrid has its own weighting: refused up front
+  weighted.loss = LossType::weighted;  // L_hybrid has its own weighting: refused up front
   CHECK_THROWS_AS(Trainer(weighted, bars()), Error);
   std::vector<double> losses;
   for (int i = 0; i < 40; i++) losses.push_back(trainer.step());
@@ -98,7 +98,7 @@ TEST_CASE("beyond_train: --predict v trains, and importance-sampled timesteps re
   set_num_threads(1);
   {
     TrainConfig c = bars_config();
-    c.predict = "v";
+    c.predict = PredictionTarget::v;
     Trainer trainer(c, bars());
     std::vector<double> losses;
     for (int i = 0; i < 40; i++) losses.push_back(trainer.step());
@@ -107,7 +107,7 @@ TEST_CASE("beyond_train: --predict v trains, and importance-sampled timesteps re
   testing::TempDir dir;
   TrainConfig c = bars_config();
   c.T = 5;           // the history fills (10 values per t) within the run
-  c.timesteps = "importance";
+  c.timesteps = TimestepSampling::importance;
   c.learned_variance = true;
   Trainer straight(c, bars());
   for (int i = 0; i < 14; i++) straight.step();

@@ -3,6 +3,7 @@
 // it was; an injected NaN gives the full report and training resumes from the last good
 // checkpoint bit for bit; every input the fuzzers ever crashed on (tests/fuzz/regressions)
 // now gives a clean ddpm::Error.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -278,4 +279,78 @@ TEST_CASE("reliability: every input the fuzzers crashed on now gives a clean ddp
     }
   }
   CHECK(inputs >= 1);  // the folder cannot silently go missing
+}
+
+TEST_CASE("reliability: the trainer and ckpt_hash's validate_checkpoint refuse the same files with the same message") {
+  testing::TempDir dir;
+  Trainer a(minimal_config(), dots());
+  for (int i = 0; i < 2; i++) a.step();
+  a.save_checkpoint(dir / "a.safetensors");
+  const SafeTensors st = load_safetensors(dir / "a.safetensors");
+  const std::string first = st.tensors.front().first;  // a weight tensor
+  struct Case {
+    const char* what;
+    std::function<void(SafeTensors&)> corrupt;
+    const char* message;
+  };
+  auto set_value = [](SafeTensors& s, const std::string& name, float v) {
+    for (auto& nt : s.tensors)
+      if (nt.first == name) {
+        nt.second = nt.second.clone();
+        nt.second[0] = v;
+      }
+  };
+  std::vector<Case> cases{
+      {"format_version 99", [](SafeTensors& s) { s.metadata["format_version"] = "99"; }, "checkpoint format version 99"},
+      {"step -1", [](SafeTensors& s) { s.metadata["state.step"] = "-1"; }, "inconsistent training state"},
+      {"adam_steps > step", [](SafeTensors& s) { s.metadata["state.adam_steps"] = "3"; }, "inconsistent training state"},
+      {"ema_updates > step", [](SafeTensors& s) { s.metadata["state.ema_updates"] = "3"; }, "inconsistent training state"},
+      {"unknown state key", [](SafeTensors& s) { s.metadata["state.momentum"] = "1"; }, "'state.momentum'"},
+      {"bad lr_history", [](SafeTensors& s) { s.metadata["state.lr_history"] = "0:0.002,5:0.001"; }, "state.lr_history"},
+      {"extra tensor", [](SafeTensors& s) { s.tensors.emplace_back("attn.q", Tensor({2})); },
+       "has attn.q [2], which the model does not expect"},
+      {"NaN weight", [&](SafeTensors& s) { set_value(s, first, NAN); }, "has a non-finite value"},
+      {"Inf EMA", [&](SafeTensors& s) { set_value(s, "ema." + first, INFINITY); }, "has a non-finite value"},
+      {"NaN adam.m", [&](SafeTensors& s) { set_value(s, "adam.m." + first, NAN); }, "has a non-finite value"},
+      {"negative adam.v", [&](SafeTensors& s) { set_value(s, "adam.v." + first, -1.0f); },
+       "has a negative second moment"},
+  };
+  for (const char* key : {"state.step", "state.epoch", "state.position", "state.adam_steps", "state.ema_updates",
+                          "state.data_size", "format_version", "train.lr", "config.ch"})
+    cases.push_back({key, [key](SafeTensors& s) { s.metadata.erase(key); }, key});
+  Trainer b(minimal_config(), dots());
+  const std::vector<float> before = state(b);
+  for (const Case& c : cases) {
+    CAPTURE(c.what);
+    SafeTensors bad = st;
+    c.corrupt(bad);
+    const std::string by_trainer = error_of([&] { b.load_checkpoint(bad); });
+    const std::string by_hash = error_of([&] { validate_checkpoint(bad); });
+    CAPTURE(by_trainer);
+    CHECK(has(by_trainer, c.message));
+    CHECK(has(by_trainer, dir / "a.safetensors"));
+    CHECK(by_hash == by_trainer);
+  }
+  // The bad tensor is named.
+  SafeTensors nan = st;
+  set_value(nan, "adam.v." + first, NAN);
+  CHECK(has(error_of([&] { validate_checkpoint(nan); }), "tensor adam.v." + first + " has a non-finite value"));
+  CHECK(state(b) == before);
+  CHECK(b.steps_done() == 0);
+
+  // An importance-sampling checkpoint (with timesteps.history and .count) is accepted by both.
+  TrainConfig ic = minimal_config();
+  ic.timesteps = TimestepSampling::importance;
+  Trainer imp(ic, dots());
+  imp.step();
+  imp.save_checkpoint(dir / "imp.safetensors");
+  const SafeTensors ist = load_safetensors(dir / "imp.safetensors");
+  CHECK(validate_checkpoint(ist).train.timesteps == TimestepSampling::importance);
+  Trainer imp2(ic, dots());
+  CHECK_NOTHROW(imp2.load_checkpoint(ist));
+  SafeTensors no_history = ist;
+  no_history.tensors.erase(std::remove_if(no_history.tensors.begin(), no_history.tensors.end(),
+                                          [](const std::pair<std::string, Tensor>& nt) { return nt.first == "timesteps.count"; }),
+                           no_history.tensors.end());
+  CHECK(has(error_of([&] { validate_checkpoint(no_history); }), "has no tensor timesteps.count"));
 }

@@ -43,7 +43,7 @@ void save_minimal_checkpoint(const std::string& path, int64_t num_classes, int64
   tc.schedule = "linear";
   tc.T = T;
   tc.conditional = num_classes > 0;
-  tc.predict = predict;
+  tc.predict = parse_target(predict);
   std::map<std::string, std::string> meta = c.to_metadata();
   for (auto& kv : tc.to_metadata()) meta.insert(kv);
   save_safetensors(path, tensors, meta);

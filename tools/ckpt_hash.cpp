@@ -3,9 +3,9 @@
 //   ./ckpt_hash out/ckpt-00000100.safetensors [more files]
 //   3f2a9c0d1e7b5a44  step 100  out/ckpt-00000100.safetensors
 //
-// Each file is read as the trainer reads it: the safetensors structure, the format tag,
-// the model and training configs (config.*, train.*) and every tensor the model needs
-// (weights, EMA weights, Adam's m and v) with its shape. The hash is FNV-1a (64-bit) over
+// Each file is checked by the trainer's own function, validate_checkpoint (train.h): the
+// format tag and version, both configs, the state counters, every tensor with its shape and
+// no other, all finite, adam.v >= 0. Only the dataset-size check is left to the trainer. The hash is FNV-1a (64-bit) over
 // every tensor's name, shape and float32 bits in file order, so two checkpoints with the
 // same hash hold the same training state, bit for bit (tests/kill_test.sh compares a
 // resumed run with an uninterrupted one this way). Exits 1, naming the file and what is
@@ -35,19 +35,8 @@ struct Fnv1a {
 
 std::string check_and_hash(const std::string& path) {
   SafeTensors st = load_safetensors(path);
-  auto format = st.metadata.find("format");
-  DDPM_CHECK(format != st.metadata.end() && format->second == "ddpm.checkpoint",
-             path << ": not a ddpm training checkpoint (metadata 'format' is not 'ddpm.checkpoint')");
-  UNetConfig model_config = UNetConfig::from_metadata(st.metadata, path);
-  TrainConfig train_config = TrainConfig::from_metadata(st.metadata, path);
-  (void)train_config;
-  UNet model(model_config);
-  std::vector<std::pair<std::string, Shape>> expected;
-  for (const char* prefix : {"", "ema.", "adam.m.", "adam.v."})
-    for (Parameter* p : model.parameters()) expected.emplace_back(prefix + p->name, p->var->value.shape());
-  check_tensor_shapes(st, expected, "the checkpoint is incomplete or from another model", /*allow_extra=*/false);
-  auto step = st.metadata.find("state.step");
-  DDPM_CHECK(step != st.metadata.end(), path << ": metadata has no 'state.step'");
+  // Exactly the trainer's checks (train.h); only the dataset size is the trainer's alone.
+  const CheckpointContents contents = validate_checkpoint(st);
 
   Fnv1a fnv;
   for (const auto& nt : st.tensors) {
@@ -57,7 +46,7 @@ std::string check_and_hash(const std::string& path) {
   }
   char line[64];
   std::snprintf(line, sizeof line, "%016" PRIx64, fnv.h);
-  return std::string(line) + "  step " + step->second + "  " + path;
+  return std::string(line) + "  step " + std::to_string(contents.state.step) + "  " + path;
 }
 
 }  // namespace

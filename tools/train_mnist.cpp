@@ -66,16 +66,16 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-void write_samples(Trainer& trainer, const std::string& path, int64_t n, uint64_t seed, const std::string& variance) {
+void write_samples(Trainer& trainer, const std::string& path, int64_t n, uint64_t seed, VarianceType variance) {
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<UNet> ema = trainer.ema_model();
   const UNetConfig& c = ema->config();
   std::vector<int64_t> labels;
   for (int64_t i = 0; i < n; i++) labels.push_back(i % 10);
   EpsFn eps = unet_eps_fn(*ema, c.num_classes > 0 ? &labels : nullptr, c.num_classes > 0 ? 1.0 : 0.0);
-  eps = as_eps_fn(trainer.schedule(), eps, parse_target(trainer.config().predict));  // --predict x0 / v
+  eps = as_eps_fn(trainer.schedule(), eps, trainer.config().predict);  // --predict x0 / v
   SampleOptions options;
-  options.reverse.variance = parse_variance(variance);
+  options.reverse.variance = variance;
   if (c.learned_variance) options.reverse.variance = VarianceType::learned_range;  // --learned-variance
   SampleResult r = sample(trainer.schedule(), eps, {n, c.in_ch, c.image_size, c.image_size}, seed, options);
   const int64_t nrow = std::max<int64_t>(1, std::lround(std::sqrt(static_cast<double>(n))));
@@ -88,34 +88,19 @@ void write_samples(Trainer& trainer, const std::string& path, int64_t n, uint64_
 
 int run(int argc, char** argv) {
   TrainConfig cfg;
-  int64_t steps = 2000, epochs = 0, threads = std::max(1u, std::thread::hardware_concurrency());
-  int64_t T = cfg.T, seed = 0, sample_every = 1000, sample_n = 36, ckpt_every = 500, keep = 3, log_every = 10;
+  int64_t steps = 2000, epochs = 0, threads = std::min<int64_t>(kMaxThreads, std::max(1u, std::thread::hardware_concurrency()));
+  int64_t sample_every = 1000, sample_n = 36, ckpt_every = 500, keep = 3, log_every = 10;
   int64_t inject_nan_at = 0;
   std::string out = "out", resume, dataset = "mnist", data_dir;
   bool overwrite = false;
   Flags flags("train_mnist", "Train a DDPM U-Net on MNIST with Algorithm 1 (L_simple) of Ho et al. 2020.");
-  flags.add("--model", &cfg.model, "U-Net config: tiny (1.1M params) or small (6.5M)");
-  flags.add("--steps", &steps, "total training steps");
-  flags.add("--epochs", &epochs, "if > 0, train this many epochs instead of --steps");
-  flags.add("--batch", &cfg.batch, "batch size");
-  flags.add("--lr", &cfg.lr, "Adam learning rate (after warm-up)");
-  flags.add("--warmup", &cfg.warmup, "linear learning-rate warm-up steps");
-  flags.add("--grad-clip", &cfg.grad_clip, "clip the global gradient norm to this (0: off)");
-  flags.add("--ema", &cfg.ema, "EMA decay of the weights used for sampling");
-  flags.add("--schedule", &cfg.schedule, "beta schedule: linear, cosine, sigmoid or quadratic");
-  flags.add("--T", &T, "number of diffusion steps");
-  flags.add("--loss", &cfg.loss, "simple (L_simple) or weighted (L_t with its scaling term)");
-  flags.add("--variance", &cfg.variance, "sigma_t^2 for sampling and the weighted loss: fixed_large or fixed_small");
-  flags.add("--conditional", &cfg.conditional, "class-conditional model (classifier-free guidance)");
-  flags.add("--p-uncond", &cfg.p_uncond, "with --conditional: probability of dropping the label");
-  flags.add("--predict", &cfg.predict, "what the network predicts: eps (Algorithm 1), x0 or v (Salimans & Ho 2022)");
-  flags.add("--learned-variance", &cfg.learned_variance,
-            "learn Sigma (Nichol & Dhariwal 2021): L_hybrid = L_simple + 0.001 L_vlb, sampling with learned_range");
-  flags.add("--timesteps", &cfg.timesteps, "t sampling: uniform (Algorithm 1) or importance (p_t ~ sqrt(E[L_t^2]))");
-  flags.add("--seed", &seed, "seed for initialization, data order, t, noise and dropout");
+  TrainConfigFlags config_flags(flags, cfg);  // the training config's table (train.h)
+  flags.add("--steps", &steps, "total training steps (a resume continues to this step)");
+  flags.add("--epochs", &epochs, "if > 0, train this many epochs of the dataset instead of --steps");
   flags.add("--threads", &threads, "worker threads (results do not depend on it)");
   flags.add("--dataset", &dataset, "mnist or fashion (Fashion-MNIST from Debian's dataset-fashion-mnist)");
-  flags.add("--data", &data_dir, "folder with the four IDX files, gzipped or not (default: data/mnist)");
+  flags.add("--data", &data_dir,
+            "folder with the four IDX files, gzipped or not; empty: data/mnist, or the Debian folder for fashion");
   flags.add("--out", &out, "output folder for checkpoints, sample grids and the loss curve");
   flags.add("--resume", &resume, "continue from a checkpoint file, or 'auto' for the newest in --out");
   flags.add("--overwrite", &overwrite,
@@ -130,15 +115,16 @@ int run(int argc, char** argv) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
-  DDPM_CHECK(threads >= 1 && threads <= 1024, "--threads " << threads << " not in 1..1024");
+  DDPM_CHECK(threads >= 1 && threads <= kMaxThreads, "--threads " << threads << " not in 1.." << kMaxThreads);
   DDPM_CHECK(keep >= 1, "--keep " << keep << " must be at least 1");
   DDPM_CHECK(ckpt_every >= 1 && log_every >= 1 && sample_every >= 0 && sample_n >= 1,
              "--ckpt-every, --log-every and --sample-n must be positive, --sample-every non-negative");
   DDPM_CHECK(steps >= 0 && epochs >= 0 && epochs <= 1000000, "--steps must be non-negative, --epochs in 0..1000000");
   DDPM_CHECK(sample_n <= 4096, "--sample-n " << sample_n << " is more than 4096 images");
   DDPM_CHECK(inject_nan_at >= 0, "--inject-nan-at " << inject_nan_at << " must be non-negative");
-  cfg.T = T;
-  cfg.seed = static_cast<uint64_t>(seed);
+  config_flags.apply(cfg);
+  if (resume.empty()) cfg.validate();  // before the output folder is made
+  DDPM_CHECK(dataset == "mnist" || dataset == "fashion", "unknown --dataset '" << dataset << "': use mnist or fashion");
   set_num_threads(static_cast<int>(threads));
   // Created, checked writable and locked before any real work; removes dead writers' temp files.
   RunFolder folder(out);
@@ -156,28 +142,25 @@ int run(int argc, char** argv) {
       candidates = list_checkpoints(out);
       DDPM_CHECK(!candidates.empty(), "--resume auto: no checkpoint ckpt-*.safetensors in " << out);
     }
-    for (const char* f : {"--model", "--batch", "--lr", "--warmup", "--schedule", "--T", "--seed", "--loss",
-                          "--conditional", "--ema", "--grad-clip", "--variance", "--p-uncond", "--predict",
-                          "--learned-variance", "--timesteps"})
-      if (flags.given(f))
-        std::fprintf(stderr, "note: %s is ignored with --resume: the checkpoint's settings are used\n", f);
-    // --resume auto takes the newest checkpoint that loads; checkpoints are written
-    // atomically, so only a file damaged after the fact is skipped, with a warning.
-    for (size_t i = 0; i < candidates.size() && !trainer; i++) {
-      const std::string& path = candidates[i];
-      try {
-        SafeTensors st = load_safetensors(path);
-        TrainConfig saved = TrainConfig::from_metadata(st.metadata, path);
-        UNetConfig model_config = UNetConfig::from_metadata(st.metadata, path);
-        trainer = std::make_unique<Trainer>(saved, data, &model_config);
-        trainer->load_checkpoint(st);
-        std::printf("resumed from %s at step %lld\n", path.c_str(), static_cast<long long>(trainer->steps_done()));
-      } catch (const Error& e) {
-        trainer.reset();
-        if (i + 1 == candidates.size()) throw;
-        std::fprintf(stderr, "warning: skipping %s: %s\n", path.c_str(), e.what());
+    ResumeOverrides overrides;
+    for (const std::string& f : config_flags.given()) {
+      if (f == "--lr") {
+        overrides.has_lr = true;
+        overrides.lr = cfg.lr;
+      } else {
+        std::fprintf(stderr, "note: %s is ignored with --resume: the checkpoint's settings are used\n", f.c_str());
       }
     }
+    // --resume auto takes the newest checkpoint that loads; checkpoints are written
+    // atomically, so only a file damaged after the fact is skipped, with a warning.
+    Resumed r = resume_trainer(candidates, data, overrides,
+                               [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); });
+    trainer = std::move(r.trainer);
+    std::printf("resumed from %s at step %lld\n", r.path.c_str(), static_cast<long long>(trainer->steps_done()));
+    if (overrides.has_lr)
+      std::printf("note: --lr %g replaces the checkpoint's learning rate from step %lld on (recorded in the next "
+                  "checkpoint's train.lr and state.lr_history)\n",
+                  trainer->config().lr, static_cast<long long>(trainer->steps_done()));
   } else {
     trainer = std::make_unique<Trainer>(cfg, std::move(data));
   }
@@ -185,10 +168,19 @@ int run(int argc, char** argv) {
   const std::string aside = folder.claim(trainer->steps_done(), !resume.empty(), overwrite);
   if (!aside.empty()) std::printf("--overwrite: moved the earlier checkpoints of %s into %s/\n", out.c_str(), aside.c_str());
   const TrainConfig& tc = trainer->config();
-  const int64_t data_size = trainer->epoch_progress() >= 0 ? 0 : 0;
-  (void)data_size;
   int64_t target = steps;
-  if (epochs > 0) target = (epochs * 60000 + tc.batch - 1) / tc.batch;
+  if (epochs > 0) target = (epochs * trainer->data_size() + tc.batch - 1) / tc.batch;  // the dataset's real size
+  const int64_t start_step = trainer->steps_done();
+  DDPM_CHECK(target >= start_step, "the checkpoint is at step " << start_step << ", beyond the target " << target
+                                       << ": --steps is the total step count, not the steps to add; pass --steps "
+                                       << start_step + 1 << " or more to train on");
+  if (target == start_step && start_step > 0)
+    std::printf("note: the checkpoint is already at the target step %lld: nothing to train; pass a larger --steps "
+                "to train on (the final sample grid is written)\n",
+                static_cast<long long>(target));
+  DDPM_CHECK(inject_nan_at == 0 || (inject_nan_at > start_step && inject_nan_at <= target),
+             "--inject-nan-at " << inject_nan_at << " is not a step this run trains (" << start_step + 1 << ".."
+                                << target << ")");
   std::printf("model %s (%lld parameters), %s schedule T=%lld, batch %lld, lr %g, EMA %g, %d threads, target %lld steps\n",
               tc.model.c_str(), static_cast<long long>(trainer->model().num_parameters()), tc.schedule.c_str(),
               static_cast<long long>(tc.T), static_cast<long long>(tc.batch), tc.lr, tc.ema, num_threads(),
@@ -267,7 +259,7 @@ int run(int argc, char** argv) {
   if (!curve_x.empty()) {
     PlotSeries s{"loss (per step)", curve_x, curve_y, ""};
     PlotOptions po;
-    po.title = "Training loss (" + tc.loss + ")";
+    po.title = std::string("Training loss (") + (tc.loss == LossType::weighted ? "weighted" : "simple") + ")";
     po.x_label = "step";
     po.y_label = "loss";
     po.log_y = true;
