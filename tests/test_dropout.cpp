@@ -77,8 +77,10 @@ TEST_CASE("dropout: backward recomputes the mask") {
   Var y = dropout(tape, x, p, RngKey{5, 5}, true);  // y = keep * scale
   tape.backward(y, Tensor::full({n}, 1.0f));
   CHECK(x->grad.to_vector() == y->value.to_vector());  // dx = keep * scale * 1
-  gradcheck([](Tape& t, const std::vector<Var>& v) { return dropout(t, v[0], 0.4f, RngKey{11, 2}, true); },
-            {randn({4, 5}, 3)}, 1e-2, 1e-2, "dropout");
+  // Linear in x (the mask is a function of the key): float32 central differences are
+  // exact but for the rounding of the one output an entry moves, over h = 0.25.
+  gradcheck("dropout", [](Tape& t, const std::vector<Var>& v) { return dropout(t, v[0], 0.4f, RngKey{11, 2}, true); },
+            {randn({4, 5}, 3)}, 0.25, testing::GradTol{2e-6, 1e-5});
 }
 
 TEST_CASE("dropout: p outside [0, 1) is an error") {

@@ -22,10 +22,13 @@ TEST_CASE("nn: ResBlock + AttnBlock composite gradients match finite differences
   auto f = [&](Tape& tape, const std::vector<Var>& in) {
     return attn(tape, block(tape, in[0], in[1], ForwardContext{}));
   };
-  // Inputs (x and temb) through the generic helper.
-  testing::gradcheck(f, {randn({2, 4, 3, 3}, 1), randn({2, 8}, 2)}, 1e-2, 1e-2, "resblock+attn inputs");
+  // Inputs (x and temb) through the generic helper. No double twin of the composite: float32
+  // central differences with h = 1e-2 (truncation h^2 / 6 times the third derivative, the
+  // outputs' rounding ~6e-8 |out| / h), each entry against its own tolerance.
+  const testing::GradTol tol{2e-4, 2e-3};
+  testing::gradcheck("resblock+attn inputs", f, {randn({2, 4, 3, 3}, 1), randn({2, 8}, 2)}, 1e-2, tol);
 
-  // Parameters: every element of every tensor.
+  // Parameters: every element of every tensor, each entry against the same tolerance.
   Tensor x = randn({2, 4, 3, 3}, 1), temb = randn({2, 8}, 2);
   Tensor R = randn({2, 6, 3, 3}, 7);
   auto loss = [&](Tape& tape) {
@@ -40,29 +43,20 @@ TEST_CASE("nn: ResBlock + AttnBlock composite gradients match finite differences
     tape.backward(loss(tape).first, R);
   }
   const double h = 1e-2;
-  // Gradients that are exactly zero in exact arithmetic (the k bias: softmax ignores a
-  // per-row constant) leave only rounding noise in the difference quotient, so each
-  // tensor's errors are measured against its own largest gradient, floored at 1% of the
-  // largest gradient anywhere in the model.
-  double global_scale = 1e-3;
-  for (Parameter* p : ps)
-    for (int64_t i = 0; i < p->var->grad.numel(); i++) global_scale = std::max(global_scale, std::fabs(double(p->var->grad[i])));
   for (Parameter* p : ps) {
     Tensor& w = p->var->value;
-    double scale = 1e-2 * global_scale, worst = 0;
-    for (int64_t i = 0; i < w.numel(); i++) scale = std::max(scale, std::fabs(double(p->var->grad[i])));
+    std::vector<double> fd(w.numel());
     for (int64_t i = 0; i < w.numel(); i++) {
-      const float w0 = w[i];
+      const float w0 = w[i], wp = float(w0 + h), wm = float(w0 - h);
       Tape t = Tape::no_grad();
-      w[i] = float(w0 + h);
+      w[i] = wp;
       double lp = loss(t).second;
-      w[i] = float(w0 - h);
+      w[i] = wm;
       double lm = loss(t).second;
       w[i] = w0;
-      worst = std::max(worst, std::fabs((lp - lm) / (2 * h) - p->var->grad[i]) / scale);
+      fd[i] = (lp - lm) / (double(wp) - double(wm));  // the step actually taken
     }
-    // Same float32 rounding budget as testing::gradcheck.
-    CHECK_MESSAGE(worst < 1e-2, p->name << ": worst normalized error " << worst);
+    testing::detail::report(p->name.c_str(), testing::detail::compare_entries(p->name.c_str(), 0, p->var->grad, fd, tol));
   }
 }
 

@@ -101,13 +101,13 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 // ---------------------------------------------------------------------------
 // Plain twins: the formulas with explicit indices, in double.
 
-void attention_forward_ref(float* out, float* A, const float* q, const float* k, const float* v, int64_t N,
-                           int64_t C, int64_t P) {
+template <typename T>
+void attention_forward_ref(T* out, T* A, const T* q, const T* k, const T* v, int64_t N, int64_t C, int64_t P) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(C));
   std::vector<double> S(P);
   for (int64_t n = 0; n < N; n++) {
-    const float *qn = q + n * C * P, *kn = k + n * C * P, *vn = v + n * C * P;
-    float* An = A + n * P * P;
+    const T *qn = q + n * C * P, *kn = k + n * C * P, *vn = v + n * C * P;
+    T* An = A + n * P * P;
     for (int64_t i = 0; i < P; i++) {
       double row_max = -INFINITY;
       for (int64_t j = 0; j < P; j++) {
@@ -118,16 +118,20 @@ void attention_forward_ref(float* out, float* A, const float* q, const float* k,
       }
       double total = 0.0;
       for (int64_t j = 0; j < P; j++) total += std::exp(S[j] - row_max);
-      for (int64_t j = 0; j < P; j++) An[i * P + j] = static_cast<float>(std::exp(S[j] - row_max) / total);
+      for (int64_t j = 0; j < P; j++) An[i * P + j] = static_cast<T>(std::exp(S[j] - row_max) / total);
     }
     for (int64_t c = 0; c < C; c++)
       for (int64_t i = 0; i < P; i++) {
         double s = 0.0;
         for (int64_t j = 0; j < P; j++) s += static_cast<double>(An[i * P + j]) * vn[c * P + j];
-        out[n * C * P + c * P + i] = static_cast<float>(s);
+        out[n * C * P + c * P + i] = static_cast<T>(s);
       }
   }
 }
+template void attention_forward_ref<float>(float*, float*, const float*, const float*, const float*, int64_t, int64_t,
+                                          int64_t);
+template void attention_forward_ref<double>(double*, double*, const double*, const double*, const double*, int64_t,
+                                           int64_t, int64_t);
 
 void attention_backward_ref(float* dq, float* dk, float* dv, const float* dout, const float* A, const float* q,
                             const float* k, const float* v, int64_t N, int64_t C, int64_t P) {

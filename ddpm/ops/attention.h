@@ -31,9 +31,10 @@ void attention_forward(float* out, float* A, const float* q, const float* k, con
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* A, const float* q,
                         const float* k, const float* v, int64_t N, int64_t C, int64_t P);
 
-// Plain-loop twins in double, one thread: the test oracle.
-void attention_forward_ref(float* out, float* A, const float* q, const float* k, const float* v, int64_t N,
-                           int64_t C, int64_t P);
+// Plain-loop twins in double, one thread: the test oracle. The forward twin is instantiated
+// for T = float and T = double (the gradient checks difference it in double).
+template <typename T>
+void attention_forward_ref(T* out, T* A, const T* q, const T* k, const T* v, int64_t N, int64_t C, int64_t P);
 void attention_backward_ref(float* dq, float* dk, float* dv, const float* dout, const float* A, const float* q,
                             const float* k, const float* v, int64_t N, int64_t C, int64_t P);
 

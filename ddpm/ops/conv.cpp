@@ -339,7 +339,8 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
 // ---------------------------------------------------------------------------
 // Plain twins: the formula in the header, looped directly, in double.
 
-void conv2d_forward_ref(float* out, const float* x, const float* weight, const float* bias, const Conv2dSize& s) {
+template <typename T>
+void conv2d_forward_ref(T* out, const T* x, const T* weight, const T* bias, const Conv2dSize& s) {
   const int64_t OH = s.OH(), OW = s.OW();
   for (int64_t n = 0; n < s.N; n++)
     for (int64_t o = 0; o < s.OC; o++)
@@ -354,9 +355,11 @@ void conv2d_forward_ref(float* out, const float* x, const float* weight, const f
                 acc += static_cast<double>(weight[((o * s.C + c) * s.K + i) * s.K + j]) *
                        x[((n * s.C + c) * s.H + iy) * s.W + ix];
               }
-          out[((n * s.OC + o) * OH + oy) * OW + ox] = static_cast<float>(acc);
+          out[((n * s.OC + o) * OH + oy) * OW + ox] = static_cast<T>(acc);
         }
 }
+template void conv2d_forward_ref<float>(float*, const float*, const float*, const float*, const Conv2dSize&);
+template void conv2d_forward_ref<double>(double*, const double*, const double*, const double*, const Conv2dSize&);
 
 void conv2d_backward_ref(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                          const float* weight, const Conv2dSize& s) {

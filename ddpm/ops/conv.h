@@ -45,8 +45,10 @@ struct Conv2dSize {
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const Conv2dSize& s);
 void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x, const float* weight,
                      const Conv2dSize& s);
-// Plain seven-deep loops accumulating in double: the oracle for the two above.
-void conv2d_forward_ref(float* out, const float* x, const float* weight, const float* bias, const Conv2dSize& s);
+// Plain seven-deep loops accumulating in double: the oracle for the two above. The forward
+// twin is instantiated for T = float and T = double (the gradient checks difference it in double).
+template <typename T>
+void conv2d_forward_ref(T* out, const T* x, const T* weight, const T* bias, const Conv2dSize& s);
 void conv2d_backward_ref(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                          const float* weight, const Conv2dSize& s);
 

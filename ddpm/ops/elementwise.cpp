@@ -63,9 +63,12 @@ void silu_backward(float* dx, const float* dout, const float* x, int64_t n) {
   }, 4096);
 }
 
-void silu_forward_ref(float* out, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; i++) out[i] = static_cast<float>(x[i] / (1.0 + std::exp(-static_cast<double>(x[i]))));
+template <typename T>
+void silu_forward_ref(T* out, const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) out[i] = static_cast<T>(x[i] / (1.0 + std::exp(-static_cast<double>(x[i]))));
 }
+template void silu_forward_ref<float>(float*, const float*, int64_t);
+template void silu_forward_ref<double>(double*, const double*, int64_t);
 
 void silu_backward_ref(float* dx, const float* dout, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; i++) {

@@ -16,7 +16,9 @@ namespace ddpm {
 // Kernels. Backward adds into its gradient outputs.
 void silu_forward(float* out, const float* x, int64_t n);
 void silu_backward(float* dx, const float* dout, const float* x, int64_t n);
-void silu_forward_ref(float* out, const float* x, int64_t n);
+// The twin in double; the forward one for T = float and T = double.
+template <typename T>
+void silu_forward_ref(T* out, const T* x, int64_t n);
 void silu_backward_ref(float* dx, const float* dout, const float* x, int64_t n);
 // out[n, c, :] = a[n, c, :] + b[n, c] over HW positions.
 void add_channel_forward(float* out, const float* a, const float* b, int64_t NC, int64_t HW);

@@ -186,8 +186,9 @@ void group_norm_backward(float* dx, float* dgamma, float* dbeta, const float* do
 // ---------------------------------------------------------------------------
 // Plain twins: the formulas above, indexed by (n, c, p), in double.
 
-void group_norm_forward_ref(float* out, float* mean, float* rstd, const float* x, const float* gamma,
-                            const float* beta, int64_t N, int64_t C, int64_t HW, int64_t G, float eps) {
+template <typename T>
+void group_norm_forward_ref(T* out, T* mean, T* rstd, const T* x, const T* gamma, const T* beta, int64_t N, int64_t C,
+                            int64_t HW, int64_t G, float eps) {
   const int64_t Cg = C / G;
   const double M = static_cast<double>(Cg * HW);
   for (int64_t n = 0; n < N; n++)
@@ -199,15 +200,19 @@ void group_norm_forward_ref(float* out, float* mean, float* rstd, const float* x
       for (int64_t c = g * Cg; c < (g + 1) * Cg; c++)
         for (int64_t p = 0; p < HW; p++) ss += (x[(n * C + c) * HW + p] - mu) * (x[(n * C + c) * HW + p] - mu);
       const double r = 1.0 / std::sqrt(ss / M + eps);
-      mean[n * G + g] = static_cast<float>(mu);
-      rstd[n * G + g] = static_cast<float>(r);
+      mean[n * G + g] = static_cast<T>(mu);
+      rstd[n * G + g] = static_cast<T>(r);
       for (int64_t c = g * Cg; c < (g + 1) * Cg; c++)
         for (int64_t p = 0; p < HW; p++) {
           const int64_t i = (n * C + c) * HW + p;
-          out[i] = static_cast<float>((x[i] - mu) * r * gamma[c] + beta[c]);
+          out[i] = static_cast<T>((x[i] - mu) * r * gamma[c] + beta[c]);
         }
     }
 }
+template void group_norm_forward_ref<float>(float*, float*, float*, const float*, const float*, const float*, int64_t,
+                                           int64_t, int64_t, int64_t, float);
+template void group_norm_forward_ref<double>(double*, double*, double*, const double*, const double*, const double*,
+                                            int64_t, int64_t, int64_t, int64_t, float);
 
 void group_norm_backward_ref(float* dx, float* dgamma, float* dbeta, const float* dout, const float* x,
                              const float* mean, const float* rstd, const float* gamma, int64_t N, int64_t C,
@@ -268,12 +273,17 @@ void group_norm_silu_backward(float* dx, float* dgamma, float* dbeta, const floa
   group_norm_backward(dx, dgamma, dbeta, dy.data(), x, mean, rstd, gamma, N, C, HW, G);
 }
 
-void group_norm_silu_forward_ref(float* out, float* mean, float* rstd, const float* x, const float* gamma,
-                                 const float* beta, int64_t N, int64_t C, int64_t HW, int64_t G, float eps) {
-  std::vector<float> y(N * C * HW);
+template <typename T>
+void group_norm_silu_forward_ref(T* out, T* mean, T* rstd, const T* x, const T* gamma, const T* beta, int64_t N,
+                                 int64_t C, int64_t HW, int64_t G, float eps) {
+  std::vector<T> y(N * C * HW);
   group_norm_forward_ref(y.data(), mean, rstd, x, gamma, beta, N, C, HW, G, eps);
   silu_forward_ref(out, y.data(), N * C * HW);
 }
+template void group_norm_silu_forward_ref<float>(float*, float*, float*, const float*, const float*, const float*,
+                                                int64_t, int64_t, int64_t, int64_t, float);
+template void group_norm_silu_forward_ref<double>(double*, double*, double*, const double*, const double*,
+                                                 const double*, int64_t, int64_t, int64_t, int64_t, float);
 
 void group_norm_silu_backward_ref(float* dx, float* dgamma, float* dbeta, const float* dout, const float* x,
                                   const float* mean, const float* rstd, const float* gamma, const float* beta,

@@ -30,9 +30,11 @@ void group_norm_forward(float* out, float* mean, float* rstd, const float* x, co
 void group_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dout, const float* x, const float* mean,
                          const float* rstd, const float* gamma, int64_t N, int64_t C, int64_t HW, int64_t G);
 
-// Plain-loop twins, everything in double, one thread: the test oracle.
-void group_norm_forward_ref(float* out, float* mean, float* rstd, const float* x, const float* gamma,
-                            const float* beta, int64_t N, int64_t C, int64_t HW, int64_t G, float eps);
+// Plain-loop twins, everything in double, one thread: the test oracle. The forward twins
+// are instantiated for T = float and T = double (the gradient checks difference them in double).
+template <typename T>
+void group_norm_forward_ref(T* out, T* mean, T* rstd, const T* x, const T* gamma, const T* beta, int64_t N, int64_t C,
+                            int64_t HW, int64_t G, float eps);
 void group_norm_backward_ref(float* dx, float* dgamma, float* dbeta, const float* dout, const float* x,
                              const float* mean, const float* rstd, const float* gamma, int64_t N, int64_t C,
                              int64_t HW, int64_t G);
@@ -54,9 +56,10 @@ void group_norm_silu_forward(float* out, float* mean, float* rstd, const float* 
 void group_norm_silu_backward(float* dx, float* dgamma, float* dbeta, const float* dout, const float* x,
                               const float* mean, const float* rstd, const float* gamma, const float* beta, int64_t N,
                               int64_t C, int64_t HW, int64_t G);
-// Twins: the two double twins composed.
-void group_norm_silu_forward_ref(float* out, float* mean, float* rstd, const float* x, const float* gamma,
-                                 const float* beta, int64_t N, int64_t C, int64_t HW, int64_t G, float eps);
+// Twins: the two double twins composed (the forward one for T = float and T = double).
+template <typename T>
+void group_norm_silu_forward_ref(T* out, T* mean, T* rstd, const T* x, const T* gamma, const T* beta, int64_t N,
+                                 int64_t C, int64_t HW, int64_t G, float eps);
 void group_norm_silu_backward_ref(float* dx, float* dgamma, float* dbeta, const float* dout, const float* x,
                                   const float* mean, const float* rstd, const float* gamma, const float* beta,
                                   int64_t N, int64_t C, int64_t HW, int64_t G);

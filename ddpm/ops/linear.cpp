@@ -33,15 +33,18 @@ void linear_backward(float* dx, float* dweight, float* dbias, const float* dout,
     for (int64_t n = 0; n < N; n++) axpy(dbias, 1.0f, dout + n * OUT, OUT);
 }
 
-void linear_forward_ref(float* out, const float* x, const float* weight, const float* bias, int64_t N, int64_t IN,
-                        int64_t OUT) {
+template <typename T>
+void linear_forward_ref(T* out, const T* x, const T* weight, const T* bias, int64_t N, int64_t IN, int64_t OUT) {
   for (int64_t n = 0; n < N; n++)
     for (int64_t o = 0; o < OUT; o++) {
       double acc = bias ? bias[o] : 0.0;
       for (int64_t i = 0; i < IN; i++) acc += static_cast<double>(x[n * IN + i]) * weight[o * IN + i];
-      out[n * OUT + o] = static_cast<float>(acc);
+      out[n * OUT + o] = static_cast<T>(acc);
     }
 }
+template void linear_forward_ref<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t);
+template void linear_forward_ref<double>(double*, const double*, const double*, const double*, int64_t, int64_t,
+                                         int64_t);
 
 void linear_backward_ref(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                          const float* weight, int64_t N, int64_t IN, int64_t OUT) {

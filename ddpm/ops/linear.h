@@ -18,9 +18,10 @@ void linear_forward(float* out, const float* x, const float* weight, const float
                     int64_t OUT);
 void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x, const float* weight,
                      int64_t N, int64_t IN, int64_t OUT);
-// Plain loops accumulating in double: the oracle for the two above.
-void linear_forward_ref(float* out, const float* x, const float* weight, const float* bias, int64_t N, int64_t IN,
-                        int64_t OUT);
+// Plain loops accumulating in double: the oracle for the two above. The forward twin is
+// instantiated for T = float and T = double (the gradient checks difference it in double).
+template <typename T>
+void linear_forward_ref(T* out, const T* x, const T* weight, const T* bias, int64_t N, int64_t IN, int64_t OUT);
 void linear_backward_ref(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                          const float* weight, int64_t N, int64_t IN, int64_t OUT);
 

@@ -25,9 +25,12 @@ void relu_backward(float* dx, const float* dout, const float* x, int64_t n) {
   }, 4096);
 }
 
-void relu_forward_ref(float* out, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f;
+template <typename T>
+void relu_forward_ref(T* out, const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) out[i] = x[i] > T(0) ? x[i] : T(0);
 }
+template void relu_forward_ref<float>(float*, const float*, int64_t);
+template void relu_forward_ref<double>(double*, const double*, int64_t);
 
 void relu_backward_ref(float* dx, const float* dout, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dout[i] : 0.0f;
@@ -67,16 +70,19 @@ void max_pool2x2_backward(float* dx, const float* dout, const uint8_t* argmax, i
   });
 }
 
-void max_pool2x2_forward_ref(float* out, const float* x, int64_t NC, int64_t H, int64_t W) {
+template <typename T>
+void max_pool2x2_forward_ref(T* out, const T* x, int64_t NC, int64_t H, int64_t W) {
   for (int64_t p = 0; p < NC; p++)
     for (int64_t y = 0; y < H / 2; y++)
       for (int64_t xo = 0; xo < W / 2; xo++) {
-        float m = x[(p * H + 2 * y) * W + 2 * xo];
+        T m = x[(p * H + 2 * y) * W + 2 * xo];
         for (int i = 0; i < 2; i++)
           for (int j = 0; j < 2; j++) m = std::max(m, x[(p * H + 2 * y + i) * W + 2 * xo + j]);
         out[(p * (H / 2) + y) * (W / 2) + xo] = m;
       }
 }
+template void max_pool2x2_forward_ref<float>(float*, const float*, int64_t, int64_t, int64_t);
+template void max_pool2x2_forward_ref<double>(double*, const double*, int64_t, int64_t, int64_t);
 
 void max_pool2x2_backward_ref(float* dx, const float* dout, const float* x, int64_t NC, int64_t H, int64_t W) {
   for (int64_t p = 0; p < NC; p++)

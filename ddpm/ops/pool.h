@@ -19,13 +19,15 @@ namespace ddpm {
 
 void relu_forward(float* out, const float* x, int64_t n);
 void relu_backward(float* dx, const float* dout, const float* x, int64_t n);
-void relu_forward_ref(float* out, const float* x, int64_t n);
+template <typename T>  // T = float or double (the gradient checks difference it in double)
+void relu_forward_ref(T* out, const T* x, int64_t n);
 void relu_backward_ref(float* dx, const float* dout, const float* x, int64_t n);
 
 // NC = N * C planes of H x W (H, W even). argmax: [NC, H/2, W/2] offsets i * 2 + j.
 void max_pool2x2_forward(float* out, uint8_t* argmax, const float* x, int64_t NC, int64_t H, int64_t W);
 void max_pool2x2_backward(float* dx, const float* dout, const uint8_t* argmax, int64_t NC, int64_t H, int64_t W);
-void max_pool2x2_forward_ref(float* out, const float* x, int64_t NC, int64_t H, int64_t W);
+template <typename T>  // T = float or double
+void max_pool2x2_forward_ref(T* out, const T* x, int64_t NC, int64_t H, int64_t W);
 void max_pool2x2_backward_ref(float* dx, const float* dout, const float* x, int64_t NC, int64_t H, int64_t W);
 
 Var relu(Tape& tape, const Var& x);
