@@ -104,9 +104,12 @@ TEST_CASE("learned_variance: hybrid_loss gradients match finite differences; the
   auto f_eps = [&](Tape& tape, const std::vector<Var>& in) {
     return hybrid_loss(tape, s, concat_channels(tape, in[0], constant(eps_part)), eps, x0, x_t, t, simple_only).loss;
   };
-  // Float32 forward of a smooth loss of O(1) values: h = 1e-2 balances the truncation
-  // error (h^2 / 6 times the third derivative) against the loss's rounding (~6e-8 |L| / h).
-  testing::gradcheck("hybrid_loss d/dr", f_r, {randn({N, C, H, W}, 13, 0.5f)}, 1e-2, testing::GradTol{1e-4, 1e-3});
+  // Float32 forward of a smooth loss of O(1) values: h balances the truncation error
+  // (h^2 / 6 times the third derivative) against the loss's rounding (~6e-8 |L| / h). The
+  // discretized decoder's log-CDF differences round more coarsely than |L| suggests, so r
+  // takes h = 3e-2: at 1e-2 the scalar build's worst entry was 1.34 x this tolerance, all
+  // rounding (it grew to 9 x at h = 1e-3); at 3e-2 it is 0.44 x (scalar) and 0.34 x (AVX-512).
+  testing::gradcheck("hybrid_loss d/dr", f_r, {randn({N, C, H, W}, 13, 0.5f)}, 3e-2, testing::GradTol{1e-4, 1e-3});
   testing::gradcheck("hybrid_loss d/deps_theta", f_eps, {randn({N, C, H, W}, 16, 0.5f)}, 1e-2,
                      testing::GradTol{1e-4, 1e-3});
   // Stop-gradient: with lambda = 0 the eps channels' gradient is unchanged and r gets none.

@@ -63,11 +63,11 @@ inline bool allclose(const char* name, const float* got, const float* want, int6
 
 inline void check_allclose(const char* name, const float* got, const float* want, int64_t n, double atol,
                            double rtol) {
-  CHECK_MESSAGE(allclose(name, got, want, n, atol, rtol), name);
+  CHECK_MESSAGE(allclose(name, got, want, n, atol, rtol), std::string(name));
 }
 
 inline void check_allclose(const char* name, const Tensor& got, const Tensor& want, double atol, double rtol) {
-  REQUIRE_MESSAGE(got.shape() == want.shape(), name << ": shape " << got.shape_str() << " vs " << want.shape_str());
+  REQUIRE_MESSAGE(got.shape() == want.shape(), std::string(name) << ": shape " << got.shape_str() << " vs " << want.shape_str());
   check_allclose(name, got.data(), want.data(), got.numel(), atol, rtol);
 }
 
@@ -134,7 +134,7 @@ inline double compare_entries(const char* name, size_t a, const Tensor& g, const
 // every check's worst entry, to see the margin a tolerance leaves.
 inline void report(const char* name, double worst) {
   if (std::getenv("DDPM_GRADCHECK_VERBOSE")) std::printf("%s: worst entry %.3g x its tolerance\n", name, worst);
-  CHECK_MESSAGE(worst <= 1.0, name << ": worst gradient entry is " << worst << " x its tolerance");
+  CHECK_MESSAGE(worst <= 1.0, std::string(name) << ": worst gradient entry is " << worst << " x its tolerance");
 }
 
 }  // namespace detail
@@ -158,7 +158,7 @@ inline double gradcheck_twin(const char* name, const OpFn& f, const TwinFn& twin
   for (int64_t i = 0; i < out.numel(); i++)
     if (!(std::fabs(double(out[i]) - y[i]) <= tol.atol + tol.rtol * std::fabs(y[i])) && forward_bad++ < 5)
       std::printf("%s: forward [%lld]: op %.9g, twin %.9g\n", name, static_cast<long long>(i), double(out[i]), y[i]);
-  CHECK_MESSAGE(forward_bad == 0, name << ": " << forward_bad << " forward entries differ from the double twin");
+  CHECK_MESSAGE(forward_bad == 0, std::string(name) << ": " << forward_bad << " forward entries differ from the double twin");
   auto loss = [&]() {
     twin(y, xs);
     double s = 0.0;
