@@ -44,15 +44,15 @@ LDFLAGS += -pthread
 
 # --- library sources -------------------------------------------------------
 LIB_SRCS := \
-	ddpm/check.cpp \
-	ddpm/tensor.cpp \
-	ddpm/rng.cpp \
-	ddpm/parallel.cpp \
-	ddpm/kernels.cpp \
-	ddpm/tape.cpp \
+	ddpm/core/check.cpp \
+	ddpm/core/tensor.cpp \
+	ddpm/core/rng.cpp \
+	ddpm/core/parallel.cpp \
+	ddpm/core/kernels.cpp \
+	ddpm/core/tape.cpp \
 	ddpm/ops/elementwise.cpp \
-	ddpm/cli.cpp \
-	ddpm/optim.cpp \
+	ddpm/app/flags.cpp \
+	ddpm/train/optim.cpp \
 	ddpm/ops/conv.cpp \
 	ddpm/ops/linear.cpp \
 	ddpm/ops/group_norm.cpp \
@@ -60,78 +60,78 @@ LIB_SRCS := \
 	ddpm/ops/shape.cpp \
 	ddpm/ops/dropout.cpp \
 	ddpm/ops/embedding.cpp \
-	ddpm/nn.cpp \
-	ddpm/unet.cpp \
+	ddpm/model/nn.cpp \
+	ddpm/model/unet.cpp \
 	ddpm/io/file.cpp \
 	ddpm/io/json.cpp \
 	ddpm/io/safetensors.cpp \
 	ddpm/io/png.cpp \
 	ddpm/data/mnist.cpp \
-	ddpm/train.cpp \
-	ddpm/schedule.cpp \
-	ddpm/diffusion.cpp \
+	ddpm/train/trainer.cpp \
+	ddpm/diffusion/schedule.cpp \
+	ddpm/diffusion/diffusion.cpp \
 	ddpm/io/svg.cpp \
-	ddpm/figures.cpp \
+	ddpm/app/figures.cpp \
 	ddpm/io/gif.cpp \
-	ddpm/linalg.cpp \
+	ddpm/eval/linalg.cpp \
 	ddpm/ops/pool.cpp \
 	ddpm/ops/cross_entropy.cpp \
 	ddpm/eval/metrics.cpp \
-	ddpm/classifier.cpp \
+	ddpm/eval/classifier.cpp \
 	ddpm/eval/evaluate.cpp \
-	ddpm/ddim.cpp \
-	ddpm/targets.cpp \
-	ddpm/learned_variance.cpp \
-	ddpm/timestep_sampler.cpp \
-	ddpm/guidance.cpp \
-	ddpm/profile.cpp \
-	ddpm/run_folder.cpp
+	ddpm/extensions/ddim.cpp \
+	ddpm/extensions/prediction_targets.cpp \
+	ddpm/extensions/learned_variance.cpp \
+	ddpm/extensions/importance_sampling.cpp \
+	ddpm/extensions/guidance.cpp \
+	ddpm/core/profile.cpp \
+	ddpm/app/run_folder.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
 	tests/test_main.cpp \
-	tests/test_tensor.cpp \
-	tests/test_rng.cpp \
-	tests/test_parallel.cpp \
-	tests/test_kernels.cpp \
-	tests/test_tape.cpp \
-	tests/test_elementwise.cpp \
-	tests/test_cli.cpp \
-	tests/test_optim.cpp \
-	tests/test_conv.cpp \
-	tests/test_linear.cpp \
-	tests/test_group_norm.cpp \
-	tests/test_attention.cpp \
-	tests/test_shape.cpp \
-	tests/test_dropout.cpp \
-	tests/test_embedding.cpp \
-	tests/test_nn.cpp \
-	tests/test_unet.cpp \
-	tests/test_json.cpp \
-	tests/test_safetensors.cpp \
-	tests/test_png.cpp \
-	tests/test_mnist.cpp \
-	tests/test_diffusion.cpp \
-	tests/test_svg.cpp \
-	tests/test_train.cpp \
-	tests/test_crosscheck.cpp \
-	tests/test_sample.cpp \
-	tests/test_gif.cpp \
-	tests/test_linalg.cpp \
-	tests/test_pool.cpp \
-	tests/test_cross_entropy.cpp \
-	tests/test_metrics.cpp \
-	tests/test_classifier.cpp \
-	tests/test_evaluate.cpp \
-	tests/test_default_path.cpp \
-	tests/test_ddim.cpp \
-	tests/test_targets.cpp \
-	tests/test_learned_variance.cpp \
-	tests/test_timestep_sampler.cpp \
-	tests/test_guidance.cpp \
-	tests/test_beyond_train.cpp \
-	tests/test_reliability.cpp \
-	tests/test_run_folder.cpp
+	tests/core/test_tensor.cpp \
+	tests/core/test_rng.cpp \
+	tests/core/test_parallel.cpp \
+	tests/core/test_kernels.cpp \
+	tests/core/test_tape.cpp \
+	tests/ops/test_elementwise.cpp \
+	tests/app/test_flags.cpp \
+	tests/train/test_optim.cpp \
+	tests/ops/test_conv.cpp \
+	tests/ops/test_linear.cpp \
+	tests/ops/test_group_norm.cpp \
+	tests/ops/test_attention.cpp \
+	tests/ops/test_shape.cpp \
+	tests/ops/test_dropout.cpp \
+	tests/ops/test_embedding.cpp \
+	tests/model/test_nn.cpp \
+	tests/model/test_unet.cpp \
+	tests/io/test_json.cpp \
+	tests/io/test_safetensors.cpp \
+	tests/io/test_png.cpp \
+	tests/data/test_mnist.cpp \
+	tests/diffusion/test_diffusion.cpp \
+	tests/io/test_svg.cpp \
+	tests/train/test_train.cpp \
+	tests/e2e/test_crosscheck.cpp \
+	tests/app/test_sample.cpp \
+	tests/io/test_gif.cpp \
+	tests/eval/test_linalg.cpp \
+	tests/ops/test_pool.cpp \
+	tests/ops/test_cross_entropy.cpp \
+	tests/eval/test_metrics.cpp \
+	tests/eval/test_classifier.cpp \
+	tests/eval/test_evaluate.cpp \
+	tests/e2e/test_default_path.cpp \
+	tests/extensions/test_ddim.cpp \
+	tests/extensions/test_prediction_targets.cpp \
+	tests/extensions/test_learned_variance.cpp \
+	tests/extensions/test_importance_sampling.cpp \
+	tests/extensions/test_guidance.cpp \
+	tests/e2e/test_beyond_train.cpp \
+	tests/e2e/test_reliability.cpp \
+	tests/app/test_run_folder.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
@@ -254,9 +254,9 @@ $(FUZZ_BUILD)/make_corpus: $(FUZZ_BUILD)/tests/fuzz/make_corpus.o $(FUZZ_BUILD)/
 fuzz-corpus: $(FUZZ_BUILD)/make_corpus
 	./$(FUZZ_BUILD)/make_corpus tests/fuzz/corpus
 
-# --- crash-safety tests of ./train_mnist (tests/kill_test.sh, tests/fault_test.sh) ----
+# --- crash-safety tests of ./train_mnist (tests/e2e/kill_test.sh, tests/e2e/fault_test.sh) ----
 kill-test: train_mnist ckpt_hash
-	bash tests/kill_test.sh
-	bash tests/fault_test.sh
+	bash tests/e2e/kill_test.sh
+	bash tests/e2e/fault_test.sh
 
 -include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TOOLS:%=$(BUILD)/tools/%.d) $(FUZZ_LIB_OBJS:.o=.d) $(wildcard $(FUZZ_BUILD)/tests/fuzz/*.d)

@@ -3,7 +3,7 @@
 // and the small training config the tests run on it.
 #pragma once
 
-#include "ddpm/train.h"
+#include "ddpm/train/trainer.h"
 
 namespace ddpm {
 namespace testing {

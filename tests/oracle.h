@@ -9,7 +9,7 @@
 #include <cmath>
 #include <vector>
 
-#include "ddpm/diffusion.h"
+#include "ddpm/diffusion/diffusion.h"
 
 namespace ddpm {
 namespace testing {

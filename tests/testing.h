@@ -23,9 +23,9 @@
 #include <string>
 #include <vector>
 
-#include "ddpm/rng.h"
-#include "ddpm/tape.h"
-#include "ddpm/tensor.h"
+#include "ddpm/core/rng.h"
+#include "ddpm/core/tape.h"
+#include "ddpm/core/tensor.h"
 
 namespace ddpm {
 namespace testing {

@@ -20,7 +20,7 @@
 //          runs, on random images), forward-only img/s (no grad, eval mode: the
 //          sampling cost), peak resident memory of that configuration (each runs in
 //          its own forked process, so peaks do not mix), and a per-op breakdown of the
-//          training step (ddpm/profile.h: time share, GFLOP/s, % of the FMA peak; conv
+//          training step (ddpm/core/profile.h: time share, GFLOP/s, % of the FMA peak; conv
 //          per resolution), and of the forward pass.
 // Every section adds rows to one Report, printed and written as JSON.
 //
@@ -44,16 +44,16 @@
 #include <thread>
 #include <vector>
 
-#include "ddpm/check.h"
-#include "ddpm/cli.h"
-#include "ddpm/kernels.h"
+#include "ddpm/core/check.h"
+#include "ddpm/app/flags.h"
+#include "ddpm/core/kernels.h"
 #include "ddpm/ops/conv.h"
-#include "ddpm/parallel.h"
-#include "ddpm/profile.h"
-#include "ddpm/rng.h"
-#include "ddpm/simd.h"
-#include "ddpm/train.h"
-#include "ddpm/unet.h"
+#include "ddpm/core/parallel.h"
+#include "ddpm/core/profile.h"
+#include "ddpm/core/rng.h"
+#include "ddpm/core/simd.h"
+#include "ddpm/train/trainer.h"
+#include "ddpm/model/unet.h"
 
 using namespace ddpm;
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench_torch.py: the PyTorch twin of ./bench's model section, for side-by-side ratios.
 
-The same U-Net as ddpm/unet.cpp (tiny or small; ddpm/nn.h's ResBlock and AttnBlock,
+The same U-Net as ddpm/model/unet.cpp (tiny or small; ddpm/model/nn.h's ResBlock and AttnBlock,
 Downsample as a stride-2 conv, Upsample as nearest x2 then a conv), and the same
 training step as Trainer::step(): x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps,
 L_simple = mse(eps_theta(x_t, t), eps), backward, clip_grad_norm_(1.0), Adam (lr 1e-3),

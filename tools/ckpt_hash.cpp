@@ -7,7 +7,7 @@
 // format tag and version, both configs, the state counters, every tensor with its shape and
 // no other, all finite, adam.v >= 0. Only the dataset-size check is left to the trainer. The hash is FNV-1a (64-bit) over
 // every tensor's name, shape and float32 bits in file order, so two checkpoints with the
-// same hash hold the same training state, bit for bit (tests/kill_test.sh compares a
+// same hash hold the same training state, bit for bit (tests/e2e/kill_test.sh compares a
 // resumed run with an uninterrupted one this way). Exits 1, naming the file and what is
 // wrong, if any file is not a complete ddpm checkpoint.
 #include <cinttypes>
@@ -16,10 +16,10 @@
 #include <map>
 #include <string>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 #include "ddpm/io/safetensors.h"
-#include "ddpm/train.h"
-#include "ddpm/unet.h"
+#include "ddpm/train/trainer.h"
+#include "ddpm/model/unet.h"
 
 using namespace ddpm;
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The live cross-check against PyTorch (`make crosscheck`):
 #   1. regenerates every fixture with tools/torch_reference.py into a temp folder and runs
-#      the C++ comparison (tests/test_crosscheck.cpp) against them;
+#      the C++ comparison (tests/e2e/test_crosscheck.cpp) against them;
 #   2. interop, ours -> PyTorch: trains a tiny U-Net for a few steps with ./train_mnist, loads
 #      the checkpoint (raw and EMA weights) in the PyTorch mirror, and checks that both give
 #      the same eps on real MNIST digits (max abs difference <= 1e-4);

@@ -1,7 +1,7 @@
 // eval: measure what the models make. `./eval --help` lists every flag.
 //
 //   ./eval --train-classifier                 train the evaluation classifier (a LeNet,
-//                                             ddpm/classifier.h) on MNIST train, report its
+//                                             ddpm/eval/classifier.h) on MNIST train, report its
 //                                             test accuracy, save it to --classifier
 //   ./eval --checkpoint CKPT --n N            sample N images (Algorithm 2, EMA weights) and
 //                                             report FLD, precision/recall and classes, with
@@ -31,16 +31,16 @@
 #include <string>
 #include <thread>
 
-#include "ddpm/check.h"
-#include "ddpm/classifier.h"
-#include "ddpm/cli.h"
+#include "ddpm/core/check.h"
+#include "ddpm/eval/classifier.h"
+#include "ddpm/app/flags.h"
 #include "ddpm/data/mnist.h"
 #include "ddpm/eval/evaluate.h"
-#include "ddpm/figures.h"
+#include "ddpm/app/figures.h"
 #include "ddpm/io/safetensors.h"
-#include "ddpm/parallel.h"
-#include "ddpm/targets.h"
-#include "ddpm/train.h"
+#include "ddpm/core/parallel.h"
+#include "ddpm/extensions/prediction_targets.h"
+#include "ddpm/train/trainer.h"
 
 using namespace ddpm;
 

@@ -31,18 +31,18 @@
 #include <thread>
 #include <vector>
 
-#include "ddpm/check.h"
-#include "ddpm/cli.h"
+#include "ddpm/core/check.h"
+#include "ddpm/app/flags.h"
 #include "ddpm/data/mnist.h"
-#include "ddpm/figures.h"
+#include "ddpm/app/figures.h"
 #include "ddpm/io/gif.h"
 #include "ddpm/io/png.h"
 #include "ddpm/io/safetensors.h"
-#include "ddpm/parallel.h"
-#include "ddpm/run_folder.h"
-#include "ddpm/schedule.h"
-#include "ddpm/targets.h"
-#include "ddpm/train.h"
+#include "ddpm/core/parallel.h"
+#include "ddpm/app/run_folder.h"
+#include "ddpm/diffusion/schedule.h"
+#include "ddpm/extensions/prediction_targets.h"
+#include "ddpm/train/trainer.h"
 
 using namespace ddpm;
 

@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "ddpm/check.h"
-#include "ddpm/cli.h"
+#include "ddpm/core/check.h"
+#include "ddpm/app/flags.h"
 #include "ddpm/io/svg.h"
-#include "ddpm/schedule.h"
+#include "ddpm/diffusion/schedule.h"
 
 using namespace ddpm;
 

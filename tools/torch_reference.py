@@ -1,12 +1,12 @@
 #!/usr/bin/python3
 """tools/torch_reference.py: ddpm's U-Net mirrored in PyTorch, and the reference fixtures.
 
-The mirror has the same module tree as ddpm/unet.h, so its state_dict keys are our
+The mirror has the same module tree as ddpm/model/unet.h, so its state_dict keys are our
 parameter names ("down.0.blocks.0.norm1.weight"), and it reads and writes our safetensors
 checkpoints (the format is parsed here; the `safetensors` package is not needed).
 
   fixtures  --out DIR
-      Writes the reference fixtures that tests/test_crosscheck.cpp compares against
+      Writes the reference fixtures that tests/e2e/test_crosscheck.cpp compares against
       (committed under tests/fixtures/): every layer alone, a minimal U-Net with every
       parameter's gradient, three Adam steps, ten training steps, twenty steps of
       Algorithm 2, and schedule tables. Inputs come from torch.manual_seed(0).
@@ -22,7 +22,7 @@ checkpoints (the format is parsed here; the `safetensors` package is not needed)
 
 Run with /usr/bin/python3 (Debian's python3-torch). Without torch it says so and exits 0.
 
-Conventions (ddpm/unet.h, ddpm/diffusion.h): data in [-1, 1]; t is 1-based (1..T) and is
+Conventions (ddpm/model/unet.h, ddpm/diffusion/diffusion.h): data in [-1, 1]; t is 1-based (1..T) and is
 fed to the sinusoid as is; the sinusoid is [sin | cos] with freq_i = exp(-ln(10000) i /
 (half - 1)), computed in float64 and rounded to float32 once.
 """
@@ -94,7 +94,7 @@ def save_safetensors(path, tensors, metadata=None):
 
 
 # ---------------------------------------------------------------------------------------
-# Model configs (ddpm/unet.cpp's unet_config) and their config.* metadata
+# Model configs (ddpm/model/unet.cpp's unet_config) and their config.* metadata
 
 CONFIGS = {
     "tiny": dict(image_size=28, in_ch=1, ch=32, ch_mult=[1, 2, 2], num_res_blocks=1, attn_resolutions=[7],
@@ -129,7 +129,7 @@ def config_from_metadata(m):
 
 
 # ---------------------------------------------------------------------------------------
-# The mirror: the module tree of ddpm/unet.h and ddpm/nn.h, with the same names
+# The mirror: the module tree of ddpm/model/unet.h and ddpm/model/nn.h, with the same names
 
 def timestep_embedding(t, dim):
     """t: int tensor [N] in 1..T -> [N, dim] float32, [sin | cos], computed in float64."""
@@ -298,7 +298,7 @@ def state_dict_items(model):
 
 
 # ---------------------------------------------------------------------------------------
-# Schedules, in float64, from their formulas (ddpm/schedule.h; docs/derivation.md)
+# Schedules, in float64, from their formulas (ddpm/diffusion/schedule.h; docs/derivation.md)
 
 def schedule_betas(name, T, beta_start=1e-4, beta_end=0.02, s=0.008, max_beta=0.999):
     if name == "linear":

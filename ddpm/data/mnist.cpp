@@ -4,7 +4,7 @@
 
 #include <cstdio>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 #include "ddpm/io/file.h"
 
 namespace ddpm {

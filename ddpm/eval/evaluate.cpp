@@ -7,7 +7,7 @@
 #include <numeric>
 #include <sstream>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 
 namespace ddpm {
 

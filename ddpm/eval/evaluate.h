@@ -26,10 +26,10 @@
 #include <string>
 #include <vector>
 
-#include "ddpm/classifier.h"
-#include "ddpm/diffusion.h"
+#include "ddpm/eval/classifier.h"
+#include "ddpm/diffusion/diffusion.h"
 #include "ddpm/eval/metrics.h"
-#include "ddpm/linalg.h"
+#include "ddpm/eval/linalg.h"
 
 namespace ddpm {
 

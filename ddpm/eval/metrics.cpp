@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "ddpm/check.h"
-#include "ddpm/kernels.h"
-#include "ddpm/parallel.h"
+#include "ddpm/core/check.h"
+#include "ddpm/core/kernels.h"
+#include "ddpm/core/parallel.h"
 
 namespace ddpm {
 

@@ -11,7 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 
 extern char** environ;
 

@@ -2,7 +2,7 @@
 
 #include <unordered_map>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 #include "ddpm/io/file.h"
 
 namespace ddpm {

@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 
 namespace ddpm {
 

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "ddpm/tensor.h"
+#include "ddpm/core/tensor.h"
 
 namespace ddpm {
 

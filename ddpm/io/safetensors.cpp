@@ -4,7 +4,7 @@
 #include <cstring>
 #include <set>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 #include "ddpm/io/file.h"
 #include "ddpm/io/json.h"
 

@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "ddpm/tensor.h"
+#include "ddpm/core/tensor.h"
 
 namespace ddpm {
 

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <sstream>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 #include "ddpm/io/file.h"
 
 namespace ddpm {

@@ -4,11 +4,11 @@
 #include <cmath>
 #include <vector>
 
-#include "ddpm/check.h"
-#include "ddpm/kernels.h"
-#include "ddpm/parallel.h"
-#include "ddpm/profile.h"
-#include "ddpm/simd.h"
+#include "ddpm/core/check.h"
+#include "ddpm/core/kernels.h"
+#include "ddpm/core/parallel.h"
+#include "ddpm/core/profile.h"
+#include "ddpm/core/simd.h"
 
 namespace ddpm {
 

@@ -21,7 +21,7 @@
 // order, so the results are bit-identical for any thread count.
 #pragma once
 
-#include "ddpm/tape.h"
+#include "ddpm/core/tape.h"
 
 namespace ddpm {
 

@@ -29,7 +29,7 @@
 // Caches nothing beyond its inputs.
 #pragma once
 
-#include "ddpm/tape.h"
+#include "ddpm/core/tape.h"
 
 namespace ddpm {
 

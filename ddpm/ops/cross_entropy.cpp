@@ -3,7 +3,7 @@
 #include <cmath>
 #include <memory>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 
 namespace ddpm {
 

@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "ddpm/tape.h"
+#include "ddpm/core/tape.h"
 
 namespace ddpm {
 

@@ -11,8 +11,8 @@
 //   dx[i] += keep[i] ? dout[i] * scale : 0.
 #pragma once
 
-#include "ddpm/rng.h"
-#include "ddpm/tape.h"
+#include "ddpm/core/rng.h"
+#include "ddpm/core/tape.h"
 
 namespace ddpm {
 

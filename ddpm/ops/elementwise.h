@@ -9,7 +9,7 @@
 //   mse_loss(a, b)  out = mean((a - b)^2), [1]            (PyTorch F.mse_loss, 'mean')
 #pragma once
 
-#include "ddpm/tape.h"
+#include "ddpm/core/tape.h"
 
 namespace ddpm {
 

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 
 namespace ddpm {
 

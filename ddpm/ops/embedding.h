@@ -19,7 +19,7 @@
 
 #include <vector>
 
-#include "ddpm/tape.h"
+#include "ddpm/core/tape.h"
 
 namespace ddpm {
 

@@ -20,7 +20,7 @@
 // a fixed order, so every result is bit-identical for any thread count.
 #pragma once
 
-#include "ddpm/tape.h"
+#include "ddpm/core/tape.h"
 
 namespace ddpm {
 

@@ -2,9 +2,9 @@
 
 #include <vector>
 
-#include "ddpm/check.h"
-#include "ddpm/kernels.h"
-#include "ddpm/profile.h"
+#include "ddpm/core/check.h"
+#include "ddpm/core/kernels.h"
+#include "ddpm/core/profile.h"
 
 namespace ddpm {
 

@@ -8,7 +8,7 @@
 // adds rows in order). Caches nothing beyond its inputs.
 #pragma once
 
-#include "ddpm/tape.h"
+#include "ddpm/core/tape.h"
 
 namespace ddpm {
 

@@ -4,8 +4,8 @@
 #include <memory>
 #include <vector>
 
-#include "ddpm/check.h"
-#include "ddpm/parallel.h"
+#include "ddpm/core/check.h"
+#include "ddpm/core/parallel.h"
 
 namespace ddpm {
 

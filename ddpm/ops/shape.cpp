@@ -2,9 +2,9 @@
 
 #include <cstring>
 
-#include "ddpm/check.h"
-#include "ddpm/parallel.h"
-#include "ddpm/profile.h"
+#include "ddpm/core/check.h"
+#include "ddpm/core/parallel.h"
+#include "ddpm/core/profile.h"
 
 namespace ddpm {
 

@@ -9,7 +9,7 @@
 // written by one thread, so results do not depend on the thread count.
 #pragma once
 
-#include "ddpm/tape.h"
+#include "ddpm/core/tape.h"
 
 namespace ddpm {
 

@@ -1,4 +1,4 @@
-// libFuzzer harness: the command-line flag parser (ddpm/cli.h).
+// libFuzzer harness: the command-line flag parser (ddpm/app/flags.h).
 //
 // The input is split at NUL bytes into argv words (at most 64) and parsed against one
 // flag of each kind, with names that share prefixes ("--no-" negation, "did you mean").
@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "ddpm/check.h"
-#include "ddpm/cli.h"
+#include "ddpm/core/check.h"
+#include "ddpm/app/flags.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::string> args(1);

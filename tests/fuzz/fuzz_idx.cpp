@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 #include "ddpm/data/mnist.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -9,10 +9,10 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 #include "ddpm/io/safetensors.h"
-#include "ddpm/train.h"
-#include "ddpm/unet.h"
+#include "ddpm/train/trainer.h"
+#include "ddpm/model/unet.h"
 #include "tests/fuzz/fuzz_setup.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

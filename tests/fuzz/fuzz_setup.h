@@ -6,8 +6,8 @@
 #include <utility>
 #include <vector>
 
-#include "ddpm/train.h"
-#include "ddpm/unet.h"
+#include "ddpm/train/trainer.h"
+#include "ddpm/model/unet.h"
 
 namespace ddpm {
 namespace fuzzing {

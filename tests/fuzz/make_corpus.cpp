@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "ddpm/check.h"
+#include "ddpm/core/check.h"
 #include "ddpm/io/file.h"
 #include "ddpm/io/safetensors.h"
 #include "tests/fuzz/fuzz_setup.h"

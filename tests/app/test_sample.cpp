@@ -1,0 +1,327 @@
+// Tests of ./sample's library side (ddpm/app/figures.h): batched sampling from a checkpoint,
+// the denoising-chain and forward-process figures. A minimal U-Net (8x8 images) with
+// perturbed weights stands in for a trained model; T is 10, so the file runs fast.
+#include <cmath>
+#include <map>
+#include <memory>
+
+#include "ddpm/core/check.h"
+#include "ddpm/app/figures.h"
+#include "ddpm/io/safetensors.h"
+#include "ddpm/extensions/prediction_targets.h"
+#include "ddpm/train/trainer.h"
+#include "tests/temp_dir.h"
+#include "tests/testing.h"
+
+using namespace ddpm;
+using testing::randn;
+using testing::TempDir;
+
+namespace {
+
+// Saves a minimal U-Net as a training checkpoint would: weights, EMA weights ("ema."
+// prefix, a different perturbation so the two are told apart) and the config metadata.
+// The zero-initialized layers are perturbed too, so eps_theta depends on x_t, t and labels.
+void save_minimal_checkpoint(const std::string& path, int64_t num_classes, int64_t T,
+                             const std::string& predict = "eps") {
+  UNetConfig c = unet_config("minimal");
+  c.num_classes = num_classes;
+  UNet net(c, 3);
+  Generator gen(17);
+  NamedTensors tensors, ema;
+  for (Parameter* p : net.parameters()) {
+    Tensor w = p->var->value.clone();
+    for (int64_t i = 0; i < w.numel(); i++) w[i] += 0.05f * gen.normal();
+    Tensor e = w.clone();
+    for (int64_t i = 0; i < e.numel(); i++) e[i] += 0.05f * gen.normal();
+    tensors.emplace_back(p->name, w);
+    ema.emplace_back("ema." + p->name, e);
+  }
+  tensors.insert(tensors.end(), ema.begin(), ema.end());
+  TrainConfig tc;
+  tc.model = "minimal";
+  tc.schedule = "linear";
+  tc.T = T;
+  tc.conditional = num_classes > 0;
+  tc.predict = parse_target(predict);
+  std::map<std::string, std::string> meta = c.to_metadata();
+  for (auto& kv : tc.to_metadata()) meta.insert(kv);
+  save_safetensors(path, tensors, meta);
+}
+
+bool bit_equal(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return false;
+  for (int64_t i = 0; i < a.numel(); i++)
+    if (!(a[i] == b[i])) return false;
+  return true;
+}
+
+// Image `i` of x [N, ...] equals image `j` of y [M, ...], bit for bit.
+bool image_equal(const Tensor& x, int64_t i, const Tensor& y, int64_t j) {
+  const int64_t D = x.numel() / x.size(0);
+  REQUIRE(D == y.numel() / y.size(0));
+  for (int64_t k = 0; k < D; k++)
+    if (!(x[i * D + k] == y[j * D + k])) return false;
+  return true;
+}
+
+struct Loaded {
+  std::unique_ptr<UNet> model;
+  std::map<std::string, std::string> meta;
+  bool ema = false;
+  Schedule schedule;
+};
+
+Loaded load(const std::string& path, bool use_ema = true) {
+  Loaded l;
+  l.model = load_model(path, use_ema, &l.meta, &l.ema);
+  l.schedule = make_schedule(l.meta.at("train.schedule"), std::stoll(l.meta.at("train.T")));
+  return l;
+}
+
+}  // namespace
+
+TEST_CASE("sample: evenly_spaced_t spans both ends, rounds, and caps the count") {
+  CHECK(evenly_spaced_t(1000, 0, 11) == std::vector<int64_t>{1000, 900, 800, 700, 600, 500, 400, 300, 200, 100, 0});
+  CHECK(evenly_spaced_t(0, 10, 4) == std::vector<int64_t>{0, 3, 7, 10});  // 0, 3.33, 6.67, 10
+  CHECK(evenly_spaced_t(10, 0, 4) == std::vector<int64_t>{10, 7, 3, 0});
+  CHECK(evenly_spaced_t(3, 0, 50) == std::vector<int64_t>{3, 2, 1, 0});  // at most |to - from| + 1
+  CHECK(evenly_spaced_t(7, 0, 1) == std::vector<int64_t>{7});
+  CHECK_THROWS_AS(evenly_spaced_t(7, 0, 0), Error);
+}
+
+TEST_CASE("sample: images from a checkpoint are bit-identical for batch sizes 1, 3 and all") {
+  TempDir dir;
+  const std::string path = dir / "ckpt.safetensors";
+  save_minimal_checkpoint(path, 0, 10);
+  Loaded l = load(path);
+  CHECK(l.ema);
+  const Shape image{1, 8, 8};
+  const int64_t n = 5;
+  BatchEpsFn eps = [&](int64_t, int64_t) { return unet_eps_fn(*l.model); };
+  auto run = [&](int64_t batch) {
+    BatchedSampleOptions o;
+    o.batch = batch;
+    o.sample.keep_t = {10, 5, 0};
+    return sample_in_batches(ddpm_sampler(l.schedule, 4), eps, n, image, o);
+  };
+  SampleResult all = run(n), one = run(1), three = run(3);
+  REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
+  CHECK(bit_equal(one.x0, all.x0));
+  CHECK(bit_equal(three.x0, all.x0));
+  REQUIRE(three.chain.size() == 3);
+  for (size_t k = 0; k < 3; k++) {
+    CHECK(bit_equal(one.chain[k], all.chain[k]));
+    CHECK(bit_equal(three.chain[k], all.chain[k]));
+  }
+  // The same images as one direct call of Algorithm 2.
+  CHECK(bit_equal(sample(l.schedule, unet_eps_fn(*l.model), {n, 1, 8, 8}, 4).x0, all.x0));
+  // The model matters (the perturbed net is not the zero predictor): the EMA and the raw
+  // weights give different images, and so does another seed.
+  Loaded raw = load(path, false);
+  CHECK_FALSE(raw.ema);
+  BatchEpsFn raw_eps = [&](int64_t, int64_t) { return unet_eps_fn(*raw.model); };
+  BatchedSampleOptions o;
+  CHECK_FALSE(bit_equal(sample_in_batches(ddpm_sampler(l.schedule, 4), raw_eps, n, image, o).x0, all.x0));
+  CHECK_FALSE(bit_equal(sample_in_batches(ddpm_sampler(l.schedule, 5), eps, n, image, o).x0, all.x0));
+  for (int64_t i = 0; i < all.x0.numel(); i++) REQUIRE(std::isfinite(all.x0[i]));
+}
+
+TEST_CASE("sample: the DDIM sampler of ./sample equals ddim_sample, is batch independent, and converts the target") {
+  TempDir dir;
+  const std::string path = dir / "v.safetensors";
+  save_minimal_checkpoint(path, 0, 10, "v");
+  Loaded l = load(path);
+  const PredictionTarget predict = prediction_target(l.meta);  // what ./sample reads
+  REQUIRE(predict == PredictionTarget::v);
+  const Shape image{1, 8, 8};
+  const int64_t n = 5;
+  DdimOptions ddim;
+  ddim.steps = 4;
+  ddim.spacing = Spacing::trailing;
+  ddim.eta = 0.5;  // stochastic, so the noise keying by global index is exercised
+  const std::vector<int64_t> tau = respace_timesteps(10, 4, Spacing::trailing);
+  REQUIRE(tau.size() == 4);
+  REQUIRE(tau.back() == 10);
+  // What ./sample and ./eval build from their flags: --sampler ddim --ddim-steps 4 --eta 0.5.
+  SamplerChoice choice;
+  choice.sampler = "ddim";
+  choice.ddim_steps = 4;
+  choice.eta = 0.5;
+  const Sampler sampler = make_sampler(l.schedule, 6, choice);
+  CHECK(describe_sampler(choice, 10, VarianceType::fixed_large) == "DDIM, 4 steps (trailing, eta 0.5)");
+  const BatchEpsFn eps = unet_batch_eps_fn(*l.model, l.schedule, predict);
+  auto run = [&](int64_t batch) {
+    BatchedSampleOptions o;
+    o.batch = batch;
+    o.sample.keep_t = {10, tau[1], 0};
+    return sample_in_batches(sampler, eps, n, image, o);
+  };
+  SampleResult all = run(n), one = run(1), three = run(3);
+  REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
+  CHECK(bit_equal(one.x0, all.x0));
+  CHECK(bit_equal(three.x0, all.x0));
+  REQUIRE(all.chain.size() == 3);
+  for (size_t k = 0; k < 3; k++) {
+    CHECK(bit_equal(one.chain[k], all.chain[k]));
+    CHECK(bit_equal(three.chain[k], all.chain[k]));
+  }
+  // One direct call of the library's DDIM on the converted model gives the same images.
+  DdimOptions direct = ddim;
+  direct.keep_t = {10, tau[1], 0};
+  SampleResult d = ddim_sample(l.schedule, as_eps_fn(l.schedule, unet_eps_fn(*l.model), predict), {n, 1, 8, 8}, 6, direct);
+  CHECK(bit_equal(d.x0, all.x0));
+  // x_T is Algorithm 2's (same seed, same x_T), and the sampler is not Algorithm 2.
+  SampleOptions keep_x_T;
+  keep_x_T.keep_t = {10};
+  SampleResult a2 = sample(l.schedule, as_eps_fn(l.schedule, unet_eps_fn(*l.model), predict), {n, 1, 8, 8}, 6, keep_x_T);
+  CHECK(bit_equal(a2.chain[0], all.chain[0]));
+  CHECK_FALSE(bit_equal(a2.x0, all.x0));
+  // The conversion matters: reading the v output as eps gives other images.
+  BatchEpsFn raw = [&](int64_t, int64_t) { return unet_eps_fn(*l.model); };
+  BatchedSampleOptions o;
+  CHECK_FALSE(bit_equal(sample_in_batches(ddim_sampler(l.schedule, 6, ddim), raw, n, image, o).x0, all.x0));
+  for (int64_t i = 0; i < all.x0.numel(); i++) REQUIRE(std::isfinite(all.x0[i]));
+}
+
+TEST_CASE("sample: class labels follow the global image index across batches, and guidance changes the images") {
+  TempDir dir;
+  const std::string path = dir / "cond.safetensors";
+  save_minimal_checkpoint(path, 10, 10);
+  Loaded l = load(path);
+  REQUIRE(l.model->config().num_classes == 10);
+  const Shape image{1, 8, 8};
+  const std::vector<int64_t> labels = class_grid_labels(3, 2);  // rows of classes 0, 1, 2
+  CHECK(labels == std::vector<int64_t>{0, 0, 1, 1, 2, 2});
+  // ./sample's and ./eval's predictor: image i gets labels[i], whatever batch it falls in.
+  auto eps_for = [&](double w) {
+    return unet_batch_eps_fn(*l.model, l.schedule, PredictionTarget::eps, [&](int64_t i) { return labels[i]; }, w);
+  };
+  auto run = [&](int64_t batch, double w) {
+    BatchedSampleOptions o;
+    o.batch = batch;
+    return sample_in_batches(make_sampler(l.schedule, 8, SamplerChoice{}), eps_for(w), 6, image, o).x0;
+  };
+  Tensor whole = run(6, 2.0);
+  CHECK(bit_equal(run(1, 2.0), whole));
+  CHECK(bit_equal(run(4, 2.0), whole));
+  // The direct call with all six labels at once.
+  EpsFn direct = unet_eps_fn(*l.model, &labels, 2.0);
+  CHECK(bit_equal(sample(l.schedule, direct, {6, 1, 8, 8}, 8).x0, whole));
+  CHECK_FALSE(bit_equal(run(6, 0.0), whole));
+  // No labels: every image is drawn with the null class (unconditional draws).
+  std::vector<int64_t> nulls(6, 10);
+  BatchedSampleOptions o;
+  Tensor unconditional =
+      sample_in_batches(ddpm_sampler(l.schedule, 8), unet_batch_eps_fn(*l.model, l.schedule, PredictionTarget::eps), 6,
+                        image, o).x0;
+  CHECK(bit_equal(unconditional, sample(l.schedule, unet_eps_fn(*l.model, &nulls), {6, 1, 8, 8}, 8).x0));
+  // Same noise, different class: images 0 and 2 share nothing but the model, so they
+  // differ; the same class at the same index does not.
+  CHECK_FALSE(image_equal(whole, 0, whole, 2));
+}
+
+TEST_CASE("sample: the chain has one entry per kept t, from x_T to x_0, and its last entry is the samples") {
+  TempDir dir;
+  const std::string path = dir / "ckpt.safetensors";
+  save_minimal_checkpoint(path, 0, 12);
+  Loaded l = load(path);
+  const int64_t n = 7, rows = 4, K = 5;
+  BatchEpsFn eps = [&](int64_t, int64_t) { return unet_eps_fn(*l.model); };
+  BatchedSampleOptions o;
+  o.batch = 3;  // the chain's rows straddle two batches
+  o.chain_n = rows;
+  o.sample.keep_t = evenly_spaced_t(12, 0, K);
+  REQUIRE(o.sample.keep_t == std::vector<int64_t>{12, 9, 6, 3, 0});
+  std::vector<int64_t> progress_t;
+  o.progress = [&](int64_t first, int64_t, int64_t t) {
+    if (first == 0) progress_t.push_back(t);
+  };
+  SampleResult r = sample_in_batches(ddpm_sampler(l.schedule, 2), eps, n, {1, 8, 8}, o);
+  CHECK(progress_t == std::vector<int64_t>{12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1});
+  REQUIRE(r.kept_t == o.sample.keep_t);
+  REQUIRE(r.chain.size() == static_cast<size_t>(K));
+  for (const Tensor& c : r.chain) CHECK(c.shape() == Shape{rows, 1, 8, 8});
+  for (int64_t i = 0; i < rows; i++) {
+    CHECK(image_equal(r.chain.back(), i, r.x0, i));  // x_0 of the chain is the sample
+    // x_T is Algorithm 2 line 1's keyed draw: element j of image i has index i * D + j.
+    CHECK(r.chain[0][i * 64 + 5] == normal(RngKey{2, make_stream(rng_sample_xT)}, static_cast<uint64_t>(i * 64 + 5)));
+  }
+  CHECK_FALSE(image_equal(r.chain[1], 0, r.x0, 0));
+
+  // The figure: row r, column k is chain entry k of sample r.
+  Tensor fig = chain_figure(r, 3);
+  REQUIRE(fig.shape() == Shape{3 * K, 1, 8, 8});
+  for (int64_t row = 0; row < 3; row++)
+    for (int64_t k = 0; k < K; k++) CHECK(image_equal(fig, row * K + k, r.chain[static_cast<size_t>(k)], row));
+  CHECK_THROWS_WITH_AS(chain_figure(r, rows + 1), doctest::Contains("chain_figure"), Error);
+  CHECK_THROWS_AS(chain_figure(SampleResult{}, 1), Error);
+}
+
+TEST_CASE("sample: the forward figure's t = 0 column is the input and its columns follow forward_chain") {
+  Schedule s = make_schedule("linear", 20);
+  Tensor x0 = randn({3, 1, 5, 4}, 21);
+  for (int64_t i = 0; i < x0.numel(); i++) x0[i] = std::tanh(x0[i]);  // data in [-1, 1]
+  const std::vector<int64_t> t = evenly_spaced_t(0, 20, 6);  // 0, 4, 8, 12, 16, 20
+  const int64_t K = static_cast<int64_t>(t.size());
+  Tensor fig = forward_figure(s, x0, t, 6);
+  REQUIRE(fig.shape() == Shape{3 * K, 1, 5, 4});
+  std::vector<Tensor> chain = forward_chain(s, x0, 6);
+  for (int64_t row = 0; row < 3; row++) {
+    CHECK(image_equal(fig, row * K, x0, row));
+    for (int64_t k = 0; k < K; k++) CHECK(image_equal(fig, row * K + k, chain[static_cast<size_t>(t[k])], row));
+  }
+  // The noise did something: the last column is not the input.
+  CHECK_FALSE(image_equal(fig, K - 1, x0, 0));
+  CHECK_THROWS_WITH_AS(forward_figure(s, x0, {21}, 6), doctest::Contains("t = 21"), Error);
+}
+
+TEST_CASE("sample: a missing or foreign checkpoint gives an error naming the file") {
+  TempDir dir;
+  CHECK_THROWS_WITH_AS(load_model(dir / "nope.safetensors", true, nullptr), doctest::Contains("nope.safetensors"), Error);
+  const std::string other = dir / "other.safetensors";
+  save_safetensors(other, {{"w", Tensor({2, 2})}});
+  CHECK_THROWS_WITH_AS(load_model(other, true, nullptr), doctest::Contains("other.safetensors"), Error);
+  testing::write_bytes(dir / "junk.safetensors", {1, 2, 3});
+  CHECK_THROWS_WITH_AS(load_model(dir / "junk.safetensors", true, nullptr), doctest::Contains("junk.safetensors"), Error);
+}
+
+TEST_CASE("sample: the shared sampler flags are checked, and a checkpoint's variance is chosen as documented") {
+  auto parse = [](const std::vector<std::string>& args, SamplerChoice* choice) {
+    Flags flags("t", "");
+    add_sampler_flags(flags, choice);
+    REQUIRE(flags.parse(args));
+    check_sampler_flags(flags, *choice);
+  };
+  SamplerChoice c;
+  parse({"--sampler", "ddim", "--ddim-steps", "20", "--spacing", "linspace", "--eta", "1", "--clip-x0"}, &c);
+  CHECK(c.sampler == "ddim");
+  CHECK(c.ddim_steps == 20);
+  CHECK(c.eta == 1.0);
+  CHECK(c.clip_x0);
+  CHECK(describe_sampler(c, 1000, VarianceType::fixed_large) == "DDIM, 20 steps (linspace, eta 1), x_0 clipped");
+  SamplerChoice d;
+  parse({}, &d);
+  CHECK(describe_sampler(d, 1000, VarianceType::fixed_small) == "Algorithm 2, 1000 steps, fixed_small");
+  SamplerChoice e;
+  CHECK_THROWS_WITH_AS(parse({"--ddim-steps", "20"}, &e), doctest::Contains("--ddim-steps needs --sampler ddim"),
+                       Error);
+  CHECK_THROWS_WITH_AS(parse({"--sampler", "plms"}, &e), doctest::Contains("use ddpm or ddim"), Error);
+  CHECK_THROWS_WITH_AS(parse({"--sampler", "ddim", "--eta", "-1"}, &e), doctest::Contains(">= 0"), Error);
+  CHECK_THROWS_WITH_AS(parse({"--sampler", "ddim", "--spacing", "leading"}, &e), doctest::Contains("leading"),
+                       Error);
+  // S is checked against the schedule's T before any sampling.
+  SamplerChoice too_many;
+  too_many.sampler = "ddim";
+  too_many.ddim_steps = 11;
+  CHECK_THROWS_AS(make_sampler(make_schedule("linear", 10), 0, too_many), Error);
+
+  UNetConfig fixed = unet_config("minimal"), learned = fixed;
+  learned.learned_variance = true;
+  const std::map<std::string, std::string> none, small = {{"train.variance", "fixed_small"}};
+  CHECK(checkpoint_variance(fixed, none, "") == VarianceType::fixed_large);
+  CHECK(checkpoint_variance(fixed, small, "") == VarianceType::fixed_small);
+  CHECK(checkpoint_variance(learned, small, "") == VarianceType::learned_range);
+  CHECK(checkpoint_variance(learned, none, "fixed_large") == VarianceType::fixed_large);
+  CHECK_THROWS_AS(checkpoint_variance(fixed, none, "huge"), Error);
+}

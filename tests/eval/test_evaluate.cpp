@@ -1,0 +1,123 @@
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "ddpm/core/check.h"
+#include "ddpm/eval/evaluate.h"
+#include "ddpm/app/figures.h"
+#include "ddpm/train/trainer.h"
+#include "ddpm/model/unet.h"
+#include "tests/testing.h"
+
+using namespace ddpm;
+using namespace ddpm::testing;
+
+TEST_CASE("evaluate: prepare_images clamps and rounds to the 8-bit grid") {
+  Tensor x = Tensor::from({5}, {-3.0f, -1.0f, 0.0f, 0.5f, 2.0f});
+  Tensor y = prepare_images(x);
+  // 0 -> k = round(127.5) = 128 -> 128/127.5 - 1; 0.5 -> round(191.25) = 191.
+  const float want[] = {-1.0f, -1.0f, 128.0f / 127.5f - 1.0f, 191.0f / 127.5f - 1.0f, 1.0f};
+  check_allclose("prepared", y.data(), want, 5, 1e-7, 0);  // float rounding of k / 127.5 - 1
+  Tensor r = randn({64}, 2);
+  Tensor p = prepare_images(r);
+  for (int64_t i = 0; i < 64; i++) {
+    const float k = (p[i] + 1.0f) * 127.5f;
+    CHECK(std::fabs(k - std::round(k)) < 1e-3);  // on the grid
+  }
+}
+
+TEST_CASE("evaluate: random_subset is a seeded selection of distinct rows") {
+  Tensor x({10, 1, 1, 1});
+  for (int64_t i = 0; i < 10; i++) x[i] = static_cast<float>(i);
+  Tensor a = random_subset(x, 10, 1), b = random_subset(x, 4, 1);
+  std::vector<float> all = a.to_vector();
+  std::sort(all.begin(), all.end());
+  for (int64_t i = 0; i < 10; i++) CHECK(all[i] == i);  // a permutation
+  for (int64_t i = 0; i < 4; i++) CHECK(b[i] == a[i]);   // a prefix of the same permutation
+  CHECK_THROWS_AS(random_subset(x, 11, 1), Error);
+}
+
+TEST_CASE("evaluate: end to end on a few samples of a minimal untrained model") {
+  // A minimal U-Net at 28x28 with its parameters jittered (the zero-initialized output
+  // conv would otherwise predict eps = 0), T = 10, an untrained classifier, and a
+  // synthetic reference set. Checks the plumbing and the invariants, not the figures.
+  UNetConfig config = unet_config("minimal");
+  config.image_size = 28;
+  config.attn_resolutions = {};
+  UNet model(config, 1);
+  for (Parameter* p : model.parameters()) {
+    Tensor& w = p->var->value;
+    for (int64_t i = 0; i < w.numel(); i++) w[i] += 0.05f * normal(RngKey{4, 4}, i);
+  }
+  const Schedule s = make_schedule("linear", 10);
+  const EpsFn eps = unet_eps_fn(model);
+  ReverseOptions reverse;
+  // ./eval samples as ./sample does: sample_in_batches with Algorithm 2.
+  const BatchEpsFn batch_eps = [&](int64_t, int64_t) { return eps; };
+  BatchedSampleOptions o;
+  o.sample.reverse = reverse;
+  o.batch = 4;
+  Tensor samples = sample_in_batches(ddpm_sampler(s, 5), batch_eps, 6, {1, 28, 28}, o).x0;
+  o.batch = 6;
+  Tensor again = sample_in_batches(ddpm_sampler(s, 5), batch_eps, 6, {1, 28, 28}, o).x0;
+  check_allclose("batch-split samples", samples, again, 0, 0);  // noise keyed by image index
+
+  Classifier classifier(0);
+  Tensor reference_images = prepare_images(randn({12, 1, 28, 28}, 6));
+  const EvalReference ref = make_reference(classifier, reference_images, "synthetic reference", 0);
+  CHECK(ref.n == 12);
+  const QualityRow row = evaluate_images(classifier, ref, samples, "samples");
+  CHECK(row.n == 6);
+  CHECK(row.pr_reference_n == 6);
+  CHECK(std::isfinite(row.fld));
+  CHECK(row.fld >= -1e-6);  // a distance (up to rounding of the trace difference)
+  CHECK(row.pr.precision >= 0.0);
+  CHECK(row.pr.precision <= 1.0);
+  CHECK(row.pr.recall >= 0.0);
+  CHECK(row.pr.recall <= 1.0);
+  int64_t total = 0;
+  for (int64_t c : row.classes.histogram) total += c;
+  CHECK(total == 6);
+  CHECK(row.classes.mean_confidence >= 0.1 - 1e-6);  // the max of 10 probabilities is >= 1/10
+  // The reference against itself: FLD ~ 0 and full precision/recall.
+  const QualityRow self = evaluate_images(classifier, ref, reference_images, "reference");
+  CHECK(std::fabs(self.fld) < 1e-3);  // float features, double statistics, traces of ~O(1)
+  CHECK(self.pr.precision == 1.0);
+  CHECK(self.pr.recall == 1.0);
+  const std::string table = format_quality({row, self}, ref);
+  CHECK(table.find("synthetic reference") != std::string::npos);
+  CHECK(table.find("samples") != std::string::npos);
+
+  // The VLB of three reference images: the parts add up to the total, all finite.
+  Tensor three({3, 1, 28, 28});
+  std::copy(reference_images.data(), reference_images.data() + three.numel(), three.data());
+  const NllSummary nll = evaluate_nll(s, eps, three, "3 images", 2, 1, 0, reverse);
+  CHECK(nll.n == 3);
+  CHECK(nll.D == 784);
+  CHECK(nll.T == 10);
+  CHECK(std::isfinite(nll.total_bpd));
+  CHECK(nll.total_bpd == doctest::Approx(nll.prior_bpd + nll.kl_sum_bpd + nll.decoder_bpd).epsilon(1e-9));
+  CHECK(nll.total_nats == doctest::Approx(nll.total_bpd * 784 * std::log(2.0)).epsilon(1e-9));
+  CHECK(format_nll(nll).find("L_0") != std::string::npos);
+}
+
+TEST_CASE("evaluate: class agreement counts argmax matches with the requested class and skips the null class") {
+  // probs [5, 3]: argmaxes 0, 2, 1, 1, 2 (row 4 ties 1 and 2 at the top: the first wins).
+  Tensor probs = Tensor::from({5, 3}, {0.7f, 0.2f, 0.1f,   //
+                                       0.1f, 0.3f, 0.6f,   //
+                                       0.2f, 0.5f, 0.3f,   //
+                                       0.0f, 0.9f, 0.1f,   //
+                                       0.2f, 0.4f, 0.4f});
+  // requested: 0 (agrees), 1 (no: 2), 3 = null (skipped), 1 (agrees), 2 (no: the tie goes to 1)
+  const ClassAgreement a = class_agreement(probs, {0, 1, 3, 1, 2});
+  CHECK(a.counted == 4);
+  CHECK(a.agree == 2);
+  CHECK(a.rate() == 0.5);  // 2 / 4, exact in binary
+  CHECK(a.per_class_counted == std::vector<int64_t>{1, 2, 1});
+  CHECK(a.per_class_agree == std::vector<int64_t>{1, 1, 0});
+  // All null: nothing counted, and the report can say so.
+  CHECK(class_agreement(probs, {3, 3, 3, 3, 3}).counted == 0);
+  CHECK(format_agreement(a, "x").find("2 / 4 = 50.00%") != std::string::npos);
+  CHECK_THROWS_AS(class_agreement(probs, {0, 1}), Error);  // one label per row
+}

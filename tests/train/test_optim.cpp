@@ -1,0 +1,65 @@
+#include <cmath>
+
+#include "ddpm/core/check.h"
+#include "ddpm/train/optim.h"
+#include "tests/testing.h"
+
+using namespace ddpm;
+
+TEST_CASE("optim: Adam follows torch.optim.Adam's update, checked in double for 3 steps") {
+  Parameter p = make_parameter("w", Tensor::from({3}, {0.5f, -1.0f, 2.0f}));
+  ParamList ps = {&p};
+  AdamConfig cfg;
+  Adam adam(ps, cfg);
+  double w[3] = {0.5, -1.0, 2.0}, m[3] = {0, 0, 0}, v[3] = {0, 0, 0};
+  const double grads[3][3] = {{0.1, -0.2, 3.0}, {0.05, 0.4, -1.0}, {-0.3, 0.0, 2.0}};
+  const double lr = 1e-2;
+  for (int k = 1; k <= 3; k++) {
+    for (int i = 0; i < 3; i++) p.var->grad[i] = static_cast<float>(grads[k - 1][i]);
+    adam.step(lr);
+    for (int i = 0; i < 3; i++) {
+      double g = grads[k - 1][i];
+      m[i] = 0.9 * m[i] + 0.1 * g;
+      v[i] = 0.999 * v[i] + 0.001 * g * g;
+      double mhat = m[i] / (1 - std::pow(0.9, k)), vhat = v[i] / (1 - std::pow(0.999, k));
+      w[i] -= lr * mhat / (std::sqrt(vhat) + 1e-8);
+      // float32 arithmetic on O(1) values: a few ulps per step.
+      CHECK(p.var->value[i] == doctest::Approx(w[i]).epsilon(1e-6));
+    }
+  }
+  CHECK(adam.steps() == 3);
+  // The first step of Adam moves every coordinate with a nonzero grad by about lr.
+}
+
+TEST_CASE("optim: clip_grad_norm scales to max_norm and reports the norm before") {
+  Parameter a = make_parameter("a", Tensor({2})), b = make_parameter("b", Tensor({1}));
+  a.var->grad[0] = 3.0f;
+  a.var->grad[1] = 0.0f;
+  b.var->grad[0] = 4.0f;
+  double norm = clip_grad_norm({&a, &b}, 1.0);
+  CHECK(norm == doctest::Approx(5.0));
+  CHECK(a.var->grad[0] == doctest::Approx(0.6).epsilon(1e-5));
+  CHECK(b.var->grad[0] == doctest::Approx(0.8).epsilon(1e-5));
+  // Below the threshold nothing changes.
+  norm = clip_grad_norm({&a, &b}, 10.0);
+  CHECK(a.var->grad[0] == doctest::Approx(0.6).epsilon(1e-5));
+}
+
+TEST_CASE("optim: warm-up and EMA with its warm-up") {
+  CHECK(warmup_lr(1.0, 1, 100) == doctest::Approx(0.01));
+  CHECK(warmup_lr(1.0, 500, 100) == 1.0);
+  CHECK(warmup_lr(1.0, 3, 0) == 1.0);
+
+  Parameter p = make_parameter("w", Tensor::from({1}, {0.0f}));
+  EMA ema({&p}, 0.999);
+  p.var->value[0] = 1.0f;
+  ema.update({&p});  // d = min(0.999, 1/10) = 0.1: shadow = 0.1*0 + 0.9*1
+  CHECK(ema.shadow()[0][0] == doctest::Approx(0.9));
+  ema.update({&p});  // d = 2/11
+  CHECK(ema.shadow()[0][0] == doctest::Approx(2.0 / 11 * 0.9 + 9.0 / 11));
+  ema.swap_into({&p});
+  CHECK(p.var->value[0] == doctest::Approx(2.0 / 11 * 0.9 + 9.0 / 11));
+  ema.swap_into({&p});
+  CHECK(p.var->value[0] == 1.0f);
+  CHECK_THROWS_AS(EMA({&p}, 1.0), Error);
+}
