@@ -70,8 +70,11 @@ LIB_SRCS := \
 	ddpm/train/trainer.cpp \
 	ddpm/diffusion/schedule.cpp \
 	ddpm/diffusion/diffusion.cpp \
+	ddpm/diffusion/gaussian.cpp \
+	ddpm/diffusion/algorithms.cpp \
 	ddpm/io/svg.cpp \
 	ddpm/app/figures.cpp \
+	ddpm/app/sampling.cpp \
 	ddpm/io/gif.cpp \
 	ddpm/eval/linalg.cpp \
 	ddpm/ops/pool.cpp \
@@ -83,6 +86,7 @@ LIB_SRCS := \
 	ddpm/extensions/prediction_targets.cpp \
 	ddpm/extensions/learned_variance.cpp \
 	ddpm/extensions/importance_sampling.cpp \
+	ddpm/extensions/objectives.cpp \
 	ddpm/extensions/guidance.cpp \
 	ddpm/core/profile.cpp \
 	ddpm/app/run_folder.cpp
@@ -115,7 +119,7 @@ TEST_SRCS := \
 	tests/io/test_svg.cpp \
 	tests/train/test_train.cpp \
 	tests/e2e/test_crosscheck.cpp \
-	tests/app/test_sample.cpp \
+	tests/app/test_sampling.cpp \
 	tests/io/test_gif.cpp \
 	tests/eval/test_linalg.cpp \
 	tests/ops/test_pool.cpp \

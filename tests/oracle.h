@@ -1,5 +1,6 @@
 // tests/oracle.h: the optimal eps predictor for Gaussian data, shared by the tests of the
-// samplers (test_ddim.cpp, test_default_path.cpp, test_targets.cpp).
+// samplers and the bound (test_diffusion.cpp, test_ddim.cpp, test_default_path.cpp,
+// test_prediction_targets.cpp).
 //
 // For data x_0 ~ N(m, s^2 I) and x_t = a x_0 + b eps with a = sqrt(ab), b = sqrt(1 - ab),
 // (eps, x_t) are jointly Gaussian with Cov(eps, x_t) = b and Var(x_t) = a^2 s^2 + b^2, so
@@ -23,8 +24,14 @@ inline EpsFn gaussian_oracle(const Schedule& sch, double m, double s) {
       for (int64_t j = i * D; j < (i + 1) * D; j++)
         eps[j] = static_cast<float>(std::sqrt(1 - ab) * (x_t[j] - std::sqrt(ab) * m) / (ab * s * s + 1 - ab));
     }
-    return ModelOutput(eps);
+    return eps;
   };
+}
+
+// The same oracle as the reverse process's model, with the paper's Sigma = sigma_t^2 I.
+inline ModelFn gaussian_oracle_model(const Schedule& sch, double m, double s,
+                                     VarianceType v = VarianceType::fixed_large) {
+  return fixed_variance_model(sch, gaussian_oracle(sch, m, s), v);
 }
 
 }  // namespace testing

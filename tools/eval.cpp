@@ -37,6 +37,7 @@
 #include "ddpm/data/mnist.h"
 #include "ddpm/eval/evaluate.h"
 #include "ddpm/app/figures.h"
+#include "ddpm/app/sampling.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/core/parallel.h"
 #include "ddpm/extensions/prediction_targets.h"
@@ -144,8 +145,7 @@ int run(int argc, char** argv) {
 
   std::unique_ptr<UNet> model;
   Schedule schedule;
-  ReverseOptions reverse;
-  reverse.clip_x0 = sampler_choice.clip_x0;
+  SigmaChoice sigma;
   PredictionTarget predict = PredictionTarget::eps;
   if (!checkpoint.empty()) {
     std::map<std::string, std::string> meta;
@@ -153,7 +153,7 @@ int run(int argc, char** argv) {
     const TrainConfig tc = TrainConfig::from_metadata(meta);
     schedule = make_schedule(tc.schedule, tc.T);
     predict = prediction_target(meta);
-    reverse.variance = checkpoint_variance(model->config(), meta, variance);
+    sigma = checkpoint_sigma(model->config(), meta, variance);
   }
 
   if (nll) {
@@ -167,10 +167,11 @@ int run(int argc, char** argv) {
     const std::string data_name = nll_n == test_set.images.size(0)
                                       ? std::string("the MNIST test set")
                                       : "MNIST test images 0.." + std::to_string(nll_n - 1) + " (a subset)";
-    std::fprintf(stderr, "VLB of %s (%s, %s%s), %lld images\n", checkpoint.c_str(), variance_name(reverse.variance),
+    std::fprintf(stderr, "VLB of %s (%s, %s%s), %lld images\n", checkpoint.c_str(), sigma_name(sigma).c_str(),
                  nll_stride == 1 ? "all terms" : "strided estimate", "", static_cast<long long>(nll_n));
-    const NllSummary s = evaluate_nll(schedule, as_eps_fn(schedule, unet_eps_fn(*model), predict), subset, data_name, batch, nll_stride,
-                                      static_cast<uint64_t>(seed), reverse, progress_printer("VLB images"));
+    const NllSummary s = evaluate_nll(schedule, unet_model(*model, schedule, predict, sigma), subset, data_name, batch,
+                                      nll_stride, static_cast<uint64_t>(seed), sampler_choice.clip_x0,
+                                      progress_printer("VLB images"));
     std::printf("%s", format_nll(s).c_str());
     return 0;
   }
@@ -193,7 +194,7 @@ int run(int argc, char** argv) {
                           << mc.num_classes << ")");
     DDPM_CHECK(std::isfinite(guidance), "--guidance must be a finite number");
     const Sampler sampler = make_sampler(schedule, static_cast<uint64_t>(seed), sampler_choice);
-    std::string how = describe_sampler(sampler_choice, schedule.T, reverse.variance);
+    std::string how = describe_sampler(sampler_choice, schedule.T, sigma);
     std::function<int64_t(int64_t)> label_of;
     if (conditional) {
       for (int64_t i = 0; i < n; i++) labels.push_back(cls >= 0 ? cls : i % mc.num_classes);
@@ -204,16 +205,16 @@ int run(int argc, char** argv) {
     }
     std::fprintf(stderr, "sampling %lld images from %s (%s)\n", static_cast<long long>(n), checkpoint.c_str(),
                  how.c_str());
-    const BatchEpsFn eps_for = unet_batch_eps_fn(*model, schedule, predict, label_of, guidance);
+    const BatchModelFn model_for = unet_batch_model(*model, schedule, predict, sigma, label_of, guidance);
     BatchedSampleOptions o;
-    o.sample.reverse = reverse;
+    o.sample.clip_x0 = sampler_choice.clip_x0;
     o.batch = batch;
     o.chain_n = 0;
     const EvalProgress progress = progress_printer("sampled");
     o.progress = [&progress, n](int64_t first, int64_t count, int64_t t) {
       if (t == 1) progress(first + count, n);  // Algorithm 2 only: DDIM reports nothing
     };
-    samples = sample_in_batches(sampler, eps_for, n, {1, 28, 28}, o).x0;
+    samples = sample_in_batches(sampler, model_for, n, {1, 28, 28}, o).x0;
     samples_name = "samples (" + how + ")";
   } else {
     const SafeTensors st = load_safetensors(samples_path);

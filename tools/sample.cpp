@@ -35,6 +35,7 @@
 #include "ddpm/app/flags.h"
 #include "ddpm/data/mnist.h"
 #include "ddpm/app/figures.h"
+#include "ddpm/app/sampling.h"
 #include "ddpm/io/gif.h"
 #include "ddpm/io/png.h"
 #include "ddpm/io/safetensors.h"
@@ -226,18 +227,18 @@ int run(int argc, char** argv) {
     for (const char* f : {"--class", "--guidance", "--class-grid"})
       DDPM_CHECK(!flags.given(f), checkpoint << " is an unconditional model (trained without --conditional); " << f
                                              << " needs a class-conditional checkpoint");
+  const SigmaChoice sigma = checkpoint_sigma(mc, meta, variance);
   SampleOptions base;
-  base.reverse.variance = checkpoint_variance(mc, meta, variance);
-  base.reverse.clip_x0 = sampler_choice.clip_x0;
+  base.clip_x0 = sampler_choice.clip_x0;
   const ClassChoice choice = conditional ? parse_class(class_flag, mc.num_classes) : ClassChoice{};
   const Shape image{mc.in_ch, mc.image_size, mc.image_size};
   const PredictionTarget predict = prediction_target(meta);
   const Sampler sampler = make_sampler(schedule, useed, sampler_choice);
-  const std::string how = describe_sampler(sampler_choice, schedule.T, base.reverse.variance);
+  const std::string how = describe_sampler(sampler_choice, schedule.T, sigma);
 
   // Image i gets class label_of(i) (conditional models only), guided with weight w.
-  auto eps_for = [&](std::function<int64_t(int64_t)> label_of, bool null_class, double w) -> BatchEpsFn {
-    return unet_batch_eps_fn(*model, schedule, predict, null_class ? nullptr : label_of, w);
+  auto model_for = [&](std::function<int64_t(int64_t)> label_of, bool null_class, double w) -> BatchModelFn {
+    return unet_batch_model(*model, schedule, predict, sigma, null_class ? nullptr : label_of, w);
   };
   auto progress_printer = [&](int64_t total, Clock::time_point t0) {
     const int64_t Tn = schedule.T, every = log_every;
@@ -284,7 +285,7 @@ int run(int argc, char** argv) {
     std::printf("sampling %lld images in batches of %lld (%s)\n", static_cast<long long>(n),
                 static_cast<long long>(batch), how.c_str());
     std::fflush(stdout);
-    SampleResult r = sample_in_batches(sampler, eps_for(label_of, choice.kind == ClassChoice::null, guidance), n, image, o);
+    SampleResult r = sample_in_batches(sampler, model_for(label_of, choice.kind == ClassChoice::null, guidance), n, image, o);
     const int64_t cols = grid_columns(n);
     write_image_grid(prefix + "samples.png", r.x0, cols);
     std::printf("wrote %ssamples.png (%lld images, %.1fs)\n", prefix.c_str(), static_cast<long long>(n), seconds_since(t0));
@@ -355,7 +356,7 @@ int run(int argc, char** argv) {
       std::printf("sampling the class grid: %lld classes x %lld images, guidance w = %g (%s)\n",
                   static_cast<long long>(mc.num_classes), static_cast<long long>(fig_cols), w, how.c_str());
       std::fflush(stdout);
-      SampleResult r = sample_in_batches(sampler, eps_for([labels](int64_t i) { return labels[i]; }, false, w), total,
+      SampleResult r = sample_in_batches(sampler, model_for([labels](int64_t i) { return labels[i]; }, false, w), total,
                                          image, o);
       std::ostringstream name;
       if (guidance_list.empty()) name << "class_grid.png";

@@ -322,6 +322,9 @@ def schedule_tables(betas):
     alpha_bar_prev = np.append(1.0, alpha_bar[:-1])
     posterior_variance = betas * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
     clipped = np.append(posterior_variance[1], posterior_variance[1:]) if len(betas) > 1 else betas.copy()
+    # The original code's "fixed large" sigma_t^2 (Ho et al.'s diffusion_utils_2.py, improved-diffusion's
+    # gaussian_diffusion.py): beta_t, with its 0-based first entry replaced by posterior_variance[1], our beta-tilde_2.
+    fixed_large = np.append(posterior_variance[1], betas[1:]) if len(betas) > 1 else betas.copy()
     return {
         "beta": betas, "alpha_bar": alpha_bar,
         "sqrt_alpha_bar": np.sqrt(alpha_bar), "sqrt_one_minus_alpha_bar": np.sqrt(1.0 - alpha_bar),
@@ -329,6 +332,7 @@ def schedule_tables(betas):
         "posterior_variance": posterior_variance, "posterior_log_variance_clipped": np.log(clipped),
         "posterior_mean_coef1": betas * np.sqrt(alpha_bar_prev) / (1.0 - alpha_bar),
         "posterior_mean_coef2": (1.0 - alpha_bar_prev) * np.sqrt(alphas) / (1.0 - alpha_bar),
+        "fixed_large_variance": fixed_large, "fixed_large_log_variance": np.log(fixed_large),
     }
 
 
@@ -537,7 +541,7 @@ def sample_fixture(path, model):
 
 def schedule_fixture(path):
     names = ["beta", "alpha_bar", "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1",
-             "posterior_mean_coef2"]
+             "posterior_mean_coef2", "fixed_large_variance", "fixed_large_log_variance"]
     items = []
     for sched in ("linear", "cosine", "sigmoid", "quadratic"):
         for T in (1000, 10):

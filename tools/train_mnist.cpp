@@ -23,7 +23,7 @@
 #include "ddpm/io/safetensors.h"
 #include "ddpm/core/parallel.h"
 #include "ddpm/app/run_folder.h"
-#include "ddpm/extensions/prediction_targets.h"
+#include "ddpm/app/sampling.h"
 #include "ddpm/train/trainer.h"
 
 using namespace ddpm;
@@ -72,12 +72,13 @@ void write_samples(Trainer& trainer, const std::string& path, int64_t n, uint64_
   const UNetConfig& c = ema->config();
   std::vector<int64_t> labels;
   for (int64_t i = 0; i < n; i++) labels.push_back(i % 10);
-  EpsFn eps = unet_eps_fn(*ema, c.num_classes > 0 ? &labels : nullptr, c.num_classes > 0 ? 1.0 : 0.0);
-  eps = as_eps_fn(trainer.schedule(), eps, trainer.config().predict);  // --predict x0 / v
-  SampleOptions options;
-  options.reverse.variance = variance;
-  if (c.learned_variance) options.reverse.variance = VarianceType::learned_range;  // --learned-variance
-  SampleResult r = sample(trainer.schedule(), eps, {n, c.in_ch, c.image_size, c.image_size}, seed, options);
+  const Schedule& sch = trainer.schedule();
+  SigmaChoice sigma;
+  sigma.learned = c.learned_variance;  // --learned-variance samples with its learned Sigma
+  sigma.fixed = variance;
+  const ModelFn model = unet_model(*ema, sch, trainer.config().predict, sigma, c.num_classes > 0 ? &labels : nullptr,
+                                   c.num_classes > 0 ? 1.0 : 0.0);
+  SampleResult r = sample(sch, model, {n, c.in_ch, c.image_size, c.image_size}, seed);
   const int64_t nrow = std::max<int64_t>(1, std::lround(std::sqrt(static_cast<double>(n))));
   write_image_grid(path, r.x0, nrow);
   double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -12,20 +12,22 @@
 //   pred_x0             x_0 estimated from (x_t, eps) (Ho et al. 2020, Eq. 15)
 //   mu_tilde            mu-tilde_t(x_t, x_0), the posterior mean of q(x_{t-1} | x_t, x_0)
 //   mu_theta            mu_theta(x_t, t), the reverse-process mean
-//   sigma2              sigma_t^2, the reverse-process variance: beta_t ("fixed large") or
-//                       beta-tilde_t ("fixed small")
+//   Sigma               Sigma_theta(x_t, t), the reverse-process covariance (diagonal), as
+//                       variance and log-variance tensors [N, C, H, W]
+//   sigma2              sigma_t^2 when Sigma_theta = sigma_t^2 I, as the paper fixes it:
+//                       beta_t ("fixed large") or beta-tilde_t ("fixed small")
 //   A, B                mu-tilde = A x_t - B eps with A = 1/sqrt(alpha_t) = sqrt_recip_alpha and
 //                       B = beta_t / (sqrt(alpha_t) sqrt(1 - alpha-bar_t)) = sqrt_recip_alpha * eps_coef
 //   L_T, L_{t-1}, L_0   the terms of the variational bound (slide "Reverse (7/15)"; Ho et al. Eq. 5)
 //   nats, bits/dim      -log p in nats per image; bits per dimension = nats / (D ln 2)
 //
-// Conventions (docs/derivation.md compares them with other implementations):
+// Conventions (README "Conventions" compares them with other implementations):
 //   - Data in [-1, 1]; timesteps 1-based as in the paper (the Python codebases are 0-based:
 //     their t = k is our t = k + 1).
-//   - sigma_t^2 = beta_t (fixed large) is the default, as in the original code's CIFAR-10 run;
-//     we use beta_t at every t, also t = 1 (the original code and improved-diffusion take
-//     beta-tilde_2 at t = 1; it only matters for L_0). Fixed small uses beta-tilde_t, with
-//     log beta-tilde_1 clipped to log beta-tilde_2 (beta-tilde_1 = 0).
+//   - sigma_t^2 = beta_t (fixed large) is the default, as in the original code's CIFAR-10 run.
+//     At t = 1 both fixed variances take beta-tilde_2 (for fixed small, log beta-tilde_1 =
+//     log 0 is clipped there), as the original code and improved-diffusion do; t = 1 adds no
+//     noise (Algorithm 2 line 3), so this only changes the decoder L_0.
 //   - Clipping the predicted x_0 to [-1, 1] while sampling is OFF by default. It is a
 //     departure from Algorithm 2 (which the original code, improved-diffusion, lucidrains
 //     and diffusers all make by default): with it on, the mean is the posterior mean
@@ -34,6 +36,10 @@
 // Randomness: every random number is a pure function of (seed, purpose, step, index) via
 // ddpm/core/rng.h, so results do not depend on batch split or thread count. The index of
 // element j of sample i is i * D + j, where i counts from `first_index`.
+//
+// Algorithms 1 and 2 are in ddpm/diffusion/algorithms.h, the two distributions of the bound
+// in ddpm/diffusion/gaussian.h. Nothing here knows the options beyond the paper
+// (ddpm/extensions/): they compose these functions.
 #pragma once
 
 #include <cstdint>
@@ -57,6 +63,14 @@ enum RngPurpose : uint64_t {
   rng_vlb_eps = 0x7d05,      // vlb_terms: x_t ~ q(x_t|x_0), stream make_stream(rng_vlb_eps, t), index i*D+j
   rng_forward_eps = 0x7d06,  // forward_chain: stream make_stream(rng_forward_eps, t), index i*D+j
 };
+
+// A tensor of N(0, 1) draws: element j of sample i is draw number (first_index + i) * D + j of
+// `key`'s stream, so any split of a batch draws the same numbers for the same images.
+Tensor keyed_normal(const Shape& shape, RngKey key, int64_t first_index);
+
+// out[i, j] = a[i] x[i, j] + b[i] y[i, j], with one coefficient per sample (length N): the
+// shape of most formulas here, with a and b read off the schedule at each sample's t.
+Tensor per_sample_axpby(const std::vector<float>& a, const Tensor& x, const std::vector<float>& b, const Tensor& y);
 
 // Throws ddpm::Error naming `op` unless x has a batch dimension, t.size() == N and every
 // t[i] is in 1..T.
@@ -92,44 +106,54 @@ Tensor predict_x0_from_eps(const Schedule& s, const Tensor& x_t, const std::vect
 Tensor posterior_mean_from_eps(const Schedule& s, const Tensor& x_t, const std::vector<int64_t>& t,
                                const Tensor& eps);
 
+// The paper's two choices of Sigma_theta = sigma_t^2 I (Ho et al. 2020, Sec. 3.2).
 enum class VarianceType {
-  fixed_large,   // sigma_t^2 = beta_t
-  fixed_small,   // sigma_t^2 = beta-tilde_t
-  learned_range  // log sigma_t^2 = v log beta_t + (1 - v) log beta-tilde_t, v from the model
-                 // (Nichol & Dhariwal 2021); v in [0, 1], same shape as x_t
+  fixed_large,  // sigma_t^2 = beta_t
+  fixed_small   // sigma_t^2 = beta-tilde_t
 };
-const char* variance_name(VarianceType v);          // "fixed_large", ...
+const char* variance_name(VarianceType v);          // "fixed_large", "fixed_small"
 VarianceType parse_variance(const std::string& s);  // throws on an unknown name
 
-struct ReverseOptions {
-  VarianceType variance = VarianceType::fixed_large;
-  bool clip_x0 = false;  // departure from Algorithm 2 when true; see the conventions above
-};
+// sigma_t^2 and log sigma_t^2 in double, with the t = 1 convention above.
+double reverse_variance(const Schedule& s, int64_t t, VarianceType v);
+double reverse_log_variance(const Schedule& s, int64_t t, VarianceType v);
 
-// What the network gives at (x_t, t): eps_theta, and for learned_range the interpolation v.
-// Implicit from a Tensor, so a callback returning eps_theta alone converts to EpsFn.
-struct ModelOutput {
-  Tensor eps;  // eps_theta(x_t, t)      [N, C, H, W]
-  Tensor v;    // undefined unless learned_range   [N, C, H, W]
-  ModelOutput(Tensor eps_theta, Tensor v_ = Tensor()) : eps(std::move(eps_theta)), v(std::move(v_)) {}
+// Sigma_theta(x_t, t) of p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), Sigma_theta(x_t, t))
+// (slide "Reverse (1/15)"; Ho et al. Eq. 1), diagonal. The log-variance is kept beside the
+// variance: the bound uses it, and at t = 1 it is clipped.
+struct Sigma {
+  Tensor variance;      // [N, C, H, W]
+  Tensor log_variance;  // [N, C, H, W]
 };
-// The no-grad predictor: x_t [N, C, H, W] and t (length N) -> ModelOutput. An oracle in the
-// tests; the U-Net later.
-using EpsFn = std::function<ModelOutput(const Tensor& x_t, const std::vector<int64_t>& t)>;
+// Sigma_theta = sigma_t^2 I for each sample's t, shaped like x_t.
+Sigma fixed_sigma(const Schedule& s, VarianceType v, const Tensor& x_t, const std::vector<int64_t>& t);
 
-// p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I), plus the pred_x0 it implies.
+// What p_theta(x_{t-1} | x_t) takes from the network at (x_t, t): eps_theta, which gives
+// mu_theta (Eq. 11), and Sigma_theta.
+struct ModelPrediction {
+  Tensor eps_theta;  // [N, C, H, W]
+  Sigma sigma;
+};
+// eps_theta(x_t, t) alone: x_t [N, C, H, W] and t (length N) -> eps_theta [N, C, H, W], no
+// gradient. An oracle in the tests, the U-Net in the tools.
+using EpsFn = std::function<Tensor(const Tensor& x_t, const std::vector<int64_t>& t)>;
+// The whole reverse-process model: (x_t, t) -> eps_theta and Sigma_theta.
+using ModelFn = std::function<ModelPrediction(const Tensor& x_t, const std::vector<int64_t>& t)>;
+// The paper's model: eps_theta with the fixed Sigma_theta = sigma_t^2 I. The schedule must
+// outlive it.
+ModelFn fixed_variance_model(const Schedule& s, EpsFn eps_theta, VarianceType v);
+
+// p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), Sigma_theta(x_t, t)), plus the pred_x0 it implies.
 struct PMeanVariance {
   Tensor mean, variance, log_variance, pred_x0;  // each [N, C, H, W]
 };
 PMeanVariance p_mean_variance(const Schedule& s, const Tensor& x_t, const std::vector<int64_t>& t,
-                              const ModelOutput& model, const ReverseOptions& options = {});
+                              const ModelPrediction& model, bool clip_x0 = false);
 // Algorithm 2 line 4: x_{t-1} = mu_theta(x_t, t) + sigma_t z, with z forced to 0 where t = 1.
-Tensor p_sample(const Schedule& s, const Tensor& x_t, const std::vector<int64_t>& t, const ModelOutput& model,
-                const Tensor& z, const ReverseOptions& options = {});
+Tensor p_sample(const Schedule& s, const Tensor& x_t, const std::vector<int64_t>& t, const ModelPrediction& model,
+                const Tensor& z, bool clip_x0 = false);
 
 // ---- Losses -----------------------------------------------------------------------
-// sigma_t^2 for the weighted loss and the KL terms, with the t = 1 conventions above (double).
-double reverse_variance(const Schedule& s, int64_t t, VarianceType v);
 // The scaling term of L_{t-1}: beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha-bar_t)) (Ho et al. Eq. 12).
 double loss_weight(const Schedule& s, int64_t t, VarianceType v);
 // L_simple = mean over batch and elements of (eps - eps_theta)^2 (Algorithm 1 line 5; Eq. 14).
@@ -143,17 +167,8 @@ Var loss_weighted(Tape& tape, const Schedule& s, const Var& eps_theta, const Ten
                   const std::vector<int64_t>& t, VarianceType variance);
 
 // ---- The variational bound --------------------------------------------------------
-// KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats.
-double normal_kl(double mean1, double logvar1, double mean2, double logvar2);
-Tensor normal_kl(const Tensor& mean1, const Tensor& logvar1, const Tensor& mean2, const Tensor& logvar2);
-// log of the probability that N(mean, exp(log_scale)^2) puts on the 8-bit bin of x (x on the
-// grid -1 + 2k/255, k = 0..255): the bin is [x - 1/255, x + 1/255], with the edge bins open to
-// -inf (x = -1) and +inf (x = 1) (Ho et al. 2020, Sec. 3.3, Eq. 13). In double.
-double discretized_gaussian_log_prob(double x, double mean, double log_scale);
-Tensor discretized_gaussian_log_likelihood(const Tensor& x, const Tensor& means, const Tensor& log_scales);
-
 struct VlbOptions {
-  ReverseOptions reverse;     // the reverse process p_theta whose bound is computed
+  bool clip_x0 = false;       // the reverse process's mean (see the conventions above)
   int64_t stride = 1;         // 1: every L_{t-1}, t = 2..T. k > 1: an estimate, named as such: the
                               // first k terms, then the midpoint term of each block of k, counted k times
   int64_t first_index = 0;    // global index of x0's first sample (keys the noise)
@@ -173,66 +188,7 @@ struct VlbResult {
   std::vector<double> total_bpd;             // total_nats / (D ln 2) per image [N]
   double mean_nats = 0, mean_bpd = 0;        // averages over the batch
 };
-VlbResult vlb_terms(const Schedule& s, const EpsFn& model, const Tensor& x0, uint64_t seed,
+VlbResult vlb_terms(const Schedule& s, const ModelFn& model, const Tensor& x0, uint64_t seed,
                     const VlbOptions& options = {});
-
-// ---- Algorithms 1 and 2 -----------------------------------------------------------
-// The trainable predictor: (tape, x_t, t) -> eps_theta, recorded on the tape.
-using TapeEpsFn = std::function<Var(Tape& tape, const Var& x_t, const std::vector<int64_t>& t)>;
-
-enum class LossType { simple, weighted };
-// What the network predicts (targets.h has the conversions): eps is Algorithm 1's.
-enum class PredictionTarget { eps, x0, v };
-class TimestepSampler;  // timestep_sampler.h
-struct TrainOptions {
-  LossType loss = LossType::simple;
-  VarianceType variance = VarianceType::fixed_large;  // sigma_t^2 in the weighted loss
-  int64_t first_index = 0;                            // global index of x0's first sample
-  // Beyond Algorithm 1, each off by default (README "Beyond Algorithm 2"). With all three at
-  // their defaults training_step is Algorithm 1 exactly (tests/e2e/test_default_path.cpp).
-  PredictionTarget predict = PredictionTarget::eps;   // the regression target (targets.h)
-  bool learned_variance = false;                      // output [N, 2C, H, W]; L_hybrid (learned_variance.h)
-  double vlb_lambda = 0.001;                          // lambda of L_hybrid
-  const TimestepSampler* timesteps = nullptr;         // importance-sampled t (timestep_sampler.h)
-};
-struct TrainStep {
-  Var loss;                   // [1], on the tape
-  std::vector<int64_t> t;     // the sampled timesteps [N]
-  Tensor eps;                 // the sampled noise [N, C, H, W]
-  Tensor x_t;                 // the model's input [N, C, H, W]
-  Var eps_theta;              // the model's output (eps_theta by default; see TrainOptions.predict)
-  // Filled only when an option above is on:
-  std::vector<double> weights;          // importance weights 1 / (T p_t) [N]
-  std::vector<double> per_sample_loss;  // each sample's loss before its weight [N]
-  std::vector<double> vb_bpd;           // learned_variance: each sample's VLB term, bits/dim [N]
-};
-// Algorithm 1, lines 2-5, for one batch x0 (line 2 is the caller's draw). t_i and eps_i are a
-// pure function of (seed, step, first_index + i). The caller runs tape.backward(loss) and the
-// optimizer step.
-TrainStep training_step(Tape& tape, const Schedule& s, const TapeEpsFn& model, const Tensor& x0, uint64_t seed,
-                        uint64_t step, const TrainOptions& options = {});
-// Algorithm 1 line 5 alone, with t and eps given instead of drawn (training_step calls it after
-// lines 3-4; the PyTorch cross-check feeds t and eps from a fixture). options.first_index is unused.
-TrainStep training_loss_given(Tape& tape, const Schedule& s, const TapeEpsFn& model, const Tensor& x0,
-                              const std::vector<int64_t>& t, const Tensor& eps, const TrainOptions& options = {},
-                              const std::vector<double>& weights = {});
-
-struct SampleOptions {
-  ReverseOptions reverse;
-  std::vector<int64_t> keep_t;  // return x_t at these t (0..T; T is x_T, 0 the result)
-  int64_t first_index = 0;      // global index of the first sample (keys the noise)
-  // If set, called after each reverse step with the t just done (T, T-1, ..., 1): x_{t-1}
-  // is computed. For progress output; it cannot change the result.
-  std::function<void(int64_t t)> progress = nullptr;
-};
-struct SampleResult {
-  Tensor x0;                   // [N, C, H, W]
-  std::vector<int64_t> kept_t;  // the t of each chain entry, descending
-  std::vector<Tensor> chain;    // x_t for each kept t
-};
-// Algorithm 2 for `shape` = [N, C, H, W]: the noise of sample i at step t is keyed by
-// (seed, t, first_index + i), so any batch split gives the same images.
-SampleResult sample(const Schedule& s, const EpsFn& model, const Shape& shape, uint64_t seed,
-                    const SampleOptions& options = {});
 
 }  // namespace ddpm

@@ -123,8 +123,8 @@ std::string format_agreement(const ClassAgreement& a, const std::string& name) {
   return os.str();
 }
 
-NllSummary evaluate_nll(const Schedule& s, const EpsFn& model, const Tensor& images, const std::string& data_name,
-                        int64_t batch, int64_t stride, uint64_t seed, const ReverseOptions& options,
+NllSummary evaluate_nll(const Schedule& s, const ModelFn& model, const Tensor& images, const std::string& data_name,
+                        int64_t batch, int64_t stride, uint64_t seed, bool clip_x0,
                         const EvalProgress& progress) {
   const int64_t N = images.size(0);
   DDPM_CHECK(N >= 1 && batch >= 1 && stride >= 1,
@@ -137,7 +137,7 @@ NllSummary evaluate_nll(const Schedule& s, const EpsFn& model, const Tensor& ima
   for (int64_t b0 = 0; b0 < N; b0 += batch) {
     const int64_t B = std::min(batch, N - b0);
     VlbOptions opts;
-    opts.reverse = options;
+    opts.clip_x0 = clip_x0;
     opts.stride = stride;
     opts.first_index = b0;
     const VlbResult r = vlb_terms(s, model, rows(images, b0, B), seed, opts);

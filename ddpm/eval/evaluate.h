@@ -86,8 +86,8 @@ struct NllSummary {
 };
 // The VLB of vlb_terms on images [N, C, H, W] on the 8-bit grid, in batches; image i's noise
 // is keyed by (seed, i). data_name names the images in the summary.
-NllSummary evaluate_nll(const Schedule& s, const EpsFn& model, const Tensor& images, const std::string& data_name,
-                        int64_t batch, int64_t stride, uint64_t seed, const ReverseOptions& options,
+NllSummary evaluate_nll(const Schedule& s, const ModelFn& model, const Tensor& images, const std::string& data_name,
+                        int64_t batch, int64_t stride, uint64_t seed, bool clip_x0,
                         const EvalProgress& progress = nullptr);
 
 // The report tables as text.

@@ -72,13 +72,6 @@ Tensor ddim_step(const Schedule& sch, const Tensor& x_t, int64_t t, int64_t s, c
   return x_s;
 }
 
-static Tensor keyed_normal(const Shape& shape, RngKey key, int64_t first_index) {
-  Tensor z(shape);
-  const int64_t D = z.numel() / shape[0];
-  fill_normal(z.data(), z.numel(), key, static_cast<uint64_t>(first_index * D));  // index i*D + j
-  return z;
-}
-
 SampleResult ddim_sample(const Schedule& sch, const EpsFn& model, const Shape& shape, uint64_t seed,
                          const DdimOptions& options) {
   DDPM_CHECK(shape.size() >= 1 && shape[0] >= 1 && numel_of(shape) > 0,
@@ -102,7 +95,7 @@ SampleResult ddim_sample(const Schedule& sch, const EpsFn& model, const Shape& s
   for (int64_t k = static_cast<int64_t>(tau.size()) - 1; k >= 0; k--) {
     const int64_t t = tau[k], s = k > 0 ? tau[k - 1] : 0;
     const std::vector<int64_t> tv(N, t);
-    const Tensor eps = model(x, tv).eps;
+    const Tensor eps = model(x, tv);
     Tensor z = ddim_sigma2(sch, t, s, options.eta) > 0
                    ? keyed_normal(shape, RngKey{seed, make_stream(rng_ddim_z, t)}, options.first_index)
                    : Tensor();
@@ -121,7 +114,7 @@ Tensor ddim_encode(const Schedule& sch, const EpsFn& model, const Tensor& x0, co
   for (int64_t t : tau) {
     sch.check_t(t, "ddim_encode");
     DDPM_CHECK(t > s, "ddim_encode: tau must be strictly ascending (" << s << " then " << t << ")");
-    const Tensor eps = model(x, std::vector<int64_t>(N, t)).eps;  // eps_theta(x_s, t), see ddim.h
+    const Tensor eps = model(x, std::vector<int64_t>(N, t));  // eps_theta(x_s, t), see ddim.h
     const float inv_sqrt_ab_s = static_cast<float>(1.0 / std::sqrt(sch.alpha_bar[s]));
     const float sqrt_one_minus_ab_s = static_cast<float>(std::sqrt(1.0 - sch.alpha_bar[s]));
     const float sqrt_ab_t = static_cast<float>(std::sqrt(sch.alpha_bar[t]));
@@ -145,7 +138,7 @@ Tensor ddim_decode(const Schedule& sch, const EpsFn& model, const Tensor& x_T, c
   for (int64_t k = static_cast<int64_t>(tau.size()) - 1; k >= 0; k--) {
     const int64_t t = tau[k], s = k > 0 ? tau[k - 1] : 0;
     DDPM_CHECK(t > s, "ddim_decode: tau must be strictly ascending (" << s << " then " << t << ")");
-    x = ddim_step(sch, x, t, s, model(x, std::vector<int64_t>(N, t)).eps, 0.0, Tensor());
+    x = ddim_step(sch, x, t, s, model(x, std::vector<int64_t>(N, t)), 0.0, Tensor());
   }
   return x;
 }

@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/diffusion/algorithms.h"
 #include "ddpm/diffusion/diffusion.h"
 
 namespace ddpm {

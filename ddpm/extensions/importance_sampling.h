@@ -1,4 +1,4 @@
-// timestep_sampler.h: importance-sampled timesteps (Nichol & Dhariwal 2021, Sec. 3.3):
+// importance_sampling.h: importance-sampled timesteps (Nichol & Dhariwal 2021, Sec. 3.3):
 //   L_vlb = E_{t ~ p_t} [ L_t / p_t ],   p_t ∝ sqrt(E[L_t^2]),   sum_t p_t = 1,
 // with E[L_t^2] estimated from the last 10 values of the loss seen at t. Until every t has 10
 // values, t is uniform (the paper's warm-up). An option: Algorithm 1 line 3's uniform t stays
@@ -13,7 +13,7 @@
 // Deterministic: t_i is drawn by inverting the CDF of p with uniform_double(key, index i), and
 // p is computed in double in a fixed order. The history (float32, as the losses are) and the
 // counts are the sampler's whole state: state()/set_state() give them as tensors, for exact
-// checkpoints (train.h stores them).
+// checkpoints (ddpm/train/checkpoint.cpp stores them).
 #pragma once
 
 #include <cstdint>

@@ -1,55 +1,65 @@
 #include "ddpm/extensions/learned_variance.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "ddpm/core/check.h"
+#include "ddpm/diffusion/gaussian.h"
 
 namespace ddpm {
 
-static const double kHalfLog2Pi = 0.5 * std::log(2.0 * M_PI);
-
-// log Phi(z), as diffusion.cpp computes it (far lower tail by the Mills ratio).
-static double log_normal_cdf(double z) {
-  if (z > -30.0) return std::log(0.5 * std::erfc(-z / std::sqrt(2.0)));
-  return -0.5 * z * z - std::log(-z) - kHalfLog2Pi;
-}
-static double log_normal_pdf(double z) { return -0.5 * z * z - kHalfLog2Pi; }
-
-// d log P / d ls for the discretized Gaussian bin of x (see the header), mirroring the
-// branches of diffusion.cpp's discretized_gaussian_log_prob.
-static double discretized_dlogp_dlog_scale(double x, double mean, double log_scale) {
-  const double inv_scale = std::exp(-log_scale);
-  const double half_bin = 1.0 / 255.0;
-  const double z_plus = (x - mean + half_bin) * inv_scale, z_minus = (x - mean - half_bin) * inv_scale;
-  // x = -1: log Phi(z+), d/dls = -z+ phi(z+) / Phi(z+)
-  if (x < -0.999) return -z_plus * std::exp(log_normal_pdf(z_plus) - log_normal_cdf(z_plus));
-  // x = +1: log Phi(-z-), d/dls = z- phi(z-) / Phi(-z-)
-  if (x > 0.999) return z_minus * std::exp(log_normal_pdf(z_minus) - log_normal_cdf(-z_minus));
-  const double p = z_minus > 0 ? 0.5 * std::erfc(z_minus / std::sqrt(2.0)) - 0.5 * std::erfc(z_plus / std::sqrt(2.0))
-                               : 0.5 * std::erfc(-z_plus / std::sqrt(2.0)) - 0.5 * std::erfc(-z_minus / std::sqrt(2.0));
-  if (p > 1e-300) {
-    // P = Phi(z+) - Phi(z-), d log P/dls = (z- phi(z-) - z+ phi(z+)) / P
-    return (z_minus * std::exp(log_normal_pdf(z_minus)) - z_plus * std::exp(log_normal_pdf(z_plus))) / p;
+LearnedOutput split_learned_output(const Tensor& out) {
+  DDPM_CHECK(out.defined() && out.dim() == 4 && out.size(1) % 2 == 0,
+             "split_learned_output: the output " << (out.defined() ? out.shape_str() : "(undefined)")
+                                                 << " must be [N, 2C, H, W]: the prediction's channels, then r's");
+  const int64_t N = out.size(0), C = out.size(1) / 2, D = C * out.size(2) * out.size(3);
+  LearnedOutput o{Tensor({N, C, out.size(2), out.size(3)}), Tensor({N, C, out.size(2), out.size(3)})};
+  for (int64_t n = 0; n < N; n++) {
+    std::copy(out.data() + n * 2 * D, out.data() + n * 2 * D + D, o.prediction.data() + n * D);
+    std::copy(out.data() + n * 2 * D + D, out.data() + (n + 1) * 2 * D, o.r.data() + n * D);
   }
-  // far tail: log P = log(2 h) - ls - log sqrt(2 pi) - z^2 / 2, z = (x - mean) e^{-ls}: d/dls = z^2 - 1
-  const double z_mid = (x - mean) * inv_scale;
-  return z_mid * z_mid - 1.0;
+  return o;
+}
+
+double learned_log_variance(const Schedule& s, int64_t t, double r) {
+  // log Sigma = frac log beta_t + (1 - frac) log beta-tilde_t, frac = (r + 1) / 2
+  //   (Nichol & Dhariwal 2021, Eq. 15; improved-diffusion's LEARNED_RANGE)
+  const double max_log = std::log(s.beta[t]), min_log = s.posterior_log_variance_clipped[t];
+  const double frac = 0.5 * (r + 1.0);
+  return frac * max_log + (1.0 - frac) * min_log;
+}
+
+Sigma learned_sigma(const Schedule& s, const Tensor& r, const std::vector<int64_t>& t) {
+  check_timesteps(s, r, t, "learned_sigma");
+  const int64_t N = r.size(0), D = r.numel() / N;
+  Sigma sigma{Tensor(r.shape()), Tensor(r.shape())};
+  for (int64_t i = 0; i < N; i++)
+    for (int64_t j = i * D; j < (i + 1) * D; j++) {
+      const double lv = learned_log_variance(s, t[i], r[j]);
+      sigma.log_variance[j] = static_cast<float>(lv);
+      sigma.variance[j] = static_cast<float>(std::exp(lv));
+    }
+  return sigma;
+}
+
+ModelFn learned_variance_model(const Schedule& s, EpsFn network, PredictionTarget target) {
+  return [&s, network, target](const Tensor& x_t, const std::vector<int64_t>& t) {
+    const LearnedOutput o = split_learned_output(network(x_t, t));
+    return ModelPrediction{eps_from_prediction(target, s, x_t, t, o.prediction), learned_sigma(s, o.r, t)};
+  };
 }
 
 double vlb_element_forward_backward(double x0, double mean_q, double logvar_q, double mean_p, double logvar_p,
                                     bool decoder, double* dlogvar_p) {
   if (decoder) {
-    // L = -log p(x_0 | x_1) with log_scale = lp / 2   (Ho et al. Eq. 13)
-    const double log_scale = 0.5 * logvar_p;
-    *dlogvar_p = -0.5 * discretized_dlogp_dlog_scale(x0, mean_p, log_scale);
-    return -discretized_gaussian_log_prob(x0, mean_p, log_scale);
+    // L = -log p(x_0 | x_1) with log_scale = lp / 2   (Ho et al. Eq. 13): dL/dlp = -1/2 d log P / d ls
+    double dlog_scale = 0.0;
+    const double log_p = discretized_gaussian_log_prob(x0, mean_p, 0.5 * logvar_p, &dlog_scale);
+    *dlogvar_p = -0.5 * dlog_scale;
+    return -log_p;
   }
-  // L = KL(N(mu_q, e^lq) || N(mu_p, e^lp)) = 1/2 (-1 + lp - lq + e^(lq - lp) + (mu_q - mu_p)^2 e^-lp)
-  const double d = mean_q - mean_p;
-  const double ratio = std::exp(logvar_q - logvar_p), d2_over_var = d * d * std::exp(-logvar_p);
-  // dL/dlp = 1/2 (1 - e^(lq - lp) - (mu_q - mu_p)^2 e^-lp)
-  *dlogvar_p = 0.5 * (1.0 - ratio - d2_over_var);
-  return 0.5 * (-1.0 + logvar_p - logvar_q + ratio + d2_over_var);
+  // L = KL(N(mu_q, e^lq) || N(mu_p, e^lp))   (Ho et al. Eq. 5)
+  return normal_kl(mean_q, logvar_q, mean_p, logvar_p, dlogvar_p);
 }
 
 HybridLoss hybrid_loss(Tape& tape, const Schedule& s, const Var& out, const Tensor& target, const Tensor& x0,
@@ -67,13 +77,9 @@ HybridLoss hybrid_loss(Tape& tape, const Schedule& s, const Var& out, const Tens
   std::vector<double> w = options.weights.empty() ? std::vector<double>(N, 1.0) : options.weights;
   DDPM_CHECK(static_cast<int64_t>(w.size()) == N, "hybrid_loss: " << w.size() << " weights for N = " << N);
 
-  // Split the output: prediction [N, C, H, W] and r [N, C, H, W].
-  Tensor prediction({N, C, x_t.size(2), x_t.size(3)}), r(prediction.shape());
-  for (int64_t n = 0; n < N; n++)
-    for (int64_t j = 0; j < D; j++) {
-      prediction[n * D + j] = o[n * 2 * D + j];
-      r[n * D + j] = o[n * 2 * D + D + j];
-    }
+  const LearnedOutput split = split_learned_output(o);
+  const Tensor& prediction = split.prediction;
+  const Tensor& r = split.r;
   // mu_theta from the eps the prediction implies, gradient stopped   (Eq. 11; Nichol & Dhariwal Sec. 3.1)
   const Tensor mean_p = posterior_mean_from_eps(s, x_t, t, eps_from_prediction(options.predict, s, x_t, t, prediction));
   const Gaussian q = q_posterior(s, x0, x_t, t);
@@ -86,20 +92,18 @@ HybridLoss hybrid_loss(Tape& tape, const Schedule& s, const Var& out, const Tens
   const double vb_scale = options.lambda * static_cast<double>(s.T);  // lambda T: L_vlb ~ T vb
   double total = 0.0;
   for (int64_t i = 0; i < N; i++) {
-    const double max_log = std::log(s.beta[t[i]]), min_log = s.posterior_log_variance_clipped[t[i]];
+    // dlp/dr = (log beta_t - log beta-tilde_t) / 2
+    const double dlp_dr = 0.5 * (std::log(s.beta[t[i]]) - s.posterior_log_variance_clipped[t[i]]);
     const bool decoder = t[i] == 1;
     double sse = 0.0, vb = 0.0;
     for (int64_t j = 0; j < D; j++) {
       const int64_t k = i * D + j;
       const double d = static_cast<double>(prediction[k]) - target[k];
       sse += d * d;
-      // log Sigma = frac log beta_t + (1 - frac) log beta-tilde_t, frac = (r + 1) / 2
-      const double frac = 0.5 * (static_cast<double>(r[k]) + 1.0);
-      const double logvar_p = frac * max_log + (1.0 - frac) * min_log;
+      const double logvar_p = learned_log_variance(s, t[i], r[k]);
       double dlogvar = 0.0;
       vb += vlb_element_forward_backward(x0[k], q.mean[k], q.log_variance[k], mean_p[k], logvar_p, decoder, &dlogvar);
-      // dlp/dr = (max_log - min_log) / 2
-      (*dr)[k] = dlogvar * 0.5 * (max_log - min_log);
+      (*dr)[k] = dlogvar * dlp_dr;
     }
     h.vb_bpd[i] = vb / (static_cast<double>(D) * std::log(2.0));  // mean_j L_ij / ln 2
     h.per_sample[i] = sse / D + vb_scale * h.vb_bpd[i];

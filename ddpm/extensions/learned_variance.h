@@ -4,10 +4,12 @@
 // with the gradient of L_vlb reaching only r (stop-gradient on the mean).
 //
 // Convention (improved-diffusion's, gaussian_diffusion.py, ModelVarType.LEARNED_RANGE): the
-// raw output r is unconstrained (about [-1, 1]); the interpolation is frac = (r + 1) / 2 and
+// network's extra channels r are unconstrained (about [-1, 1]); the interpolation fraction
+// is frac = (r + 1) / 2 and
 //   log Sigma = frac log beta_t + (1 - frac) log beta-tilde_t      (beta-tilde_1 clipped to beta-tilde_2)
-// diffusion.h's learned_range takes frac itself (ModelOutput.v = frac); unet_eps_fn maps
-// r -> (r + 1) / 2. A zero-initialized output layer starts at frac = 1/2.
+// so Sigma_theta(x_t, t) of the paper's general form (Ho et al. Eq. 1) is learned per element.
+// A zero-initialized output layer starts at frac = 1/2. (Nichol & Dhariwal call frac "v";
+// here v is only the velocity of prediction_targets.h.)
 //
 // The VLB term of sample i, at its t_i (one term of the bound, as improved-diffusion's
 // `_vb_terms_bpd`), per element j and in nats:
@@ -20,22 +22,35 @@
 // w_i are 1 (uniform t) or 1 / (T p_{t_i}) (importance-sampled t, timestep_sampler.h).
 //
 // Derivatives of L_ij with respect to lp = log Sigma_ij (the only input with a gradient):
-//   KL:       dL/dlp = 1/2 (1 - exp(lq - lp) - (mu_q - mu_p)^2 exp(-lp))
-//   decoder:  with ls = lp / 2 and z_pm = (x_0 - mu_p +- 1/255) exp(-ls), dz/dls = -z:
-//             interior  d log P/dls = (z_- phi(z_-) - z_+ phi(z_+)) / P,  P = Phi(z_+) - Phi(z_-)
-//             x_0 = -1  d log Phi(z_+)/dls = -z_+ phi(z_+) / Phi(z_+)
-//             x_0 = +1  d log Phi(-z_-)/dls = z_- phi(z_-) / Phi(-z_-)
-//             far tail  (log P ~ log(2/255) - ls - z^2/2 - log sqrt(2 pi))  d/dls = z^2 - 1
-//             dL/dlp = -1/2 d log P/dls
+//   KL:       dL/dlp = d KL / d logvar2 (ddpm/diffusion/gaussian.h's normal_kl gives it)
+//   decoder:  log_scale ls = lp / 2, so dL/dlp = -1/2 d log P / d ls (discretized_gaussian_log_prob)
 //   dlp/dr = (log beta_t - log beta-tilde_t) / 2.
 #pragma once
 
 #include <vector>
 
+#include "ddpm/core/tape.h"
 #include "ddpm/diffusion/diffusion.h"
 #include "ddpm/extensions/prediction_targets.h"
 
 namespace ddpm {
+
+// A learned-variance network's output [N, 2C, H, W]: channels [0, C) predict the target,
+// channels [C, 2C) are r. Each part is [N, C, H, W].
+struct LearnedOutput {
+  Tensor prediction, r;
+};
+LearnedOutput split_learned_output(const Tensor& out);
+
+// log Sigma at t for the raw channel value r: frac log beta_t + (1 - frac) log beta-tilde_t,
+// frac = (r + 1) / 2, in double.
+double learned_log_variance(const Schedule& s, int64_t t, double r);
+// Sigma_theta(x_t, t) from r [N, C, H, W], one t per sample.
+Sigma learned_sigma(const Schedule& s, const Tensor& r, const std::vector<int64_t>& t);
+// A learned-variance network (output [N, 2C, H, W], no gradient) as the reverse process's
+// model: eps_theta from its prediction of `target` (prediction_targets.h), Sigma_theta from r.
+// The schedule must outlive it.
+ModelFn learned_variance_model(const Schedule& s, EpsFn network, PredictionTarget target);
 
 // One element of the VLB term: its value in nats, and dL/dlp into *dlogvar_p.
 // decoder: the t = 1 term (x0 on the 8-bit grid in [-1, 1]); else the KL term.

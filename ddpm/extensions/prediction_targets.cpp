@@ -23,20 +23,16 @@ PredictionTarget parse_target(const std::string& s) {
                                                            "clean image) or v (sqrt(ab) eps - sqrt(1 - ab) x0)");
 }
 
-// out[i, j] = c1[t_i] * x[i, j] + c2[t_i] * y[i, j] in double coefficients, float data.
+// out[i, j] = c1(t_i) x[i, j] + c2(t_i) y[i, j], the coefficients in double, rounded once.
 static Tensor combine(const char* op, const Schedule& s, const std::vector<int64_t>& t, double (*c1)(const Schedule&, int64_t),
                       const Tensor& x, double (*c2)(const Schedule&, int64_t), const Tensor& y) {
   check_timesteps(s, x, t, op);
-  DDPM_CHECK(y.defined() && x.shape() == y.shape(),
-             op << ": inputs " << x.shape_str() << " and " << (y.defined() ? y.shape_str() : "(undefined)")
-                << " must have the same shape");
-  const int64_t N = x.size(0), D = x.numel() / N;
-  Tensor out(x.shape());
-  for (int64_t i = 0; i < N; i++) {
-    const float a = static_cast<float>(c1(s, t[i])), b = static_cast<float>(c2(s, t[i]));
-    for (int64_t j = i * D; j < (i + 1) * D; j++) out[j] = a * x[j] + b * y[j];
+  std::vector<float> a(t.size()), b(t.size());
+  for (size_t i = 0; i < t.size(); i++) {
+    a[i] = static_cast<float>(c1(s, t[i]));
+    b[i] = static_cast<float>(c2(s, t[i]));
   }
-  return out;
+  return per_sample_axpby(a, x, b, y);
 }
 
 static double a_of(const Schedule& s, int64_t t) { return s.sqrt_alpha_bar[t]; }           // a = sqrt(ab)
@@ -88,8 +84,7 @@ Tensor eps_from_prediction(PredictionTarget target, const Schedule& s, const Ten
 EpsFn as_eps_fn(const Schedule& s, EpsFn model, PredictionTarget target) {
   if (target == PredictionTarget::eps) return model;
   return [&s, model, target](const Tensor& x_t, const std::vector<int64_t>& t) {
-    ModelOutput out = model(x_t, t);
-    return ModelOutput(eps_from_prediction(target, s, x_t, t, out.eps), out.v);
+    return eps_from_prediction(target, s, x_t, t, model(x_t, t));
   };
 }
 

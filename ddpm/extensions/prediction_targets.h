@@ -25,7 +25,7 @@
 
 namespace ddpm {
 
-// enum class PredictionTarget { eps, x0, v } is declared in diffusion.h (TrainOptions uses it).
+enum class PredictionTarget { eps, x0, v };
 const char* target_name(PredictionTarget p);             // "eps", "x0", "v"
 PredictionTarget parse_target(const std::string& s);      // throws on an unknown name
 
@@ -42,8 +42,8 @@ Tensor training_target(PredictionTarget target, const Schedule& s, const Tensor&
 // eps implied by the model's output `prediction` of `target` at (x_t, t).
 Tensor eps_from_prediction(PredictionTarget target, const Schedule& s, const Tensor& x_t,
                            const std::vector<int64_t>& t, const Tensor& prediction);
-// A model whose ModelOutput.eps holds a prediction of `target`, seen as an eps-predictor (v of a
-// learned variance passes through). eps returns `model` itself. The schedule must outlive it.
+// A model that predicts `target`, seen as an eps-predictor: its output converted by
+// eps_from_prediction. For eps it is `model` itself. The schedule must outlive it.
 EpsFn as_eps_fn(const Schedule& s, EpsFn model, PredictionTarget target);
 
 }  // namespace ddpm

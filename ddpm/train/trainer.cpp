@@ -9,7 +9,6 @@
 #include <sstream>
 
 #include "ddpm/core/check.h"
-#include "ddpm/extensions/guidance.h"
 #include "ddpm/diffusion/schedule.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/extensions/prediction_targets.h"
@@ -100,7 +99,7 @@ std::string to_text(int64_t v) { return std::to_string(v); }
 std::string to_text(uint64_t v) { return std::to_string(v); }
 std::string to_text(double v) { return format_double(v); }
 std::string to_text(bool v) { return v ? "1" : "0"; }
-std::string to_text(LossType v) { return v == LossType::weighted ? "weighted" : "simple"; }
+std::string to_text(LossType v) { return loss_name(v); }
 std::string to_text(VarianceType v) { return variance_name(v); }
 std::string to_text(PredictionTarget v) { return target_name(v); }
 std::string to_text(TimestepSampling v) { return timesteps_name(v); }
@@ -113,11 +112,7 @@ void from_text(const std::string& s, bool& v) {
   DDPM_CHECK(s == "0" || s == "1", "'" << s << "' is not 0 or 1");
   v = s == "1";
 }
-void from_text(const std::string& s, LossType& v) {
-  if (s == "simple") v = LossType::simple;
-  else if (s == "weighted") v = LossType::weighted;
-  else DDPM_FAIL("unknown loss '" << s << "': use simple (L_simple, Algorithm 1) or weighted (L_t with its weight)");
-}
+void from_text(const std::string& s, LossType& v) { v = parse_loss(s); }
 void from_text(const std::string& s, VarianceType& v) { v = parse_variance(s); }
 void from_text(const std::string& s, PredictionTarget& v) { v = parse_target(s); }
 void from_text(const std::string& s, TimestepSampling& v) {
@@ -331,20 +326,20 @@ double Trainer::step() {
       if (uniform(drop, i) < config_.p_uncond) labels[i] = null_class;
   }
   const ForwardContext ctx{true, RngKey{config_.seed, make_stream(rng_dropout, k)}};
-  TapeEpsFn eps_theta = [&](Tape& tape, const Var& x_t, const std::vector<int64_t>& t) {
+  TapeEpsFn network = [&](Tape& tape, const Var& x_t, const std::vector<int64_t>& t) {
     return model_->forward(tape, x_t, t, ctx, config_.conditional ? &labels : nullptr);
   };
 
   zero_grad(params_);
   Tape tape;
-  TrainOptions options;
-  options.loss = config_.loss;
-  options.variance = config_.variance;
-  options.predict = config_.predict;
-  options.learned_variance = config_.learned_variance;
-  options.timesteps = timestep_sampler_.get();
-  // Algorithm 1, lines 3-5: t, eps and the loss (diffusion.h).
-  TrainStep ts = training_step(tape, schedule_, eps_theta, x0, config_.seed, k, options);
+  Objective objective;
+  objective.loss = config_.loss;
+  objective.variance = config_.variance;
+  objective.predict = config_.predict;
+  objective.learned_variance = config_.learned_variance;
+  objective.timesteps = timestep_sampler_.get();
+  // Algorithm 1, lines 3-5: t, eps and the loss (Algorithm 1 itself unless an option is on).
+  ObjectiveStep ts = objective_step(tape, schedule_, network, x0, config_.seed, k, 0, objective);
   const double loss = ts.loss->value[0];
 
   auto fail = [&](const std::string& what) {
@@ -353,16 +348,17 @@ double Trainer::step() {
     std::ostringstream os;
     os << "step " << step_ + 1 << ": " << what << ".";
     // Which samples went bad, by their timestep.
-    const int64_t N = ts.x_t.size(0), D = ts.x_t.numel() / N;
+    const Tensor& out = ts.prediction->value;
+    const int64_t N = ts.x_t.size(0), D = ts.x_t.numel() / N, D_out = out.numel() / N;
     std::vector<int64_t> bad_t;
     for (int64_t i = 0; i < N; i++) {
       bool bad = false;
-      for (int64_t j = 0; j < D && !bad; j++)
-        bad = !std::isfinite(ts.eps_theta->value[i * D + j]) || !std::isfinite(ts.x_t[i * D + j]);
+      for (int64_t j = 0; j < D && !bad; j++) bad = !std::isfinite(ts.x_t[i * D + j]);
+      for (int64_t j = 0; j < D_out && !bad; j++) bad = !std::isfinite(out[i * D_out + j]);
       if (bad) bad_t.push_back(ts.t[i]);
     }
     if (!bad_t.empty()) {
-      os << " Samples with non-finite x_t or eps_theta have t = [";
+      os << " Samples with a non-finite x_t or model output have t = [";
       for (size_t i = 0; i < bad_t.size() && i < 16; i++) os << (i ? ", " : "") << bad_t[i];
       os << (bad_t.size() > 16 ? ", ...]." : "].");
     }
@@ -626,68 +622,6 @@ std::unique_ptr<UNet> Trainer::ema_model() const {
   ParamList ps = copy->parameters();
   for (size_t i = 0; i < ps.size(); i++) ps[i]->var->value.copy_(ema_->shadow()[i]);
   return copy;
-}
-
-EpsFn unet_eps_fn(UNet& model, const std::vector<int64_t>* labels, double guidance) {
-  return [&model, labels, guidance](const Tensor& x_t, const std::vector<int64_t>& t) -> ModelOutput {
-    const UNetConfig& c = model.config();
-    const int64_t N = x_t.size(0);
-    Tape tape = Tape::no_grad();
-    auto run = [&](const std::vector<int64_t>* ls) {
-      return model.forward(tape, constant(x_t), t, ForwardContext{}, ls)->value;
-    };
-    // Learned variance: channels [0, C) are eps, [C, 2C) the raw r; v = (r + 1) / 2 is the
-    // interpolation learned_range takes (improved-diffusion's convention, learned_variance.h).
-    auto split = [&](const Tensor& out) {
-      if (!c.learned_variance) return ModelOutput(out);
-      const int64_t C = c.in_ch, HW = x_t.size(2) * x_t.size(3);
-      Tensor eps({N, C, x_t.size(2), x_t.size(3)}), v({N, C, x_t.size(2), x_t.size(3)});
-      for (int64_t n = 0; n < N; n++) {
-        std::copy(out.data() + (n * 2 * C) * HW, out.data() + (n * 2 * C + C) * HW, eps.data() + n * C * HW);
-        for (int64_t j = 0; j < C * HW; j++) v[n * C * HW + j] = 0.5f * (out[(n * 2 * C + C) * HW + j] + 1.0f);
-      }
-      return ModelOutput(eps, v);
-    };
-    if (c.num_classes > 0) {
-      std::vector<int64_t> null_labels(N, c.num_classes);
-      const std::vector<int64_t>& cond = labels ? *labels : null_labels;
-      DDPM_CHECK(static_cast<int64_t>(cond.size()) == N, "sample: " << cond.size() << " labels for " << N << " images");
-      ModelOutput out = split(run(&cond));
-      if (guidance != 0.0 && labels) {
-        // Classifier-free guidance: eps = (1 + w) eps(x, c) - w eps(x, null), on eps only (guidance.h).
-        out.eps = guided_eps(out.eps, split(run(&null_labels)).eps, guidance);
-      }
-      return out;
-    }
-    DDPM_CHECK(labels == nullptr, "sample: class labels given to an unconditional model");
-    return split(run(nullptr));
-  };
-}
-
-PredictionTarget prediction_target(const std::map<std::string, std::string>& metadata) {
-  auto it = metadata.find("train.predict");
-  return it == metadata.end() ? PredictionTarget::eps : parse_target(it->second);
-}
-
-VarianceType checkpoint_variance(const UNetConfig& config, const std::map<std::string, std::string>& metadata,
-                                 const std::string& requested) {
-  if (!requested.empty()) return parse_variance(requested);
-  if (config.learned_variance) return VarianceType::learned_range;
-  auto it = metadata.find("train.variance");
-  return it == metadata.end() ? VarianceType::fixed_large : parse_variance(it->second);
-}
-
-BatchEpsFn unet_batch_eps_fn(UNet& model, const Schedule& s, PredictionTarget predict,
-                             std::function<int64_t(int64_t)> label_of, double guidance) {
-  UNet* m = &model;
-  const Schedule* schedule = &s;
-  return [m, schedule, predict, label_of, guidance](int64_t first, int64_t count) -> EpsFn {
-    if (m->config().num_classes == 0 || !label_of) return as_eps_fn(*schedule, unet_eps_fn(*m), predict);
-    auto labels = std::make_shared<std::vector<int64_t>>();
-    for (int64_t i = 0; i < count; i++) labels->push_back(label_of(first + i));
-    EpsFn eps = as_eps_fn(*schedule, unet_eps_fn(*m, labels.get(), guidance), predict);
-    return [labels, eps](const Tensor& x_t, const std::vector<int64_t>& t) { return eps(x_t, t); };  // keeps labels alive
-  };
 }
 
 std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata,

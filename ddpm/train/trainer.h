@@ -19,7 +19,7 @@
 #include "ddpm/core/check.h"
 #include "ddpm/app/flags.h"
 #include "ddpm/diffusion/diffusion.h"
-#include "ddpm/app/figures.h"
+#include "ddpm/extensions/objectives.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/train/optim.h"
 #include "ddpm/extensions/importance_sampling.h"
@@ -237,30 +237,6 @@ struct Resumed {
 Resumed resume_trainer(const std::vector<std::string>& candidates, const Dataset& data,
                        const ResumeOverrides& overrides = {},
                        const std::function<void(const std::string&)>& warn = nullptr);
-
-// An eps-predictor from any UNet (no grad, eval mode). For a conditional model, labels
-// (size N; num_classes means null) and the guidance weight w give classifier-free
-// guidance: (1 + w) eps(x, c) - w eps(x, null) (guidance.h), on the eps channels only. A
-// learned-variance model's raw channel r becomes ModelOutput.v = (r + 1) / 2 (improved-
-// diffusion's convention, learned_variance.h). The model must outlive the function.
-EpsFn unet_eps_fn(UNet& model, const std::vector<int64_t>* labels = nullptr, double guidance = 0.0);
-
-// The prediction target a checkpoint's model was trained on ("train.predict"; eps when absent).
-// Wrap unet_eps_fn with targets.h's as_eps_fn(schedule, fn, target) to sample from it.
-PredictionTarget prediction_target(const std::map<std::string, std::string>& metadata);
-
-// The sigma_t^2 to sample a checkpoint's model with: `requested` (a --variance flag) when
-// given, else learned_range for a learned-variance model, else train.variance (fixed_large
-// when the metadata has none).
-VarianceType checkpoint_variance(const UNetConfig& config, const std::map<std::string, std::string>& metadata,
-                                 const std::string& requested);
-
-// The predictor of images [first, first + count) of a batched run (sample_in_batches) from
-// a model: image i gets class label_of(i) when the model is conditional (no label_of: the
-// null class, unconditional draws), guided with weight w, and is seen as an eps-predictor
-// whatever the model predicts (as_eps_fn). The model and schedule must outlive it.
-BatchEpsFn unet_batch_eps_fn(UNet& model, const Schedule& s, PredictionTarget predict,
-                             std::function<int64_t(int64_t)> label_of = nullptr, double guidance = 0.0);
 
 // Loads the model weights of a checkpoint (EMA weights if present and use_ema), building
 // the UNet from the checkpoint's config. Also returns the metadata, and whether the EMA

@@ -75,7 +75,7 @@ train --steps 8 --ckpt-every 2 --inject-nan-at 5 --out "$out" >"$WORK/nan.log" 2
 status=$?
 set -e
 [ "$status" -eq 3 ] || fail "exit status $status, want 3: $(tail -n 3 "$WORK/nan.log")"
-grep -q "training stopped: step 5: the loss is nan\. Samples with non-finite x_t or eps_theta have t = \[[0-9]*\]\. First non-finite value: op #[0-9]* (conv2d)" \
+grep -q "training stopped: step 5: the loss is nan\. Samples with a non-finite x_t or model output have t = \[[0-9]*\]\. First non-finite value: op #[0-9]* (conv2d)" \
   "$WORK/nan.log" || fail "the report lacks the step, t or op: $(grep error "$WORK/nan.log")"
 grep -q "the last good checkpoint is $out/ckpt-00000004.safetensors" "$WORK/nan.log" || fail "the last good checkpoint is not named"
 [ "$(newest "$out")" = "$out/ckpt-00000004.safetensors" ] || fail "newest checkpoint is $(newest "$out"), want step 4"

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "ddpm/core/check.h"
+#include "ddpm/app/sampling.h"
 #include "ddpm/extensions/guidance.h"
 #include "ddpm/core/parallel.h"
 #include "ddpm/extensions/prediction_targets.h"
@@ -49,8 +50,8 @@ TEST_CASE("beyond_train: a conditional model trains, its class embedding learns,
   ClassGridOptions o;
   o.per_row = 1;
   o.guidance = 2.0;
-  o.ddim = true;
-  o.ddim_options.steps = 5;
+  o.sampler.sampler = "ddim";
+  o.sampler.ddim_steps = 5;
   Tensor grid = sample_class_grid(m, trainer.schedule(), o);
   CHECK(grid.shape() == Shape{10, 1, 8, 8});
   for (int64_t j = 0; j < grid.numel(); j++) REQUIRE(std::isfinite(grid[j]));
@@ -84,13 +85,15 @@ TEST_CASE("beyond_train: learned variance trains on L_hybrid and its checkpoint 
   } catch (const Error& e) {
     CHECK(std::string(e.what()).find("learned_variance") != std::string::npos);
   }
-  // The variance channel is used by the bound: learned_range evaluates.
+  // The variance channels are used by the bound: the learned Sigma evaluates.
   std::unique_ptr<UNet> ema = trainer.ema_model();
   VlbOptions vo;
-  vo.reverse.variance = VarianceType::learned_range;
   vo.stride = 10;
   Tensor x0 = bars().images;
-  VlbResult r = vlb_terms(trainer.schedule(), unet_eps_fn(*ema), Tensor::from({2, 1, 8, 8}, std::vector<float>(x0.data(), x0.data() + 128)), 1, vo);
+  SigmaChoice learned;
+  learned.learned = true;
+  const ModelFn model = unet_model(*ema, trainer.schedule(), PredictionTarget::eps, learned);
+  VlbResult r = vlb_terms(trainer.schedule(), model, Tensor::from({2, 1, 8, 8}, std::vector<float>(x0.data(), x0.data() + 128)), 1, vo);
   CHECK(std::isfinite(r.mean_bpd));
 }
 

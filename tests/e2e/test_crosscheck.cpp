@@ -22,6 +22,8 @@
 #include <cstdlib>
 #include <sstream>
 
+#include "ddpm/app/sampling.h"
+#include "ddpm/diffusion/algorithms.h"
 #include "ddpm/diffusion/diffusion.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/model/nn.h"
@@ -337,7 +339,7 @@ TEST_CASE("crosscheck: ten training steps of the minimal U-Net match PyTorch (lo
     const std::string p = "step." + std::to_string(k) + ".";
     zero_grad(ps);
     Tape tape;
-    TrainStep ts = training_loss_given(tape, s, eps_fn, st.at(p + "x0"), to_ints(st.at(p + "t")), st.at(p + "eps"));
+    TrainStep ts = training_loss(tape, s, eps_fn, st.at(p + "x0"), to_ints(st.at(p + "t")), st.at(p + "eps"));
     tape.backward(ts.loss);
     loss[k] = ts.loss->value[0];
     grad_norm[k] = static_cast<float>(clip_grad_norm(ps, grad_clip));
@@ -366,10 +368,8 @@ TEST_CASE("crosscheck: twenty steps of Algorithm 2 match PyTorch for sigma^2 = b
   so.beta_start = meta_number(st, "beta_start");
   so.beta_end = meta_number(st, "beta_end");
   const Schedule s = make_schedule(st.metadata.at("schedule"), static_cast<int64_t>(meta_number(st, "T")), so);
-  EpsFn eps_fn = unet_eps_fn(*model);
   for (VarianceType variance : {VarianceType::fixed_large, VarianceType::fixed_small}) {
-    ReverseOptions options;
-    options.variance = variance;
+    const ModelFn model_fn = fixed_variance_model(s, unet_network(*model), variance);
     Tensor x = st.at("x_T").clone();
     const int64_t N = x.size(0);
     for (int64_t t = s.T; t >= 1; t--) {
@@ -377,7 +377,7 @@ TEST_CASE("crosscheck: twenty steps of Algorithm 2 match PyTorch for sigma^2 = b
       // Algorithm 2 line 3, z from the fixture (sample() draws it from our RNG)
       Tensor z = t > 1 ? st.at("z." + std::to_string(t)) : Tensor(x.shape());
       // Algorithm 2 line 4
-      x = p_sample(s, x, tv, eps_fn(x, tv), z, options);
+      x = p_sample(s, x, tv, model_fn(x, tv), z);
       // Each step adds the eps error of one U-Net pass (~1e-6 of |eps|, times B <= 0.3) to
       // an x_t error amplified by A = 1/sqrt(alpha_t) <= 1.12, so the error stays ~1e-6
       // of the chain's scale over 20 steps (4e-7 measured): 1e-5 allowed.
@@ -387,12 +387,21 @@ TEST_CASE("crosscheck: twenty steps of Algorithm 2 match PyTorch for sigma^2 = b
   }
 }
 
-TEST_CASE("crosscheck: schedule tables match their float64 formulas evaluated in numpy") {
+TEST_CASE("crosscheck: schedule tables and the fixed variances match their float64 formulas evaluated in numpy") {
   SafeTensors st = fixture("schedules.safetensors");
   for (const std::string& name : schedule_names()) {
     for (int64_t T : {1000, 10}) {
       const Schedule s = make_schedule(name, T);
+      // The reverse process's "fixed large" sigma_t^2 and its log, t = 1 included (there the
+      // original code takes beta-tilde_2).
+      std::vector<double> large(T + 1, 0.0), log_large(T + 1, 0.0);
+      for (int64_t t = 1; t <= T; t++) {
+        large[t] = reverse_variance(s, t, VarianceType::fixed_large);
+        log_large[t] = reverse_log_variance(s, t, VarianceType::fixed_large);
+      }
       const std::vector<std::pair<const char*, const std::vector<double>*>> tables = {
+          {"fixed_large_variance", &large},
+          {"fixed_large_log_variance", &log_large},
           {"beta", &s.beta},
           {"alpha_bar", &s.alpha_bar},
           {"posterior_variance", &s.posterior_variance},

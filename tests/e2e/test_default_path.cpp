@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "ddpm/app/sampling.h"
+#include "ddpm/diffusion/algorithms.h"
 #include "ddpm/diffusion/diffusion.h"
 #include "ddpm/ops/elementwise.h"
 #include "ddpm/core/parallel.h"
@@ -59,7 +61,7 @@ TEST_CASE("default_path: Algorithm 1 and 2 with the default options are unchange
   train_values.push_back(ts.loss->value[0]);
   for (int64_t t : ts.t) train_values.push_back(static_cast<float>(t));
 
-  SampleResult r = sample(s, testing::gaussian_oracle(s, 0.3, 0.5), {2, 1, 2, 2}, 9);
+  SampleResult r = sample(s, testing::gaussian_oracle_model(s, 0.3, 0.5), {2, 1, 2, 2}, 9);
   const std::vector<float> sample_values = r.x0.to_vector();
 
   const uint64_t train_hash = fnv1a(train_values), sample_hash = fnv1a(sample_values);
@@ -99,7 +101,7 @@ TEST_CASE("default_path: Trainer steps and U-Net sampling with no option are unc
     w.insert(w.end(), v.begin(), v.end());
   }
   std::unique_ptr<UNet> ema = trainer.ema_model();
-  SampleResult r = sample(trainer.schedule(), unet_eps_fn(*ema), {2, 1, 8, 8}, 5);
+  SampleResult r = sample(trainer.schedule(), unet_model(*ema, trainer.schedule()), {2, 1, 8, 8}, 5);
   const uint64_t weight_hash = fnv1a(w), sample_hash = fnv1a(r.x0.to_vector());
   std::printf("default_path: losses %.9g %.9g %.9g, weight hash 0x%016" PRIx64 ", sample hash 0x%016" PRIx64
               " x0[0] %.9g\n",

@@ -6,6 +6,7 @@
 #include "ddpm/core/check.h"
 #include "ddpm/eval/evaluate.h"
 #include "ddpm/app/figures.h"
+#include "ddpm/app/sampling.h"
 #include "ddpm/train/trainer.h"
 #include "ddpm/model/unet.h"
 #include "tests/testing.h"
@@ -51,12 +52,10 @@ TEST_CASE("evaluate: end to end on a few samples of a minimal untrained model") 
     for (int64_t i = 0; i < w.numel(); i++) w[i] += 0.05f * normal(RngKey{4, 4}, i);
   }
   const Schedule s = make_schedule("linear", 10);
-  const EpsFn eps = unet_eps_fn(model);
-  ReverseOptions reverse;
+  const ModelFn eps = unet_model(model, s);
   // ./eval samples as ./sample does: sample_in_batches with Algorithm 2.
-  const BatchEpsFn batch_eps = [&](int64_t, int64_t) { return eps; };
+  const BatchModelFn batch_eps = [&](int64_t, int64_t) { return eps; };
   BatchedSampleOptions o;
-  o.sample.reverse = reverse;
   o.batch = 4;
   Tensor samples = sample_in_batches(ddpm_sampler(s, 5), batch_eps, 6, {1, 28, 28}, o).x0;
   o.batch = 6;
@@ -92,7 +91,7 @@ TEST_CASE("evaluate: end to end on a few samples of a minimal untrained model") 
   // The VLB of three reference images: the parts add up to the total, all finite.
   Tensor three({3, 1, 28, 28});
   std::copy(reference_images.data(), reference_images.data() + three.numel(), three.data());
-  const NllSummary nll = evaluate_nll(s, eps, three, "3 images", 2, 1, 0, reverse);
+  const NllSummary nll = evaluate_nll(s, eps, three, "3 images", 2, 1, 0, /*clip_x0=*/false);
   CHECK(nll.n == 3);
   CHECK(nll.D == 784);
   CHECK(nll.T == 10);

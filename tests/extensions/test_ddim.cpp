@@ -51,12 +51,11 @@ TEST_CASE("ddim: eta = 1 on the full sequence is DDPM's reverse step with sigma^
     CHECK(ddim_sigma2(s, 50, 49, 0.5) == doctest::Approx(0.25 * s.posterior_variance[50]).epsilon(1e-10));
     // And the whole step: the same x_{t-1} as p_sample with fixed_small for the same eps and z.
     Tensor x_t = randn({3, 1, 2, 2}, 31), eps = randn({3, 1, 2, 2}, 32), z = randn({3, 1, 2, 2}, 33);
-    ReverseOptions small;
-    small.variance = VarianceType::fixed_small;
     for (int64_t t : {1, 2, 10, 100, 200}) {
       CAPTURE(t);
       Tensor ddim = ddim_step(s, x_t, t, t - 1, eps, 1.0, z);
-      Tensor ddpm = p_sample(s, x_t, std::vector<int64_t>(3, t), ModelOutput(eps), z, small);
+      const std::vector<int64_t> tv(3, t);
+      Tensor ddpm = p_sample(s, x_t, tv, ModelPrediction{eps, fixed_sigma(s, VarianceType::fixed_small, x_t, tv)}, z);
       // Float32 formulas in different orders; cosine's t = 200 has alpha-bar ~ 1e-9, where
       // pred_x0 = x_t / sqrt(alpha-bar) is ~3e4 and float rounding of it is ~3e-3 before the
       // sqrt(alpha-bar_{t-1}) factor brings it back: 1e-4 absolute covers both.

@@ -5,9 +5,9 @@
 #include <cmath>
 
 #include "ddpm/core/check.h"
+#include "ddpm/diffusion/gaussian.h"
 #include "ddpm/extensions/learned_variance.h"
 #include "ddpm/ops/shape.h"
-#include "ddpm/train/trainer.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
@@ -46,7 +46,7 @@ TEST_CASE("learned_variance: dL/dlog-variance of the KL and the decoder match ce
   }
 }
 
-TEST_CASE("learned_variance: the hybrid loss's VLB term equals the bound's L_{t-1} with learned_range") {
+TEST_CASE("learned_variance: the hybrid loss's VLB term equals the bound's L_{t-1} with the learned Sigma") {
   Schedule s = make_schedule("linear", 100);
   const int64_t N = 3, C = 1, H = 2, W = 2, D = C * H * W;
   Tensor x0({N, C, H, W});
@@ -57,16 +57,10 @@ TEST_CASE("learned_variance: the hybrid loss's VLB term equals the bound's L_{t-
   Tensor out = randn({N, 2 * C, H, W}, 3, 0.5f);
   Tape tape;
   HybridLoss h = hybrid_loss(tape, s, variable(out), eps, x0, x_t, t);
-  // The same term from diffusion.h: p_mean_variance with learned_range v = (r + 1) / 2.
-  Tensor eps_theta({N, C, H, W}), v({N, C, H, W});
-  for (int64_t i = 0; i < N; i++)
-    for (int64_t j = 0; j < D; j++) {
-      eps_theta[i * D + j] = out[i * 2 * D + j];
-      v[i * D + j] = 0.5f * (out[i * 2 * D + D + j] + 1.0f);
-    }
-  ReverseOptions learned;
-  learned.variance = VarianceType::learned_range;
-  PMeanVariance p = p_mean_variance(s, x_t, t, ModelOutput(eps_theta, v), learned);
+  // The same term from diffusion.h: p_mean_variance with the learned Sigma of r.
+  const LearnedOutput split = split_learned_output(out);
+  const Tensor& eps_theta = split.prediction;
+  PMeanVariance p = p_mean_variance(s, x_t, t, ModelPrediction{eps_theta, learned_sigma(s, split.r, t)});
   Gaussian q = q_posterior(s, x0, x_t, t);
   for (int64_t i = 0; i < N; i++) {
     double nats = 0, mse = 0;
@@ -131,4 +125,33 @@ TEST_CASE("learned_variance: hybrid_loss gradients match finite differences; the
       CHECK(b->grad[i * 2 * D + D + j] == 0.0f);                // r: only through L_vlb
       CHECK(a->grad[i * 2 * D + D + j] != 0.0f);
     }
+}
+
+TEST_CASE("learned_variance: Sigma interpolates log beta_t and log beta-tilde_t by frac = (r + 1) / 2") {
+  Schedule s = make_schedule("linear", 100);
+  const std::vector<int64_t> t{1, 2, 50, 100};
+  for (float r : {-1.0f, 0.0f, 1.0f, 0.5f}) {
+    CAPTURE(r);
+    const Tensor rr = Tensor::full({4, 1, 1, 2}, r);
+    const Sigma sigma = learned_sigma(s, rr, t);
+    for (int64_t i = 0; i < 4; i++) {
+      // r = 1: log beta_t; r = -1: log beta-tilde_t (clipped at t = 1 to beta-tilde_2)
+      const double frac = 0.5 * (r + 1.0);
+      const double want = frac * std::log(s.beta[t[i]]) + (1 - frac) * std::log(s.posterior_variance[t[i] > 1 ? t[i] : 2]);
+      CHECK(sigma.log_variance[i * 2] == doctest::Approx(want).epsilon(1e-6));
+      CHECK(sigma.variance[i * 2 + 1] == doctest::Approx(std::exp(want)).epsilon(1e-6));
+    }
+  }
+  // The model: channels [0, C) are the prediction (converted to eps), [C, 2C) are r.
+  const Tensor out = randn({2, 2, 1, 3}, 5);
+  EpsFn network = [&out](const Tensor&, const std::vector<int64_t>&) { return out; };
+  const Tensor x_t = randn({2, 1, 1, 3}, 6);
+  const std::vector<int64_t> t2{3, 70};
+  const ModelPrediction m = learned_variance_model(s, network, PredictionTarget::eps)(x_t, t2);
+  const LearnedOutput split = split_learned_output(out);
+  CHECK(m.eps_theta.to_vector() == split.prediction.to_vector());
+  CHECK(m.sigma.log_variance.to_vector() == learned_sigma(s, split.r, t2).log_variance.to_vector());
+  CHECK(split.prediction[3] == out[6]);  // sample 1's prediction starts after sample 0's 2C x H x W
+  CHECK(split.r[0] == out[3]);
+  CHECK_THROWS_AS(split_learned_output(Tensor({2, 3, 1, 1})), Error);
 }

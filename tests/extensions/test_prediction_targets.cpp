@@ -5,6 +5,7 @@
 #include "ddpm/core/check.h"
 #include "ddpm/diffusion/diffusion.h"
 #include "ddpm/ops/elementwise.h"
+#include "ddpm/extensions/objectives.h"
 #include "ddpm/extensions/prediction_targets.h"
 #include "tests/oracle.h"
 #include "tests/testing.h"
@@ -49,7 +50,7 @@ TEST_CASE("targets: eps, x0 and v convert into each other, and v satisfies its i
   CHECK_THROWS_AS(parse_target("score"), Error);
 }
 
-TEST_CASE("targets: training_step with --predict regresses the chosen target; sampling converts to eps") {
+TEST_CASE("targets: the objective with --predict regresses the chosen target; sampling converts to eps") {
   Schedule s = make_schedule("linear", 100);
   Tensor x0 = randn({4, 1, 2, 2}, 5, 0.5f);
   // A model that returns a fixed tensor Y: the loss is then mean((target - Y)^2), checked by hand.
@@ -57,30 +58,32 @@ TEST_CASE("targets: training_step with --predict regresses the chosen target; sa
   TapeEpsFn fixed = [&](Tape& tape, const Var& x_t, const std::vector<int64_t>&) { return scale(tape, add(tape, scale(tape, x_t, 0.0f), constant(Y)), 1.0f); };
   for (PredictionTarget p : {PredictionTarget::eps, PredictionTarget::x0, PredictionTarget::v}) {
     CAPTURE(target_name(p));
-    TrainOptions o;
+    Objective o;
     o.predict = p;
     Tape tape;
-    TrainStep ts = training_step(tape, s, fixed, x0, 3, 7, o);
+    ObjectiveStep ts = objective_step(tape, s, fixed, x0, 3, 7, 0, o);
     Tensor target = training_target(p, s, x0, ts.eps, ts.t);
     double want = 0;
     for (int64_t j = 0; j < 16; j++) want += (double(target[j]) - Y[j]) * (double(target[j]) - Y[j]) / 16;
     CHECK(ts.loss->value[0] == doctest::Approx(want).epsilon(1e-6));  // float32 of a double sum
     if (p != PredictionTarget::eps) CHECK_THROWS_AS([&] {
-        TrainOptions w = o;
+        Objective w = o;
         w.loss = LossType::weighted;
         Tape t2;
-        training_step(t2, s, fixed, x0, 3, 7, w);
+        objective_step(t2, s, fixed, x0, 3, 7, 0, w);
       }(), Error);
   }
   // A model predicting x0 or v exactly for the Gaussian oracle samples like the eps oracle.
   EpsFn oracle = testing::gaussian_oracle(s, 0.2, 0.5);
   for (PredictionTarget p : {PredictionTarget::x0, PredictionTarget::v}) {
     EpsFn as_target = [&](const Tensor& x_t, const std::vector<int64_t>& t) {
-      Tensor e = oracle(x_t, t).eps;
+      Tensor e = oracle(x_t, t);
       Tensor x0_hat = predict_x0_from_eps(s, x_t, t, e);
-      return ModelOutput(p == PredictionTarget::x0 ? x0_hat : v_from_eps_x0(s, t, e, x0_hat));
+      return p == PredictionTarget::x0 ? x0_hat : v_from_eps_x0(s, t, e, x0_hat);
     };
-    Tensor a = sample(s, oracle, {3, 1, 2, 2}, 4).x0, b = sample(s, as_eps_fn(s, as_target, p), {3, 1, 2, 2}, 4).x0;
+    const VarianceType large = VarianceType::fixed_large;
+    Tensor a = sample(s, fixed_variance_model(s, oracle, large), {3, 1, 2, 2}, 4).x0;
+    Tensor b = sample(s, fixed_variance_model(s, as_eps_fn(s, as_target, p), large), {3, 1, 2, 2}, 4).x0;
     // 100 steps of float32 round trips eps -> target -> eps (x0 at small t amplifies by 1/sqrt(1 - ab)).
     testing::check_allclose("sample via as_eps_fn", b, a, 2e-3, 1e-3);
   }

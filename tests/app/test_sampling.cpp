@@ -1,4 +1,4 @@
-// Tests of ./sample's library side (ddpm/app/figures.h): batched sampling from a checkpoint,
+// Tests of ./sample's library side (ddpm/app/sampling.h, ddpm/app/figures.h): batched sampling from a checkpoint,
 // the denoising-chain and forward-process figures. A minimal U-Net (8x8 images) with
 // perturbed weights stands in for a trained model; T is 10, so the file runs fast.
 #include <cmath>
@@ -7,6 +7,7 @@
 
 #include "ddpm/core/check.h"
 #include "ddpm/app/figures.h"
+#include "ddpm/app/sampling.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/extensions/prediction_targets.h"
 #include "ddpm/train/trainer.h"
@@ -98,7 +99,7 @@ TEST_CASE("sample: images from a checkpoint are bit-identical for batch sizes 1,
   CHECK(l.ema);
   const Shape image{1, 8, 8};
   const int64_t n = 5;
-  BatchEpsFn eps = [&](int64_t, int64_t) { return unet_eps_fn(*l.model); };
+  BatchModelFn eps = [&](int64_t, int64_t) { return unet_model(*l.model, l.schedule); };
   auto run = [&](int64_t batch) {
     BatchedSampleOptions o;
     o.batch = batch;
@@ -115,12 +116,12 @@ TEST_CASE("sample: images from a checkpoint are bit-identical for batch sizes 1,
     CHECK(bit_equal(three.chain[k], all.chain[k]));
   }
   // The same images as one direct call of Algorithm 2.
-  CHECK(bit_equal(sample(l.schedule, unet_eps_fn(*l.model), {n, 1, 8, 8}, 4).x0, all.x0));
+  CHECK(bit_equal(sample(l.schedule, unet_model(*l.model, l.schedule), {n, 1, 8, 8}, 4).x0, all.x0));
   // The model matters (the perturbed net is not the zero predictor): the EMA and the raw
   // weights give different images, and so does another seed.
   Loaded raw = load(path, false);
   CHECK_FALSE(raw.ema);
-  BatchEpsFn raw_eps = [&](int64_t, int64_t) { return unet_eps_fn(*raw.model); };
+  BatchModelFn raw_eps = [&](int64_t, int64_t) { return unet_model(*raw.model, raw.schedule); };
   BatchedSampleOptions o;
   CHECK_FALSE(bit_equal(sample_in_batches(ddpm_sampler(l.schedule, 4), raw_eps, n, image, o).x0, all.x0));
   CHECK_FALSE(bit_equal(sample_in_batches(ddpm_sampler(l.schedule, 5), eps, n, image, o).x0, all.x0));
@@ -149,8 +150,8 @@ TEST_CASE("sample: the DDIM sampler of ./sample equals ddim_sample, is batch ind
   choice.ddim_steps = 4;
   choice.eta = 0.5;
   const Sampler sampler = make_sampler(l.schedule, 6, choice);
-  CHECK(describe_sampler(choice, 10, VarianceType::fixed_large) == "DDIM, 4 steps (trailing, eta 0.5)");
-  const BatchEpsFn eps = unet_batch_eps_fn(*l.model, l.schedule, predict);
+  CHECK(describe_sampler(choice, 10, SigmaChoice{}) == "DDIM, 4 steps (trailing, eta 0.5)");
+  const BatchModelFn eps = unet_batch_model(*l.model, l.schedule, predict, SigmaChoice{});
   auto run = [&](int64_t batch) {
     BatchedSampleOptions o;
     o.batch = batch;
@@ -169,16 +170,16 @@ TEST_CASE("sample: the DDIM sampler of ./sample equals ddim_sample, is batch ind
   // One direct call of the library's DDIM on the converted model gives the same images.
   DdimOptions direct = ddim;
   direct.keep_t = {10, tau[1], 0};
-  SampleResult d = ddim_sample(l.schedule, as_eps_fn(l.schedule, unet_eps_fn(*l.model), predict), {n, 1, 8, 8}, 6, direct);
+  SampleResult d = ddim_sample(l.schedule, as_eps_fn(l.schedule, unet_network(*l.model), predict), {n, 1, 8, 8}, 6, direct);
   CHECK(bit_equal(d.x0, all.x0));
   // x_T is Algorithm 2's (same seed, same x_T), and the sampler is not Algorithm 2.
   SampleOptions keep_x_T;
   keep_x_T.keep_t = {10};
-  SampleResult a2 = sample(l.schedule, as_eps_fn(l.schedule, unet_eps_fn(*l.model), predict), {n, 1, 8, 8}, 6, keep_x_T);
+  SampleResult a2 = sample(l.schedule, unet_model(*l.model, l.schedule, predict, SigmaChoice{}), {n, 1, 8, 8}, 6, keep_x_T);
   CHECK(bit_equal(a2.chain[0], all.chain[0]));
   CHECK_FALSE(bit_equal(a2.x0, all.x0));
   // The conversion matters: reading the v output as eps gives other images.
-  BatchEpsFn raw = [&](int64_t, int64_t) { return unet_eps_fn(*l.model); };
+  BatchModelFn raw = [&](int64_t, int64_t) { return unet_model(*l.model, l.schedule); };
   BatchedSampleOptions o;
   CHECK_FALSE(bit_equal(sample_in_batches(ddim_sampler(l.schedule, 6, ddim), raw, n, image, o).x0, all.x0));
   for (int64_t i = 0; i < all.x0.numel(); i++) REQUIRE(std::isfinite(all.x0[i]));
@@ -195,7 +196,7 @@ TEST_CASE("sample: class labels follow the global image index across batches, an
   CHECK(labels == std::vector<int64_t>{0, 0, 1, 1, 2, 2});
   // ./sample's and ./eval's predictor: image i gets labels[i], whatever batch it falls in.
   auto eps_for = [&](double w) {
-    return unet_batch_eps_fn(*l.model, l.schedule, PredictionTarget::eps, [&](int64_t i) { return labels[i]; }, w);
+    return unet_batch_model(*l.model, l.schedule, PredictionTarget::eps, SigmaChoice{}, [&](int64_t i) { return labels[i]; }, w);
   };
   auto run = [&](int64_t batch, double w) {
     BatchedSampleOptions o;
@@ -206,16 +207,16 @@ TEST_CASE("sample: class labels follow the global image index across batches, an
   CHECK(bit_equal(run(1, 2.0), whole));
   CHECK(bit_equal(run(4, 2.0), whole));
   // The direct call with all six labels at once.
-  EpsFn direct = unet_eps_fn(*l.model, &labels, 2.0);
+  ModelFn direct = unet_model(*l.model, l.schedule, PredictionTarget::eps, SigmaChoice{}, &labels, 2.0);
   CHECK(bit_equal(sample(l.schedule, direct, {6, 1, 8, 8}, 8).x0, whole));
   CHECK_FALSE(bit_equal(run(6, 0.0), whole));
   // No labels: every image is drawn with the null class (unconditional draws).
   std::vector<int64_t> nulls(6, 10);
   BatchedSampleOptions o;
   Tensor unconditional =
-      sample_in_batches(ddpm_sampler(l.schedule, 8), unet_batch_eps_fn(*l.model, l.schedule, PredictionTarget::eps), 6,
+      sample_in_batches(ddpm_sampler(l.schedule, 8), unet_batch_model(*l.model, l.schedule, PredictionTarget::eps, SigmaChoice{}), 6,
                         image, o).x0;
-  CHECK(bit_equal(unconditional, sample(l.schedule, unet_eps_fn(*l.model, &nulls), {6, 1, 8, 8}, 8).x0));
+  CHECK(bit_equal(unconditional, sample(l.schedule, unet_model(*l.model, l.schedule, PredictionTarget::eps, SigmaChoice{}, &nulls), {6, 1, 8, 8}, 8).x0));
   // Same noise, different class: images 0 and 2 share nothing but the model, so they
   // differ; the same class at the same index does not.
   CHECK_FALSE(image_equal(whole, 0, whole, 2));
@@ -227,7 +228,7 @@ TEST_CASE("sample: the chain has one entry per kept t, from x_T to x_0, and its 
   save_minimal_checkpoint(path, 0, 12);
   Loaded l = load(path);
   const int64_t n = 7, rows = 4, K = 5;
-  BatchEpsFn eps = [&](int64_t, int64_t) { return unet_eps_fn(*l.model); };
+  BatchModelFn eps = [&](int64_t, int64_t) { return unet_model(*l.model, l.schedule); };
   BatchedSampleOptions o;
   o.batch = 3;  // the chain's rows straddle two batches
   o.chain_n = rows;
@@ -299,10 +300,11 @@ TEST_CASE("sample: the shared sampler flags are checked, and a checkpoint's vari
   CHECK(c.ddim_steps == 20);
   CHECK(c.eta == 1.0);
   CHECK(c.clip_x0);
-  CHECK(describe_sampler(c, 1000, VarianceType::fixed_large) == "DDIM, 20 steps (linspace, eta 1), x_0 clipped");
+  CHECK(describe_sampler(c, 1000, SigmaChoice{}) == "DDIM, 20 steps (linspace, eta 1), x_0 clipped");
   SamplerChoice d;
   parse({}, &d);
-  CHECK(describe_sampler(d, 1000, VarianceType::fixed_small) == "Algorithm 2, 1000 steps, fixed_small");
+  CHECK(describe_sampler(d, 1000, SigmaChoice{false, VarianceType::fixed_small}) == "Algorithm 2, 1000 steps, fixed_small");
+  CHECK(describe_sampler(d, 1000, SigmaChoice{true, VarianceType::fixed_large}) == "Algorithm 2, 1000 steps, learned_range");
   SamplerChoice e;
   CHECK_THROWS_WITH_AS(parse({"--ddim-steps", "20"}, &e), doctest::Contains("--ddim-steps needs --sampler ddim"),
                        Error);
@@ -319,9 +321,43 @@ TEST_CASE("sample: the shared sampler flags are checked, and a checkpoint's vari
   UNetConfig fixed = unet_config("minimal"), learned = fixed;
   learned.learned_variance = true;
   const std::map<std::string, std::string> none, small = {{"train.variance", "fixed_small"}};
-  CHECK(checkpoint_variance(fixed, none, "") == VarianceType::fixed_large);
-  CHECK(checkpoint_variance(fixed, small, "") == VarianceType::fixed_small);
-  CHECK(checkpoint_variance(learned, small, "") == VarianceType::learned_range);
-  CHECK(checkpoint_variance(learned, none, "fixed_large") == VarianceType::fixed_large);
-  CHECK_THROWS_AS(checkpoint_variance(fixed, none, "huge"), Error);
+  auto name = [](const SigmaChoice& c) { return sigma_name(c); };
+  CHECK(name(checkpoint_sigma(fixed, none, "")) == "fixed_large");
+  CHECK(name(checkpoint_sigma(fixed, small, "")) == "fixed_small");
+  CHECK(name(checkpoint_sigma(learned, small, "")) == "learned_range");
+  CHECK(name(checkpoint_sigma(learned, none, "fixed_large")) == "fixed_large");
+  CHECK(name(checkpoint_sigma(learned, none, "learned_range")) == "learned_range");
+  CHECK_THROWS_AS(checkpoint_sigma(fixed, none, "huge"), Error);
+  CHECK_THROWS_WITH_AS(checkpoint_sigma(fixed, none, "learned_range"), doctest::Contains("no learned variance"), Error);
+}
+
+TEST_CASE("sampling: unet_network guides a conditional U-Net's prediction channels; r comes from the conditional pass") {
+  UNetConfig c = unet_config("minimal");
+  c.num_classes = 10;
+  c.learned_variance = true;
+  UNet model(c, 3);
+  // Non-zero output layer and class embedding, so the outputs depend on the label.
+  for (Parameter* p : model.parameters()) {
+    Tensor r = randn(p->var->value.shape(), 99, 0.1f);
+    for (int64_t j = 0; j < r.numel(); j++) p->var->value[j] += r[j];
+  }
+  Tensor x = randn({2, 1, 8, 8}, 4);
+  const std::vector<int64_t> t{5, 17}, labels{3, 7}, nulls{10, 10};
+  auto raw = [&](const std::vector<int64_t>& ls) {
+    Tape tape = Tape::no_grad();
+    return model.forward(tape, constant(x), t, ForwardContext{}, &ls)->value;
+  };
+  Tensor oc = raw(labels), on = raw(nulls);
+  Tensor g = unet_network(model, &labels, 2.0)(x, t);
+  REQUIRE(g.shape() == Shape{2, 2, 8, 8});
+  for (int64_t i = 0; i < 2; i++)
+    for (int64_t j = 0; j < 64; j++) {
+      const int64_t e = i * 128 + j, r = i * 128 + 64 + j;
+      CHECK(g[e] == 3.0f * oc[e] - 2.0f * on[e]);  // same float ops as guided_eps
+      CHECK(g[r] == oc[r]);                        // r: the conditional pass's
+    }
+  // The label matters (the class embedding reaches the output).
+  double diff = 0;
+  for (int64_t j = 0; j < oc.numel(); j++) diff += std::fabs(oc[j] - on[j]);
+  CHECK(diff > 1e-3);
 }
