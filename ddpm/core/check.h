@@ -2,8 +2,8 @@
 //
 // DDPM_CHECK(cond, msg << ...) throws ddpm::Error("file:line: op: message") when cond
 // is false. It is always on: shape errors, bad files and bad flags all go through it,
-// so tests can assert on misuse. DDPM_DCHECK is the debug-only twin for index checks
-// inside kernels (compiled out under NDEBUG).
+// so tests can assert on misuse. Kernels check their sizes once, at the tape wrapper,
+// and index nothing they were not given.
 #pragma once
 
 #include <sstream>
@@ -30,11 +30,3 @@ struct Error : std::runtime_error {
   } while (0)
 
 #define DDPM_FAIL(...) DDPM_CHECK(false, __VA_ARGS__)
-
-#ifdef NDEBUG
-#define DDPM_DCHECK(cond, ...) \
-  do {                         \
-  } while (0)
-#else
-#define DDPM_DCHECK(cond, ...) DDPM_CHECK(cond, __VA_ARGS__)
-#endif

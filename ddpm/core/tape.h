@@ -67,7 +67,6 @@ class Tape {
   // checks and reference fixtures use this).
   void backward(const Var& out, const Tensor& upstream);
 
-  void clear() { entries_.clear(); }
   size_t size() const { return entries_.size(); }
 
   // The first recorded op (creation order) whose output has a NaN or Inf, as
