@@ -330,11 +330,23 @@ Tensor normal_kl(const Tensor& mean1, const Tensor& logvar1, const Tensor& mean2
 
 static const double kHalfLog2Pi = 0.5 * std::log(2.0 * M_PI);
 
-// log Phi(z), the standard normal CDF, accurate far into the lower tail.
-static double log_normal_cdf(double z) {
+// log Phi(z), the standard normal CDF, to ~1e-15 relative for every z.
+double log_normal_cdf(double z) {
+  // Upper side: log Phi(z) = log(1 - Q(z)), Q(z) = Phi(-z) = erfc(z / sqrt 2) / 2; log1p keeps -Q(z)
+  // when 1 - Q(z) rounds to 1 (from z ~ 8.3 on).
+  if (z > 0.0) return std::log1p(-0.5 * std::erfc(z / std::sqrt(2.0)));
   if (z > -30.0) return std::log(0.5 * std::erfc(-z / std::sqrt(2.0)));
-  return -0.5 * z * z - std::log(-z) - kHalfLog2Pi;  // Mills ratio; relative error < 1/z^2 ~ 1e-3
+  // Far lower tail, where erfc underflows (from z ~ -37.5): the asymptotic series of the Mills
+  // ratio (Abramowitz & Stegun 26.2.12), with r = 1 / z^2,
+  //   Phi(z) = phi(z) / (-z) (1 - r + 3 r^2 - 15 r^3 + 105 r^4 - 945 r^5 + ...);
+  // at z <= -30 the first term left out, 10395 r^6, is below 2e-14.
+  const double r = 1.0 / (z * z);
+  const double series = -r * (1.0 - 3.0 * r * (1.0 - 5.0 * r * (1.0 - 7.0 * r * (1.0 - 9.0 * r))));  // the sum minus 1
+  return -0.5 * z * z - std::log(-z) - kHalfLog2Pi + std::log1p(series);
 }
+
+// log(exp(a) - exp(b)) for a > b, without forming exp(a) (which may underflow).
+static double log_diff_exp(double a, double b) { return a + std::log(-std::expm1(b - a)); }
 
 double discretized_gaussian_log_prob(double x, double mean, double log_scale) {
   const double inv_scale = std::exp(-log_scale);
@@ -348,8 +360,10 @@ double discretized_gaussian_log_prob(double x, double mean, double log_scale) {
   const double p = z_minus > 0 ? 0.5 * std::erfc(z_minus / std::sqrt(2.0)) - 0.5 * std::erfc(z_plus / std::sqrt(2.0))
                                : 0.5 * std::erfc(-z_plus / std::sqrt(2.0)) - 0.5 * std::erfc(-z_minus / std::sqrt(2.0));
   if (p > 1e-300) return std::log(p);
-  const double z_mid = (x - mean) * inv_scale;  // far tail: density at the centre times the bin width
-  return std::log(2.0 * half_bin) - log_scale - kHalfLog2Pi - 0.5 * z_mid * z_mid;
+  // Far tail, where the difference underflows: in logs, on the tail's side,
+  // Phi(z+) - Phi(z-) = Phi(-z-) - Phi(-z+) above the mean.
+  return z_minus > 0 ? log_diff_exp(log_normal_cdf(-z_minus), log_normal_cdf(-z_plus))
+                     : log_diff_exp(log_normal_cdf(z_plus), log_normal_cdf(z_minus));
 }
 
 Tensor discretized_gaussian_log_likelihood(const Tensor& x, const Tensor& means, const Tensor& log_scales) {

@@ -146,6 +146,8 @@ Var loss_weighted(Tape& tape, const Schedule& s, const Var& eps_theta, const Ten
 // KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats.
 double normal_kl(double mean1, double logvar1, double mean2, double logvar2);
 Tensor normal_kl(const Tensor& mean1, const Tensor& logvar1, const Tensor& mean2, const Tensor& logvar2);
+// log Phi(z), Phi the standard normal CDF, in double for every z (the decoder's edge bins).
+double log_normal_cdf(double z);
 // log of the probability that N(mean, exp(log_scale)^2) puts on the 8-bit bin of x (x on the
 // grid -1 + 2k/255, k = 0..255): the bin is [x - 1/255, x + 1/255], with the edge bins open to
 // -inf (x = -1) and +inf (x = 1) (Ho et al. 2020, Sec. 3.3, Eq. 13). In double.

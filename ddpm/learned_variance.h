@@ -25,7 +25,7 @@
 //             interior  d log P/dls = (z_- phi(z_-) - z_+ phi(z_+)) / P,  P = Phi(z_+) - Phi(z_-)
 //             x_0 = -1  d log Phi(z_+)/dls = -z_+ phi(z_+) / Phi(z_+)
 //             x_0 = +1  d log Phi(-z_-)/dls = z_- phi(z_-) / Phi(-z_-)
-//             far tail  (log P ~ log(2/255) - ls - z^2/2 - log sqrt(2 pi))  d/dls = z^2 - 1
+//             each phi(z) / P as exp(log phi(z) - log P), so the far tails, where P underflows, hold
 //             dL/dlp = -1/2 d log P/dls
 //   dlp/dr = (log beta_t - log beta-tilde_t) / 2.
 #pragma once

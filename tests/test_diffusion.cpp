@@ -11,6 +11,7 @@
 #include "ddpm/check.h"
 #include "ddpm/diffusion.h"
 #include "ddpm/ops/elementwise.h"
+#include "tests/fixtures/log_cdf_reference.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
@@ -444,6 +445,25 @@ TEST_CASE("diffusion: the discretized decoder's probabilities over the 256 bins 
   Tensor xs = Tensor::from({3}, {-1.0f, 0.0f, 1.0f}), ms = Tensor::from({3}, {0.1f, 0.2f, 0.3f}), ls = Tensor::full({3}, -2.0f);
   Tensor ll = discretized_gaussian_log_likelihood(xs, ms, ls);
   for (int j = 0; j < 3; j++) CHECK(ll[j] == doctest::Approx(discretized_gaussian_log_prob(xs[j], ms[j], -2.0)).epsilon(1e-6));
+}
+
+TEST_CASE("diffusion: log Phi and the decoder's log-probabilities match mpmath in every branch, far into the tails") {
+  // Values: tests/fixtures/log_cdf_reference.py (mpmath at 60 digits). Tolerance 1e-12
+  // relative, everywhere: the double evaluations are good to ~1e-15, and the decoder's bin
+  // edges, formed in double from x, mean and log_scale, move log P by ~1e-16 |log P|. Relative
+  // also in the upper tail, where log Phi(z) = -(1 - Phi(z)) is tiny but not 0. z = -29.9,
+  // -30, -30.1 straddle the switch from erfc to the asymptotic series.
+  namespace ref = log_cdf_reference;
+  for (const ref::LogCdf& c : ref::kLogCdf) {
+    CAPTURE(c.z);
+    CHECK(log_normal_cdf(c.z) == doctest::Approx(c.log_phi).epsilon(1e-12).scale(0));
+  }
+  for (const ref::Bin& b : ref::kBins) {
+    CAPTURE(b.x);
+    CAPTURE(b.mean);
+    CAPTURE(std::exp(b.log_scale));
+    CHECK(discretized_gaussian_log_prob(b.x, b.mean, b.log_scale) == doctest::Approx(b.log_p).epsilon(1e-12).scale(0));
+  }
 }
 
 // ---------------------------------------------------------------------------
