@@ -89,7 +89,7 @@ while IFS= read -r line; do
   grep -qF "TEST_CASE(\"$name\")" "$file" || fail "'test: \"$name\"' is not a TEST_CASE in $file"
 done < <(grep -E '^[[:space:]]*- test:' "$map")
 
-# 5. Each formula's tests exercise its code. The body of TEST_CASE("$2") in file $1, with the
+# 4. Each formula's tests exercise its code. The body of TEST_CASE("$2") in file $1, with the
 # bodies of the helpers it calls that tests/*.h or $1 define (a function whose definition
 # starts at column 0; it and a test case end at the first "}" at column 0), string
 # literals and // comments removed. Empty when the case is not found (step 3 reports it).
@@ -195,7 +195,7 @@ while IFS= read -r line || [ -n "$line" ]; do
 done <"$map"
 [ ${#run_lines[@]} -eq 0 ] || check_run
 
-# 4. Nothing points outside the repository (the pattern is split so this file does not match it).
+# 5. Nothing points outside the repository (the pattern is split so this file does not match it).
 outside="shared""/reference|\.\./""shared"
 if grep -rnE "$outside" docs ddpm tests tools Makefile CMakeLists.txt >&2; then
   fail "the lines above point at files outside the repository; state what they say here instead"
