@@ -34,45 +34,56 @@ Tensor normal_kl(const Tensor& mean1, const Tensor& logvar1, const Tensor& mean2
 static const double kHalfLog2Pi = 0.5 * std::log(2.0 * M_PI);
 
 double log_normal_cdf(double z) {
+  // Upper side: log Phi(z) = log(1 - Q(z)), Q(z) = Phi(-z) = erfc(z / sqrt 2) / 2; log1p keeps -Q(z)
+  // when 1 - Q(z) rounds to 1 (from z ~ 8.3 on).
+  if (z > 0.0) return std::log1p(-0.5 * std::erfc(z / std::sqrt(2.0)));
   if (z > -30.0) return std::log(0.5 * std::erfc(-z / std::sqrt(2.0)));
-  return -0.5 * z * z - std::log(-z) - kHalfLog2Pi;  // Mills ratio; relative error < 1/z^2 ~ 1e-3
+  // Far lower tail, where erfc underflows (from z ~ -37.5): the asymptotic series of the Mills
+  // ratio (Abramowitz & Stegun 26.2.12), with r = 1 / z^2,
+  //   Phi(z) = phi(z) / (-z) (1 - r + 3 r^2 - 15 r^3 + 105 r^4 - 945 r^5 + ...);
+  // at z <= -30 the first term left out, 10395 r^6, is below 2e-14.
+  const double r = 1.0 / (z * z);
+  const double series = -r * (1.0 - 3.0 * r * (1.0 - 5.0 * r * (1.0 - 7.0 * r * (1.0 - 9.0 * r))));  // the sum minus 1
+  return -0.5 * z * z - std::log(-z) - kHalfLog2Pi + std::log1p(series);
 }
 
 static double log_normal_pdf(double z) { return -0.5 * z * z - kHalfLog2Pi; }
+
+// log(exp(a) - exp(b)) for a > b, without forming exp(a) (which may underflow).
+static double log_diff_exp(double a, double b) { return a + std::log(-std::expm1(b - a)); }
 
 double discretized_gaussian_log_prob(double x, double mean, double log_scale, double* dlog_scale) {
   const double inv_scale = std::exp(-log_scale);
   const double half_bin = 1.0 / 255.0;  // 256 levels on [-1, 1]: bins of width 2/255
   const double z_plus = (x - mean + half_bin) * inv_scale, z_minus = (x - mean - half_bin) * inv_scale;
+  const bool lowest = x < -0.999, highest = x > 0.999;
   // p_theta(x_0 | x_1) = prod_i int_{delta_-(x_0^i)}^{delta_+(x_0^i)} N(x; mu_theta^i(x_1, 1), sigma_1^2) dx,
   // delta_+ = inf if x = 1 else x + 1/255, delta_- = -inf if x = -1 else x - 1/255   (Ho et al. Eq. 13)
-  // Each branch's derivative uses dz/d log_scale = -z.
-  if (x < -0.999) {
-    // The bin of -1 reaches -inf: log Phi(z+); d/d ls = -z+ phi(z+) / Phi(z+)
-    const double log_p = log_normal_cdf(z_plus);
-    if (dlog_scale) *dlog_scale = -z_plus * std::exp(log_normal_pdf(z_plus) - log_p);
-    return log_p;
+  double log_p;
+  if (lowest) {
+    log_p = log_normal_cdf(z_plus);  // the bin of -1 reaches -inf: Phi(z+)
+  } else if (highest) {
+    log_p = log_normal_cdf(-z_minus);  // the bin of +1 reaches +inf: 1 - Phi(z-) = Phi(-z-)
+  } else {
+    // Phi(z+) - Phi(z-), taken in the tail where it does not cancel
+    const double p = z_minus > 0 ? 0.5 * std::erfc(z_minus / std::sqrt(2.0)) - 0.5 * std::erfc(z_plus / std::sqrt(2.0))
+                                 : 0.5 * std::erfc(-z_plus / std::sqrt(2.0)) - 0.5 * std::erfc(-z_minus / std::sqrt(2.0));
+    // Far tail, where the difference underflows: in logs, on the tail's side,
+    // Phi(z+) - Phi(z-) = Phi(-z-) - Phi(-z+) above the mean.
+    log_p = p > 1e-300                ? std::log(p)
+            : z_minus > 0 ? log_diff_exp(log_normal_cdf(-z_minus), log_normal_cdf(-z_plus))
+                          : log_diff_exp(log_normal_cdf(z_plus), log_normal_cdf(z_minus));
   }
-  if (x > 0.999) {
-    // The bin of +1 reaches +inf: log (1 - Phi(z-)) = log Phi(-z-); d/d ls = z- phi(z-) / Phi(-z-)
-    const double log_p = log_normal_cdf(-z_minus);
-    if (dlog_scale) *dlog_scale = z_minus * std::exp(log_normal_pdf(z_minus) - log_p);
-    return log_p;
+  if (dlog_scale) {
+    // d log P / d ls = (z- phi(z-) - z+ phi(z+)) / P, with dz/d ls = -z at both edges; an open
+    // edge (z- = -inf at x = -1, z+ = +inf at x = 1) contributes 0. Each phi(z) / P is formed in
+    // logs, so it holds far into the tails where P underflows.
+    double d = 0.0;
+    if (!lowest) d += z_minus * std::exp(log_normal_pdf(z_minus) - log_p);
+    if (!highest) d -= z_plus * std::exp(log_normal_pdf(z_plus) - log_p);
+    *dlog_scale = d;
   }
-  // P = Phi(z+) - Phi(z-), taken in the tail where it does not cancel;
-  // d log P / d ls = (z- phi(z-) - z+ phi(z+)) / P
-  const double p = z_minus > 0 ? 0.5 * std::erfc(z_minus / std::sqrt(2.0)) - 0.5 * std::erfc(z_plus / std::sqrt(2.0))
-                               : 0.5 * std::erfc(-z_plus / std::sqrt(2.0)) - 0.5 * std::erfc(-z_minus / std::sqrt(2.0));
-  if (p > 1e-300) {
-    if (dlog_scale)
-      *dlog_scale = (z_minus * std::exp(log_normal_pdf(z_minus)) - z_plus * std::exp(log_normal_pdf(z_plus))) / p;
-    return std::log(p);
-  }
-  // Far tail: the density at the centre times the bin width,
-  // log P = log(2 h) - ls - log sqrt(2 pi) - z^2 / 2 with z = (x - mean) e^{-ls}; d/d ls = z^2 - 1
-  const double z_mid = (x - mean) * inv_scale;
-  if (dlog_scale) *dlog_scale = z_mid * z_mid - 1.0;
-  return std::log(2.0 * half_bin) - log_scale - kHalfLog2Pi - 0.5 * z_mid * z_mid;
+  return log_p;
 }
 
 Tensor discretized_gaussian_log_likelihood(const Tensor& x, const Tensor& means, const Tensor& log_scales) {

@@ -20,7 +20,7 @@ namespace ddpm {
 double normal_kl(double mean1, double logvar1, double mean2, double logvar2, double* dlogvar2 = nullptr);
 Tensor normal_kl(const Tensor& mean1, const Tensor& logvar1, const Tensor& mean2, const Tensor& logvar2);
 
-// log Phi(z), the standard normal CDF, accurate far into the lower tail.
+// log Phi(z), Phi the standard normal CDF, to ~1e-15 relative for every z (the decoder's edge bins).
 double log_normal_cdf(double z);
 
 // log of the probability that N(mean, exp(log_scale)^2) puts on the 8-bit bin of x (x on the

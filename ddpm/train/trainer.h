@@ -183,6 +183,8 @@ class Trainer {
   const Schedule& schedule() const { return schedule_; }
   UNet& model() { return *model_; }
   EMA& ema() { return *ema_; }
+  // --timesteps importance: the sampler of t (its p_t and loss history); nullptr otherwise.
+  const TimestepSampler* timestep_sampler() const { return timestep_sampler_.get(); }
 
   // Atomic (temp file, fsync, rename): a crash leaves the previous file intact.
   void save_checkpoint(const std::string& path);

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <vector>
 
@@ -41,13 +42,27 @@ TEST_CASE("parallel: nested parallel_for runs inline and exceptions propagate") 
 }
 
 TEST_CASE("parallel: parallel_blocks gives fixed blocks whatever the thread count") {
-  std::vector<int64_t> ref;
+  // Each block must be visited exactly once with its own range: the vectors start at values
+  // no call writes (-1, 0 calls), so a callback that never runs fails.
+  const int64_t n = 1000, block_size = 64, blocks = num_blocks(n, block_size);
+  REQUIRE(blocks == 16);  // 15 full blocks and a tail of 40
   for (int threads : {1, 2, 3}) {
     set_num_threads(threads);
-    std::vector<int64_t> begins(num_blocks(1000, 64));
-    parallel_blocks(1000, 64, [&](int64_t b, int64_t s, int64_t e) { begins[b] = s * 10000 + e; });
-    if (ref.empty()) ref = begins;
-    CHECK(begins == ref);
+    CAPTURE(threads);
+    std::vector<int64_t> begins(blocks, -1), ends(blocks, -1);
+    std::vector<std::atomic<int>> calls(blocks);
+    for (auto& c : calls) c = 0;
+    parallel_blocks(n, block_size, [&](int64_t b, int64_t s, int64_t e) {
+      begins[b] = s;
+      ends[b] = e;
+      calls[b]++;
+    });
+    for (int64_t b = 0; b < blocks; b++) {
+      CAPTURE(b);
+      CHECK(calls[b].load() == 1);
+      CHECK(begins[b] == b * block_size);
+      CHECK(ends[b] == std::min(n, (b + 1) * block_size));
+    }
   }
   set_num_threads(1);
 }

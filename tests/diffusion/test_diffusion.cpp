@@ -13,6 +13,7 @@
 #include "ddpm/diffusion/diffusion.h"
 #include "ddpm/diffusion/gaussian.h"
 #include "ddpm/ops/elementwise.h"
+#include "tests/fixtures/log_cdf_reference.h"
 #include "tests/oracle.h"
 #include "tests/testing.h"
 
@@ -78,6 +79,13 @@ TEST_CASE("diffusion: schedules match an independent evaluation of their formula
       }
     }
   }
+  // schedule_betas gives the betas make_schedule builds on (index 0 is beta_1 there).
+  for (const std::string& name : schedule_names()) {
+    const std::vector<double> betas = schedule_betas(name, 10);
+    const Schedule s10 = make_schedule(name, 10);
+    CAPTURE(name);
+    CHECK(std::vector<double>(s10.beta.begin() + 1, s10.beta.end()) == betas);
+  }
   // The paper's values: linear beta_1 = 1e-4, beta_T = 0.02 at T = 1000; cosine's last beta clipped.
   Schedule lin = make_schedule("linear", 1000);
   CHECK(lin.beta[1] == 1e-4);
@@ -122,6 +130,13 @@ TEST_CASE("diffusion: derived quantities match their definitions") {
     }
     CHECK(s.posterior_variance[1] == 0.0);  // beta-tilde_1 = 0: alpha-bar_0 = 1
   }
+  // alpha-bar_t = prod_{s <= t} alpha_s from hand-picked betas: 0.9, 0.9 * 0.8, 0.9 * 0.8 * 0.7
+  // (a few double roundings).
+  Schedule hand = schedule_from_betas("hand", {0.1, 0.2, 0.3});
+  CHECK(hand.alpha[3] == doctest::Approx(0.7).epsilon(1e-15));
+  CHECK(hand.alpha_bar[1] == doctest::Approx(0.9).epsilon(1e-15));
+  CHECK(hand.alpha_bar[2] == doctest::Approx(0.72).epsilon(1e-15));
+  CHECK(hand.alpha_bar[3] == doctest::Approx(0.504).epsilon(1e-15));
 }
 
 // ---------------------------------------------------------------------------
@@ -154,6 +169,11 @@ TEST_CASE("diffusion: iterating q_step matches q(x_t|x_0) by Monte Carlo") {
     double mean, var;
     moments(chain[t], mean, var);
     const double want_mean = s.sqrt_alpha_bar[t] * 0.8, want_var = 1 - s.alpha_bar[t];
+    // q_mean_variance states the same law (float32 values of the double formulas).
+    const Gaussian q = q_mean_variance(s, x0, all_t(N, t));
+    CHECK(q.mean[N - 1] == doctest::Approx(want_mean).epsilon(1e-6));
+    CHECK(q.variance[0] == doctest::Approx(want_var).epsilon(1e-6));
+    CHECK(q.log_variance[0] == doctest::Approx(std::log(want_var)).epsilon(1e-6));
     // Standard errors of the sample mean and variance of N Gaussian draws; k = 4.
     const double se_mean = std::sqrt(want_var / N), se_var = want_var * std::sqrt(2.0 / (N - 1));
     CAPTURE(t);
@@ -170,6 +190,31 @@ TEST_CASE("diffusion: iterating q_step matches q(x_t|x_0) by Monte Carlo") {
   CHECK(std::fabs(var - want_var) <= 4 * want_var * std::sqrt(2.0 / (N - 1)));
   // Exact values of one q_sample element (float arithmetic: 1e-6).
   CHECK(x50[5] == doctest::Approx(s.sqrt_alpha_bar[50] * 0.8 + s.sqrt_one_minus_alpha_bar[50] * eps[5]).epsilon(1e-6));
+}
+
+TEST_CASE("diffusion: q_step is x_t = sqrt(alpha_t) x_{t-1} + sqrt(1 - alpha_t) eps, one draw of q(x_t|x_{t-1})") {
+  // With eps ~ N(0, I), sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps ~ N(sqrt(1 - beta_t) x_{t-1}, beta_t I) (Eq. 2),
+  // so the values for given eps pin the distribution down. Each sample has its own t.
+  for (const std::string& name : schedule_names()) {
+    Schedule s = make_schedule(name, 1000);
+    CAPTURE(name);
+    const std::vector<int64_t> t = {1, 2, 400, 999, 1000};
+    const int64_t N = 5, D = 6;
+    Tensor x_prev = randn({N, 1, 2, 3}, 71, 2.0f), eps = randn({N, 1, 2, 3}, 72);
+    Tensor got = q_step(s, x_prev, t, eps);
+    Tensor want(got.shape());
+    for (int64_t i = 0; i < N; i++)
+      for (int64_t j = i * D; j < (i + 1) * D; j++)
+        want[j] = static_cast<float>(std::sqrt(s.alpha[t[i]]) * x_prev[j] + std::sqrt(1 - s.alpha[t[i]]) * eps[j]);
+    testing::check_allclose("q_step", got, want, 1e-6, 1e-6);  // float coefficients and products: a few ulps of O(1)
+    // eps = 0 gives the mean; x_{t-1} = 0 gives sqrt(beta_t) eps, whose square is beta_t eps^2.
+    Tensor mean = q_step(s, x_prev, t, Tensor::full(x_prev.shape(), 0.0f));
+    Tensor noise = q_step(s, Tensor::full(x_prev.shape(), 0.0f), t, Tensor::full(x_prev.shape(), 1.0f));
+    for (int64_t i = 0; i < N; i++) {
+      CHECK(mean[i * D] == doctest::Approx(std::sqrt(1 - s.beta[t[i]]) * x_prev[i * D]).epsilon(1e-6));
+      CHECK(noise[i * D] * noise[i * D] == doctest::Approx(s.beta[t[i]]).epsilon(1e-6));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -241,6 +286,14 @@ TEST_CASE("diffusion: p_sample is Algorithm 2 line 4, with z = 0 at t = 1") {
     }
     testing::check_allclose(variance_name(v), got, want, 1e-5, 1e-5);  // float vs double coefficients
   }
+  // sigma_t^2 itself: beta_t (fixed large) or beta-tilde_t (fixed small); at t = 1 both take
+  // beta-tilde_2 (the clipped posterior_log_variance_clipped[1]), as the original code does.
+  for (int64_t ti : {2, 3, 500, 1000}) {
+    CHECK(reverse_variance(s, ti, VarianceType::fixed_large) == s.beta[ti]);
+    CHECK(reverse_variance(s, ti, VarianceType::fixed_small) == doctest::Approx(s.posterior_variance[ti]).epsilon(1e-14));
+  }
+  CHECK(reverse_variance(s, 1, VarianceType::fixed_small) == doctest::Approx(s.posterior_variance[2]).epsilon(1e-14));
+  CHECK(reverse_variance(s, 1, VarianceType::fixed_large) == doctest::Approx(s.posterior_variance[2]).epsilon(1e-14));
   // p_mean_variance's variance: beta_t (large) or beta-tilde_t (small); at t = 1 both logs are
   // log beta-tilde_2, as the original code's (np.append(posterior_variance[1], betas[1:])).
   PMeanVariance large = p_mean_variance(s, x_t, t, fixed(s, x_t, t, eps_theta, VarianceType::fixed_large));
@@ -263,6 +316,8 @@ TEST_CASE("diffusion: clipping x0 is off by default and, when on, uses mu-tilde(
   Schedule s = make_schedule("linear", 1000);
   Tensor x_t = randn({3, 1, 4, 4}, 41, 3.0f), eps_theta = randn({3, 1, 4, 4}, 42, 2.0f);
   std::vector<int64_t> t = {5, 300, 999};
+  SampleOptions defaults;
+  CHECK_FALSE(defaults.clip_x0);  // off by default: Algorithm 2 as written
   PMeanVariance plain = p_mean_variance(s, x_t, t, fixed(s, x_t, t, eps_theta));
   PMeanVariance clipped = p_mean_variance(s, x_t, t, fixed(s, x_t, t, eps_theta), /*clip_x0=*/true);
   int outside = 0;
@@ -385,6 +440,25 @@ TEST_CASE("diffusion: the discretized decoder's probabilities over the 256 bins 
   Tensor xs = Tensor::from({3}, {-1.0f, 0.0f, 1.0f}), ms = Tensor::from({3}, {0.1f, 0.2f, 0.3f}), ls = Tensor::full({3}, -2.0f);
   Tensor ll = discretized_gaussian_log_likelihood(xs, ms, ls);
   for (int j = 0; j < 3; j++) CHECK(ll[j] == doctest::Approx(discretized_gaussian_log_prob(xs[j], ms[j], -2.0)).epsilon(1e-6));
+}
+
+TEST_CASE("diffusion: log Phi and the decoder's log-probabilities match mpmath in every branch, far into the tails") {
+  // Values: tests/fixtures/log_cdf_reference.py (mpmath at 60 digits). Tolerance 1e-12
+  // relative, everywhere: the double evaluations are good to ~1e-15, and the decoder's bin
+  // edges, formed in double from x, mean and log_scale, move log P by ~1e-16 |log P|. Relative
+  // also in the upper tail, where log Phi(z) = -(1 - Phi(z)) is tiny but not 0. z = -29.9,
+  // -30, -30.1 straddle the switch from erfc to the asymptotic series.
+  namespace ref = log_cdf_reference;
+  for (const ref::LogCdf& c : ref::kLogCdf) {
+    CAPTURE(c.z);
+    CHECK(log_normal_cdf(c.z) == doctest::Approx(c.log_phi).epsilon(1e-12).scale(0));
+  }
+  for (const ref::Bin& b : ref::kBins) {
+    CAPTURE(b.x);
+    CAPTURE(b.mean);
+    CAPTURE(std::exp(b.log_scale));
+    CHECK(discretized_gaussian_log_prob(b.x, b.mean, b.log_scale) == doctest::Approx(b.log_p).epsilon(1e-12).scale(0));
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -578,6 +652,8 @@ TEST_CASE("diffusion: Algorithm 1 draws t uniformly from 1..T") {
   Tape tape = Tape::no_grad();
   TrainStep st = training_step(tape, s, [](Tape&, const Var& x_t, const std::vector<int64_t>&) { return x_t; },
                                Tensor({N, 1, 1, 1}), 3, 0);
+  // Line 3 is uniform_timesteps on the step's keyed stream.
+  CHECK(uniform_timesteps(s, RngKey{3, make_stream(rng_train_t, 0)}, 0, N) == st.t);
   std::map<int64_t, int64_t> count;
   for (int64_t t : st.t) count[t]++;
   REQUIRE(count.size() == 10u);

@@ -27,6 +27,11 @@ TEST_CASE("learned_variance: dL/dlog-variance of the KL and the decoder match ce
       {-1.0, 0, 0, -0.99, -9.0, true},                              // the -1 edge
       {1.0, 0, 0, 0.995, -8.0, true},                               // the +1 edge
       {1.0, 0, 0, 0.9, -9.0, true},                                 // +1 edge, mean outside the bin
+      // Far tails, where P underflows and log P is taken from log Phi of the edges:
+      {-1.0 + 100 * g, 0, 0, 0.5, 2 * std::log(0.01), true},        // interior, z ~ -71, bin 0.78 wide in z
+      {-1.0 + 230 * g, 0, 0, 0.0, 2 * std::log(0.0214), true},      // interior, z ~ +37.4
+      {-1.0, 0, 0, 1.0, 2 * std::log(0.01), true},                  // the -1 edge at z ~ -200
+      {1.0, 0, 0, -0.5, 2 * std::log(0.04), true},                  // the +1 edge at z ~ -37
   };
   for (const Case& c : cases) {
     CAPTURE(c.x0);
@@ -38,7 +43,8 @@ TEST_CASE("learned_variance: dL/dlog-variance of the KL and the decoder match ce
     const double fd = (vlb_element_forward_backward(c.x0, c.mq, c.lq, c.mp, c.lp + h, c.decoder, &dummy) -
                        vlb_element_forward_backward(c.x0, c.mq, c.lq, c.mp, c.lp - h, c.decoder, &dummy)) /
                       (2 * h);
-    // Double precision, h = 1e-5: truncation ~h^2 L''' ~ 1e-9, rounding ~1e-16 |L| / h ~ 1e-9 for |L| < 100.
+    // Double precision, h = 1e-5: truncation ~h^2 L''' ~ 1e-9, rounding ~1e-16 |L| / h ~ 1e-9 for |L| < 100;
+    // in the far tails |L| and dL/dlp reach ~1e4 and both errors stay below 1e-6 of dL/dlp.
     CHECK(d == doctest::Approx(fd).epsilon(1e-6).scale(1e-3));
     // The value is diffusion.h's normal_kl / discretized decoder.
     if (c.decoder) CHECK(L == -discretized_gaussian_log_prob(c.x0, c.mp, 0.5 * c.lp));
