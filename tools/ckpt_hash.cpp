@@ -3,7 +3,7 @@
 //   ./ckpt_hash out/ckpt-00000100.safetensors [more files]
 //   3f2a9c0d1e7b5a44  step 100  out/ckpt-00000100.safetensors
 //
-// Each file is checked by the trainer's own function, validate_checkpoint (train.h): the
+// Each file is checked by the trainer's own function, validate_checkpoint (ddpm/train/trainer.h): the
 // format tag and version, both configs, the state counters, every tensor with its shape and
 // no other, all finite, adam.v >= 0. Only the dataset-size check is left to the trainer. The hash is FNV-1a (64-bit) over
 // every tensor's name, shape and float32 bits in file order, so two checkpoints with the
@@ -35,7 +35,7 @@ struct Fnv1a {
 
 std::string check_and_hash(const std::string& path) {
   SafeTensors st = load_safetensors(path);
-  // Exactly the trainer's checks (train.h); only the dataset size is the trainer's alone.
+  // Exactly the trainer's checks (ddpm/train/trainer.h); only the dataset size is the trainer's alone.
   const CheckpointContents contents = validate_checkpoint(st);
 
   Fnv1a fnv;

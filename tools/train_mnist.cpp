@@ -95,7 +95,7 @@ int run(int argc, char** argv) {
   std::string out = "out", resume, dataset = "mnist", data_dir;
   bool overwrite = false;
   Flags flags("train_mnist", "Train a DDPM U-Net on MNIST with Algorithm 1 (L_simple) of Ho et al. 2020.");
-  TrainConfigFlags config_flags(flags, cfg);  // the training config's table (train.h)
+  TrainConfigFlags config_flags(flags, cfg);  // the training config's table (ddpm/train/trainer.h)
   flags.add("--steps", &steps, "total training steps (a resume continues to this step)");
   flags.add("--epochs", &epochs, "if > 0, train this many epochs of the dataset instead of --steps");
   flags.add("--threads", &threads, "worker threads (results do not depend on it)");

@@ -1,4 +1,4 @@
-// cli.h: command-line flags for the tools.
+// flags.h: command-line flags for the tools.
 //
 //   Flags flags("train_mnist", "Train a DDPM U-Net on MNIST.");
 //   flags.add("--steps", &steps, "number of training steps");

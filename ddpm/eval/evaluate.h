@@ -76,7 +76,7 @@ struct ClassAgreement {
 ClassAgreement class_agreement(const Tensor& probs, const std::vector<int64_t>& labels);
 std::string format_agreement(const ClassAgreement& a, const std::string& name);
 
-// Samples come from figures.h's sample_in_batches (ddpm_sampler or ddim_sampler), as ./sample's do.
+// Samples come from ddpm/app/sampling.h's sample_in_batches (ddpm_sampler or ddim_sampler), as ./sample's do.
 
 struct NllSummary {
   std::string name;  // what was computed and on what

@@ -19,7 +19,7 @@
 // (bits/dim). As a per-term estimate of L_vlb = sum_t L_t, uniform t gives L_vlb ~ T vb, so
 //   loss = (1/N) sum_i w_i [ mean_j (target - out)^2 + lambda T vb_i ]
 // which is improved-diffusion's RESCALED_MSE (vb * T / 1000) for lambda = 0.001. The weights
-// w_i are 1 (uniform t) or 1 / (T p_{t_i}) (importance-sampled t, timestep_sampler.h).
+// w_i are 1 (uniform t) or 1 / (T p_{t_i}) (importance-sampled t, importance_sampling.h).
 //
 // Derivatives of L_ij with respect to lp = log Sigma_ij (the only input with a gradient):
 //   KL:       dL/dlp = d KL / d logvar2 (ddpm/diffusion/gaussian.h's normal_kl gives it)
@@ -70,7 +70,7 @@ struct HybridLoss {
 };
 
 // out [N, 2C, H, W]: channels [0, C) predict `predict`, [C, 2C) are r. target is that
-// prediction's regression target [N, C, H, W] (targets.h training_target); x0, x_t [N, C, H, W].
+// prediction's regression target [N, C, H, W] (prediction_targets.h training_target); x0, x_t [N, C, H, W].
 HybridLoss hybrid_loss(Tape& tape, const Schedule& s, const Var& out, const Tensor& target, const Tensor& x0,
                        const Tensor& x_t, const std::vector<int64_t>& t, const HybridLossOptions& options = {});
 

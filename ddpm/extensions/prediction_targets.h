@@ -1,4 +1,4 @@
-// targets.h: what the network predicts. eps (the default, Ho et al. 2020), x_0, or the
+// prediction_targets.h: what the network predicts. eps (the default, Ho et al. 2020), x_0, or the
 // velocity v (Salimans & Ho 2022, "Progressive Distillation", Sec. 4 and Appendix D), and
 // the conversions among them given x_t and t. An option: the default stays eps.
 //

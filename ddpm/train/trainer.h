@@ -1,4 +1,4 @@
-// train.h: the training loop's state, one Algorithm 1 step at a time, and exact
+// trainer.h: the training loop's state, one Algorithm 1 step at a time, and exact
 // checkpoints. ./train_mnist is a thin shell around Trainer; the tests drive it
 // directly (the resume-equivalence and smoke tests).
 //
@@ -28,7 +28,7 @@
 namespace ddpm {
 
 // How t is drawn in training: uniform (Algorithm 1, line 3) or importance-sampled
-// (timestep_sampler.h).
+// (importance_sampling.h).
 enum class TimestepSampling { uniform, importance };
 
 // Bounds of a numeric config field: lo <= v <= hi (lo < v when lo_open, v < hi when hi_open).
@@ -101,7 +101,7 @@ struct TrainConfig {
   void validate() const;
 };
 
-// What a field is staged as for Flags (cli.h): integers as int64, double and bool as
+// What a field is staged as for Flags (ddpm/app/flags.h): integers as int64, double and bool as
 // themselves, strings and enums as their names.
 template <class T>
 struct StagedFlag {
