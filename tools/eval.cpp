@@ -29,7 +29,6 @@
 #include <memory>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include "ddpm/check.h"
 #include "ddpm/classifier.h"
@@ -96,7 +95,7 @@ int run(int argc, char** argv) {
   int64_t cls = -1;
   double guidance = 0.0;
   int64_t n = 1000, batch = 100, nll_n = 100, nll_stride = 1, seed = 0, epochs = 5;
-  int64_t threads = std::max(1u, std::thread::hardware_concurrency());
+  int64_t threads = default_threads();
   Flags flags("eval",
               "Measure sample quality (FLD, precision/recall, class balance in an MNIST classifier's features) and "
               "likelihood (VLB bits/dim).");
@@ -124,8 +123,7 @@ int run(int argc, char** argv) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
-  DDPM_CHECK(threads >= 1, "--threads " << threads << " must be at least 1");
-  set_num_threads(static_cast<int>(threads));
+  set_num_threads(check_threads_flag(threads));
   if (train_classifier_flag) {
     ClassifierTrainConfig config;
     config.seed = static_cast<uint64_t>(seed);
