@@ -93,9 +93,8 @@ struct TrainConfig {
   std::map<std::string, std::string> to_metadata() const;
   // Reads every "train.*" key (a when_not_default field missing means its default; any other
   // missing key, or a "train.*" key not in the table, is refused) and validates; errors
-  // name `source` (the file) and the key.
-  static TrainConfig from_metadata(const std::map<std::string, std::string>& m,
-                                   const std::string& source = "checkpoint");
+  // name `source` (the file's path: there is no default, so every caller names it) and the key.
+  static TrainConfig from_metadata(const std::map<std::string, std::string>& m, const std::string& source);
   // Every field within its bounds and names known, and the combinations allowed; the
   // Trainer calls it before it allocates anything. Errors name the flag.
   void validate() const;

@@ -134,7 +134,7 @@ TEST_CASE("reliability: a hostile training config is refused naming the file and
   // The full 64-bit seed range survives the round trip.
   TrainConfig big = minimal_config();
   big.seed = 18446744073709551615ull;
-  CHECK(TrainConfig::from_metadata(big.to_metadata()).seed == big.seed);
+  CHECK(TrainConfig::from_metadata(big.to_metadata(), "big.safetensors").seed == big.seed);
 }
 
 TEST_CASE("reliability: an incompatible checkpoint names the parameter that differs and changes nothing") {

@@ -147,7 +147,7 @@ int run(int argc, char** argv) {
   if (!checkpoint.empty()) {
     std::map<std::string, std::string> meta;
     model = load_model(checkpoint, use_ema, &meta);
-    const TrainConfig tc = TrainConfig::from_metadata(meta);
+    const TrainConfig tc = TrainConfig::from_metadata(meta, checkpoint);
     schedule = make_schedule(tc.schedule, tc.T);
     predict = prediction_target(meta);
     reverse.variance = checkpoint_variance(model->config(), meta, variance);
