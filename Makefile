@@ -254,8 +254,9 @@ $(FUZZ_BUILD)/make_corpus: $(FUZZ_BUILD)/tests/fuzz/make_corpus.o $(FUZZ_BUILD)/
 fuzz-corpus: $(FUZZ_BUILD)/make_corpus
 	./$(FUZZ_BUILD)/make_corpus tests/fuzz/corpus
 
-# --- crash-safety tests of ./train_mnist (tests/kill_test.sh, tests/fault_test.sh) ----
-kill-test: train_mnist ckpt_hash
+# --- crash-safety tests of ./train_mnist (tests/kill_test.sh, tests/fault_test.sh), and
+# fault tests of ./sample, ./eval and ./bench (hostile checkpoints, --threads) -----------
+kill-test: train_mnist ckpt_hash sample eval $(BUILD)/bench
 	bash tests/kill_test.sh
 	bash tests/fault_test.sh
 
