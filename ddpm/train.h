@@ -151,13 +151,13 @@ struct CheckpointContents {
   TrainState state;
 };
 
-// Every check a training checkpoint gets, in one place (Trainer::load_checkpoint and
-// ./ckpt_hash both call it): the format tag and version; both configs (from_metadata) and
+// Every check a training checkpoint gets, in one place (Trainer::load_checkpoint, ./ckpt_hash
+// and load_model call it): the format tag and version; both configs (from_metadata) and
 // their agreement; when `expect_model` / `expect_train` are given, each key equal to theirs
 // (the error names the first that differs); every state.* key present and consistent; every
 // tensor the model needs with its shape (timesteps.history / .count for an importance run),
-// and no other; every tensor finite and adam.v.* >= 0, naming the tensor (the tensor checks
-// are load_model's too). The one check it
+// and no other; every tensor finite and adam.v.* >= 0, naming the tensor (load_model makes
+// the same tensor checks on a weights file, through the same function). The one check it
 // cannot make, the dataset's size against state.data_size, is the trainer's. Errors name
 // st.source.
 CheckpointContents validate_checkpoint(const SafeTensors& st, const UNetConfig* expect_model = nullptr,
