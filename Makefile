@@ -1,5 +1,6 @@
 # ddpm: `make` builds ./train_mnist (and the other tools) and fetches MNIST if absent;
-# `make test` builds and runs the doctest suite; `make bench` runs the benchmarks;
+# `make test` builds and runs the doctest suite (tools/need_doctest.sh first: doctest-dev,
+# installed when root and missing); `make bench` runs the benchmarks;
 # `make crosscheck` compares against PyTorch live (needs python3-torch).
 #
 #   make SIMD=scalar test     force the scalar SIMD target (the always-buildable fallback)
@@ -151,7 +152,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data test check-sources check-derivation clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test
+.PHONY: all data doctest test check-sources check-derivation clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test
 # bench is linked like every tool, but `make bench` also runs it: its rules are below.
 TOOL_BINS := $(filter-out bench,$(TOOLS))
 all: data $(TOOL_BINS) $(BUILD)/bench
@@ -176,10 +177,11 @@ $(TOOL_BINS): %: $(BUILD)/tools/%.o $(LIB)
 $(TEST_BIN): $(TEST_OBJS) $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
-$(BUILD)/tests/test_main.o: tests/test_main.cpp
-	@test -f /usr/include/doctest/doctest.h || { echo "error: doctest not found; install Debian's doctest-dev: apt-get install -y doctest-dev" >&2; exit 1; }
-	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -c $< -o $@
+# doctest before any test object (tools/need_doctest.sh): as root with apt-get it installs
+# Debian's doctest-dev, saying so; elsewhere it prints the one command to run and fails.
+doctest:
+	@CXX="$(CXX)" bash tools/need_doctest.sh
+$(TEST_OBJS): | doctest
 
 test: $(TEST_BIN) check-sources check-derivation
 	./$(TEST_BIN)
@@ -258,8 +260,9 @@ $(FUZZ_BUILD)/make_corpus: $(FUZZ_BUILD)/tests/fuzz/make_corpus.o $(FUZZ_BUILD)/
 fuzz-corpus: $(FUZZ_BUILD)/make_corpus
 	./$(FUZZ_BUILD)/make_corpus tests/fuzz/corpus
 
-# --- crash-safety tests of ./train_mnist (tests/e2e/kill_test.sh, tests/e2e/fault_test.sh) ----
-kill-test: train_mnist ckpt_hash
+# --- crash-safety tests of ./train_mnist (tests/e2e/kill_test.sh, tests/e2e/fault_test.sh), and
+# fault tests of ./sample, ./eval and ./bench (hostile checkpoints, --threads) -----------
+kill-test: train_mnist ckpt_hash sample eval $(BUILD)/bench
 	bash tests/e2e/kill_test.sh
 	bash tests/e2e/fault_test.sh
 

@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -565,15 +566,21 @@ void write_json(const std::string& path, const Report& report) {
   std::fclose(f);
 }
 
-std::vector<int> parse_int_list(const std::string& s) {
-  std::vector<int> out;
+// "1,2" -> {1, 2}: whole positive numbers (each thread count is then checked as every
+// tool's --threads is, check_threads_flag).
+std::vector<int64_t> parse_int_list(const std::string& flag, const std::string& s) {
+  std::vector<int64_t> out;
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    int v = std::atoi(item.c_str());
-    DDPM_CHECK(v >= 1, "bench: --threads and --batches want a list like 1,2, not '" << s << "'");
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    DDPM_CHECK(!item.empty() && *end == '\0' && errno == 0 && v >= 1 && v <= (int64_t(1) << 30),
+               "bench: " << flag << " wants a list of positive numbers like 1,2, not '" << s << "'");
     out.push_back(v);
   }
+  DDPM_CHECK(!out.empty(), "bench: " << flag << " is empty; give a list like 1,2");
   return out;
 }
 
@@ -603,8 +610,10 @@ int run(int argc, char** argv) {
   DDPM_CHECK(known, "bench: --only '" << opt.only << "': use peak, bandwidth, sgemm, conv or model");
   opt.reps = static_cast<int>(reps);
   opt.steps = static_cast<int>(steps);
-  opt.threads = parse_int_list(threads);
-  opt.batches = parse_int_list(batches);
+  opt.threads.clear();
+  for (int64_t t : parse_int_list("--threads", threads)) opt.threads.push_back(check_threads_flag(t));
+  opt.batches.clear();
+  for (int64_t b : parse_int_list("--batches", batches)) opt.batches.push_back(static_cast<int>(b));
   opt.models.clear();
   std::stringstream ss(models);
   for (std::string m; std::getline(ss, m, ',');) opt.models.push_back(m);

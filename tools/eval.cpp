@@ -29,7 +29,6 @@
 #include <memory>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include "ddpm/core/check.h"
 #include "ddpm/eval/classifier.h"
@@ -38,7 +37,6 @@
 #include "ddpm/eval/evaluate.h"
 #include "ddpm/app/figures.h"
 #include "ddpm/app/sampling.h"
-#include "ddpm/io/safetensors.h"
 #include "ddpm/core/parallel.h"
 #include "ddpm/extensions/prediction_targets.h"
 #include "ddpm/train/trainer.h"
@@ -97,7 +95,7 @@ int run(int argc, char** argv) {
   int64_t cls = -1;
   double guidance = 0.0;
   int64_t n = 1000, batch = 100, nll_n = 100, nll_stride = 1, seed = 0, epochs = 5;
-  int64_t threads = std::max(1u, std::thread::hardware_concurrency());
+  int64_t threads = default_threads();
   Flags flags("eval",
               "Measure sample quality (FLD, precision/recall, class balance in an MNIST classifier's features) and "
               "likelihood (VLB bits/dim).");
@@ -125,8 +123,7 @@ int run(int argc, char** argv) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
-  DDPM_CHECK(threads >= 1, "--threads " << threads << " must be at least 1");
-  set_num_threads(static_cast<int>(threads));
+  set_num_threads(check_threads_flag(threads));
   if (train_classifier_flag) {
     ClassifierTrainConfig config;
     config.seed = static_cast<uint64_t>(seed);
@@ -150,7 +147,7 @@ int run(int argc, char** argv) {
   if (!checkpoint.empty()) {
     std::map<std::string, std::string> meta;
     model = load_model(checkpoint, use_ema, &meta);
-    const TrainConfig tc = TrainConfig::from_metadata(meta);
+    const TrainConfig tc = TrainConfig::from_metadata(meta, checkpoint);
     schedule = make_schedule(tc.schedule, tc.T);
     predict = prediction_target(meta);
     sigma = checkpoint_sigma(model->config(), meta, variance);
@@ -176,6 +173,9 @@ int run(int argc, char** argv) {
     return 0;
   }
 
+  // A samples file is checked before the classifier and the reference set are read.
+  SamplesFile file;
+  if (!samples_path.empty()) file = load_samples(samples_path);
   const std::unique_ptr<Classifier> classifier = load_classifier(classifier_path);
   const MnistSplit test_set = load_mnist(data_dir, "test");
   const MnistSplit train_set = load_mnist(data_dir, "train");
@@ -217,16 +217,8 @@ int run(int argc, char** argv) {
     samples = sample_in_batches(sampler, model_for, n, {1, 28, 28}, o).x0;
     samples_name = "samples (" + how + ")";
   } else {
-    const SafeTensors st = load_safetensors(samples_path);
-    samples = st.at("samples");
-    DDPM_CHECK(samples.dim() == 4 && samples.size(1) == 1 && samples.size(2) == 28 && samples.size(3) == 28,
-               samples_path << ": tensor \"samples\" is " << samples.shape_str() << ", expected [N, 1, 28, 28]");
-    if (const Tensor* found = st.find("labels")) {
-      const Tensor& lab = *found;
-      DDPM_CHECK(lab.dim() == 1 && lab.size(0) == samples.size(0),
-                 samples_path << ": tensor \"labels\" is " << lab.shape_str() << ", expected [" << samples.size(0) << "]");
-      for (int64_t i = 0; i < lab.numel(); i++) labels.push_back(static_cast<int64_t>(std::lround(lab[i])));
-    }
+    samples = file.samples;
+    labels = file.labels;
     samples_name = "samples (" + samples_path + ")";
   }
   const int64_t N = samples.size(0);

@@ -28,7 +28,6 @@
 #include <memory>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "ddpm/core/check.h"
@@ -115,7 +114,7 @@ int run(int argc, char** argv) {
   std::string guidance_list, save_samples;
   SamplerChoice sampler_choice;
   std::string checkpoint, out = "out", variance, class_flag, data_dir = "data/mnist", schedule_name = "linear";
-  int64_t n = 64, batch = 64, seed = 0, threads = std::max(1u, std::thread::hardware_concurrency());
+  int64_t n = 64, batch = 64, seed = 0, threads = default_threads();
   int64_t T = 1000, fig_rows = 8, fig_cols = 11, gif_frames = 40, log_every = 100;
   double guidance = 1.0;
   bool use_ema = true, chain = false, forward = false, gif = false, class_grid = false;
@@ -160,14 +159,14 @@ int run(int argc, char** argv) {
   DDPM_CHECK(n >= 1 && batch >= 1, "--n " << n << " and --batch " << batch << " must be at least 1");
   DDPM_CHECK(fig_rows >= 1 && fig_cols >= 1 && gif_frames >= 1 && log_every >= 1,
              "--fig-rows, --fig-cols, --gif-frames and --log-every must be at least 1");
-  DDPM_CHECK(threads >= 1, "--threads " << threads << " must be at least 1");
+  const int n_threads = check_threads_flag(threads);
   DDPM_CHECK(std::isfinite(guidance), "--guidance must be a finite number");
   check_sampler_flags(flags, sampler_choice);
   const bool use_ddim = sampler_choice.sampler == "ddim";
   DDPM_CHECK(!use_ddim || (!chain && !gif),
              "--chain and --gif draw Algorithm 2's chain at evenly spaced t; drop them or use --sampler ddpm");
   DDPM_CHECK(guidance_list.empty() || class_grid, "--guidance-list needs --class-grid");
-  set_num_threads(static_cast<int>(threads));
+  set_num_threads(n_threads);
   const uint64_t useed = static_cast<uint64_t>(seed);
 
   if (checkpoint.empty()) {

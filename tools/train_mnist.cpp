@@ -11,7 +11,6 @@
 #include <csignal>
 #include <cstdio>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "ddpm/core/check.h"
@@ -89,7 +88,7 @@ void write_samples(Trainer& trainer, const std::string& path, int64_t n, uint64_
 
 int run(int argc, char** argv) {
   TrainConfig cfg;
-  int64_t steps = 2000, epochs = 0, threads = std::min<int64_t>(kMaxThreads, std::max(1u, std::thread::hardware_concurrency()));
+  int64_t steps = 2000, epochs = 0, threads = default_threads();
   int64_t sample_every = 1000, sample_n = 36, ckpt_every = 500, keep = 3, log_every = 10;
   int64_t inject_nan_at = 0;
   std::string out = "out", resume, dataset = "mnist", data_dir;
@@ -116,7 +115,7 @@ int run(int argc, char** argv) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
-  DDPM_CHECK(threads >= 1 && threads <= kMaxThreads, "--threads " << threads << " not in 1.." << kMaxThreads);
+  const int n_threads = check_threads_flag(threads);
   DDPM_CHECK(keep >= 1, "--keep " << keep << " must be at least 1");
   DDPM_CHECK(ckpt_every >= 1 && log_every >= 1 && sample_every >= 0 && sample_n >= 1,
              "--ckpt-every, --log-every and --sample-n must be positive, --sample-every non-negative");
@@ -126,7 +125,7 @@ int run(int argc, char** argv) {
   config_flags.apply(cfg);
   if (resume.empty()) cfg.validate();  // before the output folder is made
   DDPM_CHECK(dataset == "mnist" || dataset == "fashion", "unknown --dataset '" << dataset << "': use mnist or fashion");
-  set_num_threads(static_cast<int>(threads));
+  set_num_threads(n_threads);
   // Created, checked writable and locked before any real work; removes dead writers' temp files.
   RunFolder folder(out);
   // A file size limit (ulimit -f) would kill us with SIGXFSZ; ignored, the write fails

@@ -6,8 +6,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <thread>
 
 #include "ddpm/core/check.h"
+#include "ddpm/core/parallel.h"
 
 namespace ddpm {
 
@@ -155,6 +157,15 @@ std::string Flags::help() const {
        << ")\n";
   }
   return os.str();
+}
+
+int64_t default_threads() {
+  return std::min<int64_t>(kMaxThreads, std::max(1u, std::thread::hardware_concurrency()));
+}
+
+int check_threads_flag(int64_t threads) {
+  DDPM_CHECK(threads >= 1 && threads <= kMaxThreads, "--threads " << threads << " not in 1.." << kMaxThreads);
+  return static_cast<int>(threads);
 }
 
 int run_tool(int (*run)(int argc, char** argv), int argc, char** argv) {

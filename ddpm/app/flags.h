@@ -46,6 +46,13 @@ class Flags {
   std::vector<Flag> flags_;
 };
 
+// --threads, the same in every tool. The default is the machine's cores, at most
+// kMaxThreads (parallel.h: the pool's bound); check_threads_flag refuses a value outside
+// 1..kMaxThreads naming the flag ("--threads 300 not in 1..256") and returns it as an int
+// for set_num_threads.
+int64_t default_threads();
+int check_threads_flag(int64_t threads);
+
 // The body of every tool's main(): returns run(argc, argv), or prints "error: <what>" to
 // stderr and returns 1 when it throws.
 int run_tool(int (*run)(int argc, char** argv), int argc, char** argv);

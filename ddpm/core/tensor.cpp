@@ -1,5 +1,6 @@
 #include "ddpm/core/tensor.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -148,5 +149,11 @@ void Tensor::copy_(const Tensor& src) {
 }
 
 std::vector<float> Tensor::to_vector() const { return std::vector<float>(data(), data() + numel_); }
+
+int64_t first_non_finite(const Tensor& x) {
+  for (int64_t i = 0; i < x.numel(); i++)
+    if (!std::isfinite(x[i])) return i;
+  return -1;
+}
 
 }  // namespace ddpm

@@ -57,4 +57,8 @@ class Tensor {
   bool defined_ = false;
 };
 
+// The index of the first NaN or Inf in x, or -1 when every value is finite (the check
+// every loader of weights or images makes before it trusts a file).
+int64_t first_non_finite(const Tensor& x);
+
 }  // namespace ddpm

@@ -174,6 +174,11 @@ std::unique_ptr<Classifier> load_classifier(const std::string& path, std::map<st
   std::vector<std::pair<std::string, Shape>> expected;
   for (Parameter* p : model->params()) expected.emplace_back(p->name, p->var->value.shape());
   check_tensor_shapes(st, expected, "was it written by another version of the classifier?", false);
+  for (const auto& nt : st.tensors) {
+    const int64_t bad = first_non_finite(nt.second);
+    DDPM_CHECK(bad < 0, path << ": tensor " << nt.first << " has a non-finite value (" << nt.second[bad] << " at index "
+                             << bad << "); the file is corrupt: train it again with ./eval --train-classifier");
+  }
   for (Parameter* p : model->params()) p->var->value.copy_(st.at(p->name));
   if (metadata) *metadata = st.metadata;
   return model;

@@ -82,8 +82,8 @@ double classifier_accuracy(const Tensor& probs, const std::vector<uint8_t>& labe
 
 // A safetensors file with the parameters under their names ("conv1.weight", ...) and
 // metadata "format" = "ddpm-mnist-classifier" plus the caller's keys (the training
-// config and the measured test accuracy). load_classifier checks the format key and
-// every name and shape before copying.
+// config and the measured test accuracy). load_classifier checks the format key, every
+// name and shape (no extra tensor) and that every value is finite, before copying.
 void save_classifier(const std::string& path, Classifier& model, std::map<std::string, std::string> metadata = {});
 std::unique_ptr<Classifier> load_classifier(const std::string& path,
                                             std::map<std::string, std::string>* metadata = nullptr);

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "ddpm/core/check.h"
+#include "ddpm/io/safetensors.h"
 
 namespace ddpm {
 
@@ -76,6 +77,9 @@ QualityRow evaluate_images(const Classifier& classifier, const EvalReference& re
   const int64_t N = images.size(0), D = Classifier::feature_dim;
   DDPM_CHECK(N > k, "evaluate_images: " << name << " has " << N << " images; precision/recall with k = " << k
                                         << " needs at least " << k + 1);
+  const int64_t bad = first_non_finite(images);
+  DDPM_CHECK(bad < 0, "evaluate_images: " << name << " has a non-finite value (" << images[bad] << " at index " << bad
+                                          << ", image " << bad / (images.numel() / N) << ")");
   QualityRow row;
   row.name = name;
   row.n = N;
@@ -99,7 +103,9 @@ ClassAgreement class_agreement(const Tensor& probs, const std::vector<int64_t>& 
   a.per_class_counted.assign(static_cast<size_t>(K), 0);
   for (int64_t i = 0; i < N; i++) {
     const int64_t want = labels[static_cast<size_t>(i)];
-    if (want < 0 || want >= K) continue;  // the null class: nothing was requested
+    if (want == K) continue;  // the null class: nothing was requested
+    DDPM_CHECK(want >= 0 && want < K, "class_agreement: label " << want << " of image " << i << " is neither a class 0.."
+                                                                << K - 1 << " nor the null class " << K);
     const float* row = probs.data() + i * K;
     const int64_t predicted = std::max_element(row, row + K) - row;  // first maximum on ties
     a.counted++;
@@ -110,6 +116,32 @@ ClassAgreement class_agreement(const Tensor& probs, const std::vector<int64_t>& 
     }
   }
   return a;
+}
+
+SamplesFile load_samples(const std::string& path) {
+  const SafeTensors st = load_safetensors(path);
+  SamplesFile f;
+  f.samples = st.at("samples");
+  const Tensor& x = f.samples;
+  DDPM_CHECK(x.dim() == 4 && x.size(1) == 1 && x.size(2) == 28 && x.size(3) == 28,
+             path << ": tensor \"samples\" is " << x.shape_str() << ", expected [N, 1, 28, 28]");
+  const int64_t bad = first_non_finite(x);
+  DDPM_CHECK(bad < 0, path << ": tensor \"samples\" has a non-finite value (" << x[bad] << " at index " << bad
+                           << ", image " << bad / 784 << "); the file is corrupt");
+  if (const Tensor* found = st.find("labels")) {
+    const Tensor& lab = *found;
+    DDPM_CHECK(lab.dim() == 1 && lab.size(0) == x.size(0),
+               path << ": tensor \"labels\" is " << lab.shape_str() << ", expected [" << x.size(0) << "]");
+    const int64_t null_class = Classifier::num_classes;
+    for (int64_t i = 0; i < lab.numel(); i++) {
+      const float v = lab[i];
+      DDPM_CHECK(v >= 0 && v <= null_class && v == std::floor(v),
+                 path << ": tensor \"labels\" has " << v << " at index " << i << ", which is neither a class 0.."
+                      << null_class - 1 << " nor the null class " << null_class);
+      f.labels.push_back(static_cast<int64_t>(v));
+    }
+  }
+  return f;
 }
 
 std::string format_agreement(const ClassAgreement& a, const std::string& name) {

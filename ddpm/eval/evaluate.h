@@ -61,13 +61,15 @@ struct QualityRow {
   int64_t pr_reference_n = 0;  // size of the real set precision/recall used
   ClassStatistics classes;
 };
-// images [N, 1, 28, 28], N >= 4 (k = 3 needs 4 points).
+// images [N, 1, 28, 28], N >= 4 (k = 3 needs 4 points), every value finite (a NaN or Inf
+// is refused naming the set and the image, not clamped to a black pixel).
 QualityRow evaluate_images(const Classifier& classifier, const EvalReference& reference, const Tensor& images,
                            const std::string& name, int64_t k = 3);
 
 // Agreement of a conditional model's samples with the requested class: the fraction of images
-// whose classifier prediction (argmax of probs [N, K]) is labels[i]. Labels outside 0..K-1 (the
-// null class K of an unconditional draw) are not counted. per_class[k] counts class k alone.
+// whose classifier prediction (argmax of probs [N, K]) is labels[i]. Label K is the null class
+// (an unconditional draw) and is not counted; a label outside 0..K is refused, naming the
+// image. per_class[k] counts class k alone.
 struct ClassAgreement {
   int64_t agree = 0, counted = 0;
   std::vector<int64_t> per_class_agree, per_class_counted;  // [K] each
@@ -75,6 +77,16 @@ struct ClassAgreement {
 };
 ClassAgreement class_agreement(const Tensor& probs, const std::vector<int64_t>& labels);
 std::string format_agreement(const ClassAgreement& a, const std::string& name);
+
+// A samples file, as ./sample --save-samples writes it: tensor "samples" [N, 1, 28, 28], every
+// value finite, and optionally "labels" [N], each a whole number 0..9 or 10 (the null class).
+// Checked before anything is computed from it; errors name the file, the tensor and the
+// first bad index.
+struct SamplesFile {
+  Tensor samples;
+  std::vector<int64_t> labels;  // empty when the file has no "labels"
+};
+SamplesFile load_samples(const std::string& path);
 
 // Samples come from ddpm/app/sampling.h's sample_in_batches (ddpm_sampler or ddim_sampler), as ./sample's do.
 

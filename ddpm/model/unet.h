@@ -41,9 +41,9 @@ struct UNetConfig {
   int64_t out_ch() const { return learned_variance ? 2 * in_ch : in_ch; }
   int64_t temb_ch() const { return 4 * ch; }
   std::map<std::string, std::string> to_metadata() const;  // keys "config.*"
-  // Reads and validates the "config.*" keys; errors name `source` (the file) and the key.
-  static UNetConfig from_metadata(const std::map<std::string, std::string>& m,
-                                  const std::string& source = "checkpoint");
+  // Reads and validates the "config.*" keys; errors name `source` (the file's path: no
+  // default, so every caller names it) and the key.
+  static UNetConfig from_metadata(const std::map<std::string, std::string>& m, const std::string& source);
   // Sizes positive and within bounds (a hostile file cannot ask for terabytes or
   // overflow a size), channels divisible by groups, the image halving per level.
   void validate() const;

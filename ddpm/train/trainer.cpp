@@ -486,6 +486,32 @@ void check_same(const std::map<std::string, std::string>& theirs, const std::map
 const char* kStateKeys[] = {"state.step", "state.epoch", "state.position", "state.adam_steps", "state.ema_updates",
                             "state.data_size"};
 
+// The names and shapes of the model's parameters, under each prefix in turn ("", "ema.", ...).
+std::vector<std::pair<std::string, Shape>> parameter_shapes(UNet& model, const std::vector<std::string>& prefixes) {
+  std::vector<std::pair<std::string, Shape>> shapes;
+  for (const std::string& prefix : prefixes)
+    for (Parameter* p : model.parameters()) shapes.emplace_back(prefix + p->name, p->var->value.shape());
+  return shapes;
+}
+
+// The tensor checks of every loader of U-Net weights, in one place (validate_checkpoint for
+// training checkpoints, load_model for weights files): `st` holds exactly the tensors
+// `expected` names, with their shapes, and no other; every value is finite; every Adam
+// second moment (adam.v.*) is >= 0. Errors name st.source, the tensor and the first bad index.
+void check_checkpoint_tensors(const SafeTensors& st, const std::vector<std::pair<std::string, Shape>>& expected) {
+  check_tensor_shapes(st, expected, "was it trained with another --model?", /*allow_extra=*/false);
+  for (const auto& nt : st.tensors) {
+    const Tensor& x = nt.second;
+    const int64_t bad = first_non_finite(x);
+    DDPM_CHECK(bad < 0, st.source << ": tensor " << nt.first << " has a non-finite value (" << x[bad] << " at index "
+                                  << bad << "); the file is corrupt: use an older checkpoint");
+    if (nt.first.compare(0, 7, "adam.v.") != 0) continue;
+    for (int64_t i = 0; i < x.numel(); i++)
+      DDPM_CHECK(x[i] >= 0, st.source << ": tensor " << nt.first << " has a negative second moment (" << x[i]
+                                      << " at index " << i << "); the file is corrupt: use an older checkpoint");
+  }
+}
+
 }  // namespace
 
 CheckpointContents validate_checkpoint(const SafeTensors& st, const UNetConfig* expect_model,
@@ -538,29 +564,17 @@ CheckpointContents validate_checkpoint(const SafeTensors& st, const UNetConfig* 
                   << s.data_size << "); the file is corrupt: resume from an older checkpoint");
   auto h = st.metadata.find("state.lr_history");
   if (h != st.metadata.end()) s.lr_history = parse_lr_history(h->second, s.step, c.train.lr, path);
-  // The tensors: exactly the ones the model (and the importance sampler) needs.
+  // The tensors: exactly the ones the model (and the importance sampler) needs, all finite.
   std::vector<std::pair<std::string, Shape>> expected;
   {
     UNet model(c.model);
-    for (const char* prefix : {"", "ema.", "adam.m.", "adam.v."})
-      for (Parameter* p : model.parameters()) expected.emplace_back(prefix + p->name, p->var->value.shape());
+    expected = parameter_shapes(model, {"", "ema.", "adam.m.", "adam.v."});
   }
   if (c.train.timesteps == TimestepSampling::importance) {
     expected.emplace_back("timesteps.history", Shape{c.train.T, TimestepSampler::kHistory});
     expected.emplace_back("timesteps.count", Shape{c.train.T});
   }
-  check_tensor_shapes(st, expected, "was it trained with another --model?", /*allow_extra=*/false);
-  for (const auto& nt : st.tensors) {
-    const Tensor& x = nt.second;
-    const bool moment = nt.first.compare(0, 7, "adam.v.") == 0;
-    for (int64_t i = 0; i < x.numel(); i++) {
-      DDPM_CHECK(std::isfinite(x[i]), path << ": tensor " << nt.first << " has a non-finite value (" << x[i]
-                                           << " at index " << i << "); the file is corrupt: resume from an older checkpoint");
-      DDPM_CHECK(!moment || x[i] >= 0, path << ": tensor " << nt.first << " has a negative second moment (" << x[i]
-                                             << " at index " << i
-                                             << "); the file is corrupt: resume from an older checkpoint");
-    }
-  }
+  check_checkpoint_tensors(st, expected);
   if (c.train.timesteps == TimestepSampling::importance) {
     const Tensor& count = st.at("timesteps.count");
     for (int64_t k = 0; k < count.numel(); k++)
@@ -626,14 +640,24 @@ std::unique_ptr<UNet> Trainer::ema_model() const {
 
 std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata,
                                  bool* loaded_ema) {
-  SafeTensors st = load_safetensors(path);
-  UNetConfig config = UNetConfig::from_metadata(st.metadata, path);
+  const SafeTensors st = load_safetensors(path);
+  // A training checkpoint ("format" in its metadata) gets every check the trainer makes. A
+  // weights file (config.* metadata and the weights, the EMA weights or both, as
+  // tools/torch_reference.py exports) gets the same tensor checks for the groups it holds.
+  const bool training_checkpoint = st.metadata.count("format") > 0;
+  const UNetConfig config =
+      training_checkpoint ? validate_checkpoint(st).model : UNetConfig::from_metadata(st.metadata, path);
   auto model = std::make_unique<UNet>(config);
-  const bool has_ema = use_ema && st.find("ema." + model->parameters()[0]->name) != nullptr;
+  const std::string first = model->parameters()[0]->name;
+  if (!training_checkpoint) {
+    std::vector<std::string> groups;
+    for (const char* prefix : {"", "ema."})
+      if (st.find(prefix + first)) groups.push_back(prefix);
+    if (groups.empty()) groups.push_back("");  // the error lists the weights it lacks
+    check_checkpoint_tensors(st, parameter_shapes(*model, groups));
+  }
+  const bool has_ema = use_ema && st.find("ema." + first) != nullptr;
   const std::string prefix = has_ema ? "ema." : "";
-  std::vector<std::pair<std::string, Shape>> expected;
-  for (Parameter* p : model->parameters()) expected.emplace_back(prefix + p->name, p->var->value.shape());
-  check_tensor_shapes(st, expected, "was it trained with another --model?");
   for (Parameter* p : model->parameters()) p->var->value.copy_(st.at(prefix + p->name));
   if (metadata) *metadata = st.metadata;
   if (loaded_ema) *loaded_ema = has_ema;

@@ -93,9 +93,8 @@ struct TrainConfig {
   std::map<std::string, std::string> to_metadata() const;
   // Reads every "train.*" key (a when_not_default field missing means its default; any other
   // missing key, or a "train.*" key not in the table, is refused) and validates; errors
-  // name `source` (the file) and the key.
-  static TrainConfig from_metadata(const std::map<std::string, std::string>& m,
-                                   const std::string& source = "checkpoint");
+  // name `source` (the file's path: there is no default, so every caller names it) and the key.
+  static TrainConfig from_metadata(const std::map<std::string, std::string>& m, const std::string& source);
   // Every field within its bounds and names known, and the combinations allowed; the
   // Trainer calls it before it allocates anything. Errors name the flag.
   void validate() const;
@@ -152,12 +151,13 @@ struct CheckpointContents {
   TrainState state;
 };
 
-// Every check a training checkpoint gets, in one place (Trainer::load_checkpoint and
-// ./ckpt_hash both call it): the format tag and version; both configs (from_metadata) and
+// Every check a training checkpoint gets, in one place (Trainer::load_checkpoint, ./ckpt_hash
+// and load_model call it): the format tag and version; both configs (from_metadata) and
 // their agreement; when `expect_model` / `expect_train` are given, each key equal to theirs
 // (the error names the first that differs); every state.* key present and consistent; every
 // tensor the model needs with its shape (timesteps.history / .count for an importance run),
-// and no other; every tensor finite and adam.v.* >= 0, naming the tensor. The one check it
+// and no other; every tensor finite and adam.v.* >= 0, naming the tensor (load_model makes
+// the same tensor checks on a weights file, through the same function). The one check it
 // cannot make, the dataset's size against state.data_size, is the trainer's. Errors name
 // st.source.
 CheckpointContents validate_checkpoint(const SafeTensors& st, const UNetConfig* expect_model = nullptr,
@@ -242,7 +242,11 @@ Resumed resume_trainer(const std::vector<std::string>& candidates, const Dataset
 
 // Loads the model weights of a checkpoint (EMA weights if present and use_ema), building
 // the UNet from the checkpoint's config. Also returns the metadata, and whether the EMA
-// weights were the ones loaded.
+// weights were the ones loaded. What it accepts, checked before anything is copied: a
+// training checkpoint (metadata "format") with all of validate_checkpoint's checks; or a
+// weights file (config.* metadata; the weights, "ema."-prefixed EMA weights, or both). In
+// both, the tensors are exactly the model's names and shapes (no extra tensor) and every
+// value is finite; errors name the file and the tensor.
 std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata,
                                  bool* loaded_ema = nullptr);
 

@@ -1,5 +1,6 @@
 #include "ddpm/core/check.h"
 #include "ddpm/app/flags.h"
+#include "ddpm/core/parallel.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
@@ -48,4 +49,16 @@ TEST_CASE("cli: bad flags give clear errors") {
   CHECK(message({"--lr", "nan"}).find("finite number") != std::string::npos);
   CHECK(message({"--lr"}).find("needs a value") != std::string::npos);
   CHECK(message({"steps"}).find("unexpected argument") != std::string::npos);
+}
+
+TEST_CASE("cli: --threads is checked against the pool's bound in one place, naming the flag") {
+  CHECK(check_threads_flag(1) == 1);
+  CHECK(check_threads_flag(kMaxThreads) == kMaxThreads);
+  // Every tool's --threads goes through check_threads_flag; before it, ./sample and ./eval
+  // failed inside set_num_threads with "set_num_threads: n = 300 ...".
+  CHECK_THROWS_WITH_AS(check_threads_flag(300), doctest::Contains("--threads 300 not in 1..256"), Error);
+  CHECK_THROWS_WITH_AS(check_threads_flag(0), doctest::Contains("--threads 0 not in 1..256"), Error);
+  CHECK_THROWS_WITH_AS(check_threads_flag(int64_t(1) << 40), doctest::Contains("not in 1..256"), Error);
+  CHECK(default_threads() >= 1);
+  CHECK(default_threads() <= kMaxThreads);
 }

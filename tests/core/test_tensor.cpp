@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstdint>
 
 #include "ddpm/core/check.h"
@@ -43,4 +44,16 @@ TEST_CASE("tensor: bad shapes throw ddpm::Error naming the shape") {
     CHECK(std::string(e.what()).find("[2, -3]") != std::string::npos);
     CHECK(std::string(e.what()).find("tensor.cpp:") != std::string::npos);
   }
+}
+
+TEST_CASE("tensor: first_non_finite finds the first NaN or Inf, -1 when all are finite") {
+  Tensor x({2, 3});
+  CHECK(first_non_finite(x) == -1);
+  CHECK(first_non_finite(Tensor({0})) == -1);
+  x[4] = -INFINITY;
+  CHECK(first_non_finite(x) == 4);
+  x[1] = NAN;
+  CHECK(first_non_finite(x) == 1);
+  x[1] = 3.4e38f;  // large but finite
+  CHECK(first_non_finite(x) == 4);
 }

@@ -8,7 +8,12 @@
 #      op), keeps the last good checkpoint, and --resume continues exactly from it; the
 #      report's advice (resume with a lower --lr) works when followed;
 #   5. every training option's run resumes through ./train_mnist, and ckpt_hash accepts it;
-#   6. bad flags are refused up front, naming the flag.
+#   6. bad flags are refused up front, naming the flag;
+#   7. the output folder: a second trainer, a fresh run over another run, a bad --out,
+#      stale temp files;
+#   8. ./sample and ./eval (`make sample eval bench`) refuse a checkpoint with a NaN or Inf
+#      weight naming the tensor, name the file in every error, and check --threads as
+#      ./train_mnist does (as does ./bench).
 source "$(dirname "$0")/reliability_lib.sh"
 make_data
 
@@ -258,3 +263,76 @@ stale_temp_files() {
 }
 stale_temp_files
 echo "fault_test: the output folder is locked, checked at start and never mixed"
+
+# --- the loaders of ./sample and ./eval (issue 14, sections 4 and 5) ----------------------
+SAMPLE=${SAMPLE:-./sample}
+EVAL=${EVAL:-./eval}
+BENCH=${BENCH:-./bench}
+for b in "$SAMPLE" "$EVAL" "$BENCH"; do [ -x "$b" ] || fail "$b not built (make sample eval bench)"; done
+
+# poke_f32 FILE TENSOR BYTES: the first value of TENSOR in the safetensors FILE becomes the
+# float32 whose little-endian bytes are BYTES (printf escapes). The file stays well-formed:
+# only a check of the values themselves can tell it from a good one.
+poke_f32() {
+  local file=$1 name=$2 bytes=$3 n begin
+  n=$(od -An -t u8 -N 8 "$file" | tr -d ' ')
+  begin=$(head -c $((8 + n)) "$file" | grep -ao "\"$name\":{[^}]*}" | grep -o '"data_offsets":\[[0-9]*' | grep -o '[0-9]*$')
+  [ -n "$begin" ] || fail "poke_f32: no tensor $name in $file"
+  # shellcheck disable=SC2059  # BYTES are printf escapes
+  printf "$bytes" | dd of="$file" bs=1 seek=$((8 + n + begin)) conv=notrunc status=none
+}
+NAN_F32='\x00\x00\xc0\x7f'
+INF_F32='\x00\x00\x80\x7f'
+
+# expect_tool_error LOG PATTERN PROGRAM ARGS...: PROGRAM exits 1 with PATTERN in its error.
+expect_tool_error() {
+  local log=$1 pattern=$2 status
+  shift 2
+  set +e
+  "$@" >"$log" 2>&1
+  status=$?
+  set -e
+  [ "$status" -eq 1 ] || fail "$*: exit status $status, want 1: $(tail -n 2 "$log")"
+  grep -q -- "$pattern" "$log" || fail "$*: no '$pattern' in: $(tail -n 2 "$log")"
+}
+
+echo "== non-finite weights are refused by ./sample and ./eval, naming the tensor"
+loaders_refuse_non_finite() {
+  local out="$WORK/loaders" good="$WORK/loaders/ckpt-00000001.safetensors"
+  train --steps 1 --sample-every 0 --out "$out" >"$WORK/loaders.log" 2>&1 || fail "setup run: $(tail -n 3 "$WORK/loaders.log")"
+  cp "$good" "$WORK/nan-ema.safetensors"
+  poke_f32 "$WORK/nan-ema.safetensors" ema.conv_in.weight "$NAN_F32"
+  cp "$good" "$WORK/inf-weight.safetensors"
+  poke_f32 "$WORK/inf-weight.safetensors" conv_in.weight "$INF_F32"
+  # Before, ./sample wrote a black grid and ./eval --nll printed nan bits/dim, both with exit 0.
+  expect_tool_error "$WORK/sample-nan.log" "$WORK/nan-ema.safetensors: tensor ema.conv_in.weight has a non-finite value (nan" \
+    "$SAMPLE" --checkpoint "$WORK/nan-ema.safetensors" --n 4 --threads 1 --out "$WORK/sample-nan"
+  [ ! -e "$WORK/sample-nan/samples.png" ] || fail "./sample wrote samples.png from NaN weights"
+  expect_tool_error "$WORK/sample-inf.log" "tensor conv_in.weight has a non-finite value (inf" \
+    "$SAMPLE" --checkpoint "$WORK/inf-weight.safetensors" --no-ema --n 4 --threads 1 --out "$WORK/sample-inf"
+  expect_tool_error "$WORK/eval-nan.log" "$WORK/nan-ema.safetensors: tensor ema.conv_in.weight has a non-finite value" \
+    "$EVAL" --nll --checkpoint "$WORK/nan-ema.safetensors" --nll-n 1 --threads 1 --data "$WORK/data"
+  expect_tool_error "$WORK/eval-inf.log" "$WORK/inf-weight.safetensors: tensor conv_in.weight has a non-finite value (inf" \
+    "$EVAL" --nll --checkpoint "$WORK/inf-weight.safetensors" --nll-n 1 --threads 1 --data "$WORK/data"
+  # The good checkpoint still samples.
+  "$SAMPLE" --checkpoint "$good" --n 2 --threads 1 --out "$WORK/sample-good" >"$WORK/sample-good.log" 2>&1 ||
+    fail "./sample on a good checkpoint: $(tail -n 2 "$WORK/sample-good.log")"
+  echo "ok: $(grep -o 'error: .*' "$WORK/sample-nan.log" | cut -c1-140)..."
+}
+loaders_refuse_non_finite
+
+echo "== ./eval --nll names the file, not 'checkpoint'"
+# A weights-only file (tools/torch_reference.py's) has no train.* keys, which --nll needs.
+weights=tests/fixtures/unet_minimal_weights.safetensors
+expect_tool_error "$WORK/eval-meta.log" ": $weights: metadata has no 'train\." \
+  "$EVAL" --nll --checkpoint "$weights" --nll-n 1 --threads 1 --data "$WORK/data"
+echo "ok: $(grep -o 'error: .*' "$WORK/eval-meta.log" | cut -c1-140)"
+
+echo "== --threads 300 is refused by every tool, naming the flag"
+expect_tool_error "$WORK/threads.log" "--threads 300 not in 1..256" \
+  "$SAMPLE" --checkpoint "$WORK/loaders/ckpt-00000001.safetensors" --threads 300 --out "$WORK/threads"
+expect_tool_error "$WORK/threads.log" "--threads 300 not in 1..256" \
+  "$EVAL" --nll --checkpoint "$WORK/loaders/ckpt-00000001.safetensors" --threads 300 --data "$WORK/data"
+expect_tool_error "$WORK/threads.log" "--threads 300 not in 1..256" "$BENCH" --threads 1,300 --only peak
+echo "ok: ./sample, ./eval and ./bench, as ./train_mnist above: --threads 300 not in 1..256"
+echo "fault_test: ./sample and ./eval refuse non-finite weights naming the tensor, name the file, check --threads"

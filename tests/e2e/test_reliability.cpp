@@ -134,7 +134,7 @@ TEST_CASE("reliability: a hostile training config is refused naming the file and
   // The full 64-bit seed range survives the round trip.
   TrainConfig big = minimal_config();
   big.seed = 18446744073709551615ull;
-  CHECK(TrainConfig::from_metadata(big.to_metadata()).seed == big.seed);
+  CHECK(TrainConfig::from_metadata(big.to_metadata(), "big.safetensors").seed == big.seed);
 }
 
 TEST_CASE("reliability: an incompatible checkpoint names the parameter that differs and changes nothing") {
@@ -353,4 +353,93 @@ TEST_CASE("reliability: the trainer and ckpt_hash's validate_checkpoint refuse t
                                           [](const std::pair<std::string, Tensor>& nt) { return nt.first == "timesteps.count"; }),
                            no_history.tensors.end());
   CHECK(has(error_of([&] { validate_checkpoint(no_history); }), "has no tensor timesteps.count"));
+}
+
+TEST_CASE("reliability: load_model (./sample, ./eval) refuses non-finite and extra tensors, naming the file and tensor") {
+  testing::TempDir dir;
+  Trainer a(minimal_config(), dots());
+  a.step();
+  a.save_checkpoint(dir / "a.safetensors");
+  const SafeTensors checkpoint = load_safetensors(dir / "a.safetensors");
+  const std::string first = checkpoint.tensors.front().first;  // a weight tensor
+  // The same model as a weights file: config.* and train.* metadata, the weights and the
+  // EMA weights, no "format" (what tests/test_sample.cpp writes; tools/torch_reference.py
+  // exports the weights alone).
+  SafeTensors weights;
+  for (const auto& kv : checkpoint.metadata)
+    if (kv.first.compare(0, 7, "config.") == 0 || kv.first.compare(0, 6, "train.") == 0) weights.metadata.insert(kv);
+  for (const auto& nt : checkpoint.tensors)
+    if (nt.first.compare(0, 5, "adam.") != 0) weights.tensors.push_back(nt);
+  auto write = [&](const SafeTensors& st, const std::string& name, const std::function<void(SafeTensors&)>& corrupt) {
+    SafeTensors bad = st;
+    corrupt(bad);
+    save_safetensors(dir / name, bad.tensors, bad.metadata);
+    return dir / name;
+  };
+  auto set_value = [](SafeTensors& s, const std::string& name, float v) {
+    for (auto& nt : s.tensors)
+      if (nt.first == name) {
+        nt.second = nt.second.clone();
+        nt.second[2] = v;
+      }
+  };
+  struct Case {
+    const char* what;
+    std::function<void(SafeTensors&)> corrupt;
+    std::string message;
+  };
+  const std::vector<Case> cases{
+      {"NaN EMA weight", [&](SafeTensors& s) { set_value(s, "ema." + first, NAN); },
+       ": tensor ema." + first + " has a non-finite value (nan at index 2)"},
+      // Not among the weights sampled with (EMA), but the file is corrupt all the same.
+      {"Inf raw weight", [&](SafeTensors& s) { set_value(s, first, INFINITY); },
+       ": tensor " + first + " has a non-finite value (inf at index 2)"},
+      {"-Inf EMA weight", [&](SafeTensors& s) { set_value(s, "ema." + first, -INFINITY); },
+       ": tensor ema." + first + " has a non-finite value (-inf at index 2)"},
+      // The attention weights of a model whose config has none.
+      {"extra tensors", [](SafeTensors& s) { s.metadata["config.attn_resolutions"] = ""; },
+       "which the model does not expect"},
+      {"a stray tensor", [](SafeTensors& s) { s.tensors.emplace_back("ema.notes", Tensor({3})); },
+       "has ema.notes [3], which the model does not expect"},
+  };
+  for (const SafeTensors* base : {&checkpoint, static_cast<const SafeTensors*>(&weights)}) {
+    const bool is_checkpoint = base == &checkpoint;
+    CAPTURE(is_checkpoint);
+    bool ema = false;
+    CHECK_NOTHROW(load_model(write(*base, "good.safetensors", [](SafeTensors&) {}), true, nullptr, &ema));
+    CHECK(ema);
+    for (const Case& c : cases) {
+      CAPTURE(c.what);
+      const std::string path = write(*base, "bad.safetensors", c.corrupt);
+      for (bool use_ema : {true, false}) {
+        const std::string error = error_of([&] { load_model(path, use_ema, nullptr); });
+        CAPTURE(error);
+        CHECK(has(error, path));
+        CHECK(has(error, c.message));
+      }
+    }
+    if (is_checkpoint) {  // the Adam moments of a training checkpoint are checked too
+      const std::string path = write(*base, "adam.safetensors", [&](SafeTensors& s) { set_value(s, "adam.m." + first, NAN); });
+      CHECK(has(error_of([&] { load_model(path, true, nullptr); }), ": tensor adam.m." + first + " has a non-finite value"));
+    }
+  }
+  // The extra tensors are the attention blocks', named.
+  const std::string extra = write(checkpoint, "extra.safetensors", [](SafeTensors& s) { s.metadata["config.attn_resolutions"] = ""; });
+  CHECK(has(error_of([&] { load_model(extra, true, nullptr); }), ".attns.0."));
+  // A weights file with only the EMA weights, or only the raw weights, loads.
+  const std::string ema_only = write(weights, "ema_only.safetensors", [](SafeTensors& s) {
+    s.tensors.erase(std::remove_if(s.tensors.begin(), s.tensors.end(),
+                                   [](const std::pair<std::string, Tensor>& nt) { return nt.first.compare(0, 4, "ema.") != 0; }),
+                    s.tensors.end());
+  });
+  bool ema = false;
+  CHECK_NOTHROW(load_model(ema_only, true, nullptr, &ema));
+  CHECK(ema);
+  const std::string raw_only = write(weights, "raw_only.safetensors", [](SafeTensors& s) {
+    s.tensors.erase(std::remove_if(s.tensors.begin(), s.tensors.end(),
+                                   [](const std::pair<std::string, Tensor>& nt) { return nt.first.compare(0, 4, "ema.") == 0; }),
+                    s.tensors.end());
+  });
+  CHECK_NOTHROW(load_model(raw_only, true, nullptr, &ema));
+  CHECK_FALSE(ema);
 }

@@ -101,4 +101,10 @@ TEST_CASE("classifier: classify in batches equals one batch; save and load round
   save_safetensors(dir / "other.safetensors", {{"x", Tensor({2})}});
   CHECK_THROWS_WITH_AS(load_classifier(dir / "other.safetensors"), doctest::Contains("not an evaluation classifier"),
                        Error);
+  // A non-finite weight is refused naming the tensor (before, it gave NaN features and FLD).
+  Parameter* p = m.params()[0];
+  p->var->value[1] = NAN;
+  save_classifier(dir / "nan.safetensors", m);
+  const std::string message = "nan.safetensors: tensor " + p->name + " has a non-finite value (nan at index 1)";
+  CHECK_THROWS_WITH_AS(load_classifier(dir / "nan.safetensors"), doctest::Contains(message.c_str()), Error);
 }

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -7,8 +8,10 @@
 #include "ddpm/eval/evaluate.h"
 #include "ddpm/app/figures.h"
 #include "ddpm/app/sampling.h"
+#include "ddpm/io/safetensors.h"
 #include "ddpm/train/trainer.h"
 #include "ddpm/model/unet.h"
+#include "tests/temp_dir.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
@@ -119,4 +122,64 @@ TEST_CASE("evaluate: class agreement counts argmax matches with the requested cl
   CHECK(class_agreement(probs, {3, 3, 3, 3, 3}).counted == 0);
   CHECK(format_agreement(a, "x").find("2 / 4 = 50.00%") != std::string::npos);
   CHECK_THROWS_AS(class_agreement(probs, {0, 1}), Error);  // one label per row
+}
+
+TEST_CASE("evaluate: labels outside 0..K are refused by class_agreement, not counted as the null class") {
+  Tensor probs = Tensor::from({3, 3}, {0.7f, 0.2f, 0.1f, 0.1f, 0.3f, 0.6f, 0.2f, 0.5f, 0.3f});
+  CHECK(class_agreement(probs, {0, 3, 1}).counted == 2);  // 3 = K is the null class
+  CHECK_THROWS_WITH_AS(class_agreement(probs, {0, 4, 1}), doctest::Contains("label 4 of image 1 is neither a class 0..2 nor the null class 3"),
+                       Error);
+  CHECK_THROWS_WITH_AS(class_agreement(probs, {0, 1, -1}), doctest::Contains("label -1 of image 2"), Error);
+}
+
+TEST_CASE("evaluate: a samples file with a NaN image or a bad label is refused, naming the file and the first bad index") {
+  TempDir dir;
+  const int64_t N = 5;
+  Tensor samples = randn({N, 1, 28, 28}, 8);
+  for (int64_t i = 0; i < samples.numel(); i++) samples[i] = std::tanh(samples[i]);
+  const Tensor labels = Tensor::from({N}, {0, 9, 10, 3, 10});  // 10: the null class
+  const std::string good = dir / "good.safetensors";
+  save_safetensors(good, {{"samples", samples}, {"labels", labels}});
+  const SamplesFile f = load_samples(good);
+  CHECK(f.samples.shape() == Shape{N, 1, 28, 28});
+  CHECK(f.labels == std::vector<int64_t>{0, 9, 10, 3, 10});
+  save_safetensors(dir / "unlabelled.safetensors", {{"samples", samples}});
+  CHECK(load_samples(dir / "unlabelled.safetensors").labels.empty());
+
+  // A non-finite pixel: before, prepare_images clamped NaN to -1 and ./eval reported the
+  // images (precision 1.0 for all-black sets). Index 3 * 784 + 5 is in image 3.
+  for (float v : {NAN, INFINITY, -INFINITY}) {
+    Tensor bad = samples.clone();
+    bad[3 * 784 + 5] = v;
+    bad[4 * 784] = v;  // only the first is named
+    const std::string path = dir / "nan.safetensors";
+    save_safetensors(path, {{"samples", bad}});
+    std::ostringstream want;
+    want << path << ": tensor \"samples\" has a non-finite value (" << v << " at index 2357, image 3)";
+    CHECK_THROWS_WITH_AS(load_samples(path), doctest::Contains(want.str().c_str()), Error);
+    // The library's own entry point refuses them too, naming the set.
+    Classifier classifier(0);
+    const EvalReference ref = make_reference(classifier, samples, "ref");
+    CHECK_THROWS_WITH_AS(evaluate_images(classifier, ref, bad, "the bad set"),
+                         doctest::Contains("the bad set has a non-finite value"), Error);
+  }
+
+  // Labels that are not a class 0..9 or the null class 10: before, 11 and -1 were counted
+  // as null, and 2.5 was rounded.
+  struct Case {
+    float value;
+    const char* shown;
+  };
+  for (const Case& c : {Case{11, "11"}, Case{-1, "-1"}, Case{2.5f, "2.5"}, Case{NAN, "nan"}, Case{1e9f, "1e+09"}}) {
+    Tensor bad = labels.clone();
+    bad[2] = c.value;
+    const std::string path = dir / "labels.safetensors";
+    save_safetensors(path, {{"samples", samples}, {"labels", bad}});
+    const std::string want = path + ": tensor \"labels\" has " + c.shown + " at index 2, which is neither a class 0..9 nor the null class 10";
+    CHECK_THROWS_WITH_AS(load_samples(path), doctest::Contains(want.c_str()), Error);
+  }
+  // The shape checks name the file too.
+  save_safetensors(dir / "shape.safetensors", {{"samples", Tensor({N, 1, 8, 8})}});
+  CHECK_THROWS_WITH_AS(load_samples(dir / "shape.safetensors"), doctest::Contains("shape.safetensors: tensor \"samples\" is [5, 1, 8, 8]"),
+                       Error);
 }

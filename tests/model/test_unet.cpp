@@ -41,11 +41,11 @@ TEST_CASE("unet: forward gives [N, out_ch, S, S] for tiny and small") {
 TEST_CASE("unet: config survives the metadata round trip") {
   UNetConfig c = unet_config("small");
   c.num_classes = 10;
-  UNetConfig d = UNetConfig::from_metadata(c.to_metadata());
+  UNetConfig d = UNetConfig::from_metadata(c.to_metadata(), "c.safetensors");
   CHECK(d.to_metadata() == c.to_metadata());
   auto m = c.to_metadata();
   m["config.ch"] = "abc";
-  CHECK_THROWS_AS(UNetConfig::from_metadata(m), Error);
+  CHECK_THROWS_WITH_AS(UNetConfig::from_metadata(m, "m.safetensors"), doctest::Contains("m.safetensors"), Error);
 }
 
 // A minimal U-Net whose zero-initialized layers are perturbed, so every path carries
