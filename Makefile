@@ -46,97 +46,102 @@ LDFLAGS += -pthread
 # --- library sources -------------------------------------------------------
 LIB_SRCS := \
 	ddpm/core/check.cpp \
-	ddpm/core/tensor.cpp \
-	ddpm/core/rng.cpp \
-	ddpm/core/parallel.cpp \
 	ddpm/core/kernels.cpp \
+	ddpm/core/parallel.cpp \
+	ddpm/core/profile.cpp \
+	ddpm/core/rng.cpp \
 	ddpm/core/tape.cpp \
-	ddpm/ops/elementwise.cpp \
-	ddpm/app/flags.cpp \
-	ddpm/train/optim.cpp \
-	ddpm/ops/conv.cpp \
-	ddpm/ops/linear.cpp \
-	ddpm/ops/group_norm.cpp \
+	ddpm/core/tensor.cpp \
+	ddpm/io/file.cpp \
+	ddpm/io/gif.cpp \
+	ddpm/io/json.cpp \
+	ddpm/io/png.cpp \
+	ddpm/io/safetensors.cpp \
+	ddpm/io/svg.cpp \
+	ddpm/data/dataset.cpp \
+	ddpm/data/mnist.cpp \
 	ddpm/ops/attention.cpp \
-	ddpm/ops/shape.cpp \
+	ddpm/ops/conv.cpp \
+	ddpm/ops/cross_entropy.cpp \
 	ddpm/ops/dropout.cpp \
+	ddpm/ops/elementwise.cpp \
 	ddpm/ops/embedding.cpp \
+	ddpm/ops/group_norm.cpp \
+	ddpm/ops/linear.cpp \
+	ddpm/ops/pool.cpp \
+	ddpm/ops/shape.cpp \
 	ddpm/model/nn.cpp \
 	ddpm/model/unet.cpp \
-	ddpm/io/file.cpp \
-	ddpm/io/json.cpp \
-	ddpm/io/safetensors.cpp \
-	ddpm/io/png.cpp \
-	ddpm/data/mnist.cpp \
-	ddpm/train/trainer.cpp \
-	ddpm/diffusion/schedule.cpp \
+	ddpm/diffusion/algorithms.cpp \
 	ddpm/diffusion/diffusion.cpp \
 	ddpm/diffusion/gaussian.cpp \
-	ddpm/diffusion/algorithms.cpp \
-	ddpm/io/svg.cpp \
-	ddpm/app/figures.cpp \
-	ddpm/app/sampling.cpp \
-	ddpm/io/gif.cpp \
-	ddpm/eval/linalg.cpp \
-	ddpm/ops/pool.cpp \
-	ddpm/ops/cross_entropy.cpp \
-	ddpm/eval/metrics.cpp \
+	ddpm/diffusion/schedule.cpp \
+	ddpm/extensions/ddim.cpp \
+	ddpm/extensions/guidance.cpp \
+	ddpm/extensions/importance_sampling.cpp \
+	ddpm/extensions/learned_variance.cpp \
+	ddpm/extensions/objectives.cpp \
+	ddpm/extensions/prediction_targets.cpp \
+	ddpm/train/checkpoint.cpp \
+	ddpm/train/config.cpp \
+	ddpm/train/optim.cpp \
+	ddpm/train/trainer.cpp \
 	ddpm/eval/classifier.cpp \
 	ddpm/eval/evaluate.cpp \
-	ddpm/extensions/ddim.cpp \
-	ddpm/extensions/prediction_targets.cpp \
-	ddpm/extensions/learned_variance.cpp \
-	ddpm/extensions/importance_sampling.cpp \
-	ddpm/extensions/objectives.cpp \
-	ddpm/extensions/guidance.cpp \
-	ddpm/core/profile.cpp \
-	ddpm/app/run_folder.cpp
+	ddpm/eval/linalg.cpp \
+	ddpm/eval/metrics.cpp \
+	ddpm/app/config_flags.cpp \
+	ddpm/app/figures.cpp \
+	ddpm/app/flags.cpp \
+	ddpm/app/run_folder.cpp \
+	ddpm/app/sampling.cpp \
+	ddpm/app/train_run.cpp
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
 	tests/test_main.cpp \
-	tests/core/test_tensor.cpp \
-	tests/core/test_rng.cpp \
-	tests/core/test_parallel.cpp \
 	tests/core/test_kernels.cpp \
+	tests/core/test_parallel.cpp \
+	tests/core/test_rng.cpp \
 	tests/core/test_tape.cpp \
-	tests/ops/test_elementwise.cpp \
-	tests/app/test_flags.cpp \
-	tests/train/test_optim.cpp \
-	tests/ops/test_conv.cpp \
-	tests/ops/test_linear.cpp \
-	tests/ops/test_group_norm.cpp \
+	tests/core/test_tensor.cpp \
+	tests/io/test_gif.cpp \
+	tests/io/test_json.cpp \
+	tests/io/test_png.cpp \
+	tests/io/test_safetensors.cpp \
+	tests/io/test_svg.cpp \
+	tests/data/test_mnist.cpp \
 	tests/ops/test_attention.cpp \
-	tests/ops/test_shape.cpp \
+	tests/ops/test_conv.cpp \
+	tests/ops/test_cross_entropy.cpp \
 	tests/ops/test_dropout.cpp \
+	tests/ops/test_elementwise.cpp \
 	tests/ops/test_embedding.cpp \
+	tests/ops/test_group_norm.cpp \
+	tests/ops/test_linear.cpp \
+	tests/ops/test_pool.cpp \
+	tests/ops/test_shape.cpp \
 	tests/model/test_nn.cpp \
 	tests/model/test_unet.cpp \
-	tests/io/test_json.cpp \
-	tests/io/test_safetensors.cpp \
-	tests/io/test_png.cpp \
-	tests/data/test_mnist.cpp \
 	tests/diffusion/test_diffusion.cpp \
-	tests/io/test_svg.cpp \
+	tests/extensions/test_ddim.cpp \
+	tests/extensions/test_guidance.cpp \
+	tests/extensions/test_importance_sampling.cpp \
+	tests/extensions/test_learned_variance.cpp \
+	tests/extensions/test_prediction_targets.cpp \
+	tests/train/test_optim.cpp \
 	tests/train/test_train.cpp \
-	tests/e2e/test_crosscheck.cpp \
-	tests/app/test_sampling.cpp \
-	tests/io/test_gif.cpp \
-	tests/eval/test_linalg.cpp \
-	tests/ops/test_pool.cpp \
-	tests/ops/test_cross_entropy.cpp \
-	tests/eval/test_metrics.cpp \
 	tests/eval/test_classifier.cpp \
 	tests/eval/test_evaluate.cpp \
-	tests/e2e/test_default_path.cpp \
-	tests/extensions/test_ddim.cpp \
-	tests/extensions/test_prediction_targets.cpp \
-	tests/extensions/test_learned_variance.cpp \
-	tests/extensions/test_importance_sampling.cpp \
-	tests/extensions/test_guidance.cpp \
+	tests/eval/test_linalg.cpp \
+	tests/eval/test_metrics.cpp \
+	tests/app/test_flags.cpp \
+	tests/app/test_run_folder.cpp \
+	tests/app/test_sampling.cpp \
 	tests/e2e/test_beyond_train.cpp \
-	tests/e2e/test_reliability.cpp \
-	tests/app/test_run_folder.cpp
+	tests/e2e/test_crosscheck.cpp \
+	tests/e2e/test_default_path.cpp \
+	tests/e2e/test_reliability.cpp
 
 # --- tools: one program per source ------------------------------------------
 TOOLS := \
@@ -152,7 +157,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data doctest test check-sources check-derivation clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test
+.PHONY: all data doctest test check-sources check-layers check-derivation clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test
 # bench is linked like every tool, but `make bench` also runs it: its rules are below.
 TOOL_BINS := $(filter-out bench,$(TOOLS))
 all: data $(TOOL_BINS) $(BUILD)/bench
@@ -183,8 +188,11 @@ doctest:
 	@CXX="$(CXX)" bash tools/need_doctest.sh
 $(TEST_OBJS): | doctest
 
-test: $(TEST_BIN) check-sources check-derivation
+test: $(TEST_BIN) check-sources check-layers check-derivation
 	./$(TEST_BIN)
+
+check-layers:
+	@bash tools/check_layers.sh
 
 check-sources:
 	@bash tools/check_sources.sh

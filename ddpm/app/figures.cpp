@@ -56,6 +56,12 @@ Tensor forward_figure(const Schedule& s, const Tensor& x0, const std::vector<int
   return fig;
 }
 
+int64_t grid_columns(int64_t n) {
+  int64_t c = 1;
+  while (c * c < n) c++;
+  return c;
+}
+
 std::vector<int64_t> class_grid_labels(int64_t classes, int64_t cols) {
   DDPM_CHECK(classes >= 1 && cols >= 1, "class_grid_labels: " << classes << " classes x " << cols << " columns");
   std::vector<int64_t> labels;

@@ -38,6 +38,9 @@ Tensor chain_figure(const SampleResult& r, int64_t rows);
 // forward_chain(s, x0, seed): [N * t.size(), C, H, W].
 Tensor forward_figure(const Schedule& s, const Tensor& x0, const std::vector<int64_t>& t, uint64_t seed);
 
+// Columns of a square-ish grid of n images: ceil(sqrt(n)).
+int64_t grid_columns(int64_t n);
+
 // Labels for `classes` rows of `cols` images: label of image i = i / cols.
 std::vector<int64_t> class_grid_labels(int64_t classes, int64_t cols);
 

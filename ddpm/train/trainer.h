@@ -10,158 +10,26 @@
 #pragma once
 
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "ddpm/core/check.h"
-#include "ddpm/app/flags.h"
-#include "ddpm/diffusion/diffusion.h"
-#include "ddpm/extensions/objectives.h"
-#include "ddpm/io/safetensors.h"
-#include "ddpm/train/optim.h"
+#include "ddpm/data/dataset.h"
+#include "ddpm/diffusion/schedule.h"
 #include "ddpm/extensions/importance_sampling.h"
+#include "ddpm/io/safetensors.h"
 #include "ddpm/model/unet.h"
+#include "ddpm/train/checkpoint.h"
+#include "ddpm/train/config.h"
+#include "ddpm/train/optim.h"
 
 namespace ddpm {
-
-// How t is drawn in training: uniform (Algorithm 1, line 3) or importance-sampled
-// (importance_sampling.h).
-enum class TimestepSampling { uniform, importance };
-
-// Bounds of a numeric config field: lo <= v <= hi (lo < v when lo_open, v < hi when hi_open).
-struct FieldBounds {
-  double lo, hi;
-  bool lo_open, hi_open;
-};
-constexpr double kUnbounded = 1e300;
-constexpr FieldBounds closed(double lo, double hi) { return {lo, hi, false, false}; }
-constexpr FieldBounds at_least(double lo) { return {lo, kUnbounded, false, false}; }
-constexpr FieldBounds above(double lo) { return {lo, kUnbounded, true, false}; }
-constexpr FieldBounds half_open(double lo, double hi) { return {lo, hi, false, true}; }
-constexpr FieldBounds kNoBounds{-kUnbounded, kUnbounded, false, false};
-
-// When a field is written to a checkpoint's metadata: always, or only when it is not the
-// default (the options beyond Algorithm 2: a default run's checkpoint stays as it was, and
-// checkpoints written before the option existed still load, meaning the default).
-enum class MetaRule { always, when_not_default };
-
-// THE training config: every field once, with its type, default, ./train_mnist flag,
-// bounds, metadata rule and help. It drives the TrainConfig struct, the flags
-// (TrainConfigFlags), to_metadata / from_metadata ("train." + name, both directions) and
-// validate(). The bounds are far beyond any sensible run; they keep batch * image and the
-// schedule's arrays allocatable and the step counters far from overflow.
-//   X(type, name, default, flag, bounds, metadata rule, help)
-#define DDPM_TRAIN_CONFIG_FIELDS(X)                                                                                  \
-  X(std::string, model, "tiny", "--model", kNoBounds, MetaRule::always,                                              \
-    "U-Net config: tiny (1.1M params) or small (6.5M)")                                                              \
-  X(int64_t, batch, 64, "--batch", closed(1, 65536), MetaRule::always, "batch size")                                 \
-  X(double, lr, 1e-3, "--lr", above(0), MetaRule::always,                                                            \
-    "Adam learning rate (after warm-up); with --resume it replaces the checkpoint's, recorded in its metadata")       \
-  X(int64_t, warmup, 200, "--warmup", at_least(0), MetaRule::always, "linear learning-rate warm-up steps")           \
-  X(double, grad_clip, 1.0, "--grad-clip", at_least(0), MetaRule::always,                                            \
-    "clip the global gradient norm to this (0: off)")                                                                \
-  X(double, ema, 0.999, "--ema", half_open(0, 1), MetaRule::always, "EMA decay of the weights used for sampling")    \
-  X(std::string, schedule, "linear", "--schedule", kNoBounds, MetaRule::always,                                      \
-    "beta schedule: linear, cosine, sigmoid or quadratic")                                                           \
-  X(int64_t, T, 1000, "--T", closed(1, 100000), MetaRule::always, "number of diffusion steps")                       \
-  X(uint64_t, seed, 0, "--seed", kNoBounds, MetaRule::always,                                                        \
-    "seed for initialization, data order, t, noise and dropout")                                                     \
-  X(LossType, loss, LossType::simple, "--loss", kNoBounds, MetaRule::always,                                         \
-    "simple (L_simple) or weighted (L_t with its scaling term)")                                                     \
-  X(VarianceType, variance, VarianceType::fixed_large, "--variance", kNoBounds, MetaRule::always,                    \
-    "sigma_t^2 for sampling and the weighted loss: fixed_large or fixed_small")                                      \
-  X(bool, conditional, false, "--conditional", kNoBounds, MetaRule::always,                                          \
-    "class-conditional model (classifier-free guidance)")                                                            \
-  X(double, p_uncond, 0.1, "--p-uncond", closed(0, 1), MetaRule::always,                                             \
-    "with --conditional: probability of dropping the label")                                                         \
-  X(PredictionTarget, predict, PredictionTarget::eps, "--predict", kNoBounds, MetaRule::when_not_default,            \
-    "what the network predicts: eps (Algorithm 1), x0 or v (Salimans & Ho 2022)")                                    \
-  X(bool, learned_variance, false, "--learned-variance", kNoBounds, MetaRule::when_not_default,                      \
-    "learn Sigma (Nichol & Dhariwal 2021): L_hybrid = L_simple + 0.001 L_vlb, sampling with learned_range")          \
-  X(TimestepSampling, timesteps, TimestepSampling::uniform, "--timesteps", kNoBounds, MetaRule::when_not_default,    \
-    "t sampling: uniform (Algorithm 1) or importance (p_t ~ sqrt(E[L_t^2]))")
-
-struct TrainConfig {
-#define DDPM_TRAIN_CONFIG_MEMBER(T_, name, default_value, flag, bounds, rule, help) T_ name = default_value;
-  DDPM_TRAIN_CONFIG_FIELDS(DDPM_TRAIN_CONFIG_MEMBER)
-#undef DDPM_TRAIN_CONFIG_MEMBER
-
-  // Every field as "train.<name>" (the table's metadata rule decides which are written).
-  std::map<std::string, std::string> to_metadata() const;
-  // Reads every "train.*" key (a when_not_default field missing means its default; any other
-  // missing key, or a "train.*" key not in the table, is refused) and validates; errors
-  // name `source` (the file's path: there is no default, so every caller names it) and the key.
-  static TrainConfig from_metadata(const std::map<std::string, std::string>& m, const std::string& source);
-  // Every field within its bounds and names known, and the combinations allowed; the
-  // Trainer calls it before it allocates anything. Errors name the flag.
-  void validate() const;
-};
-
-// What a field is staged as for Flags (ddpm/app/flags.h): integers as int64, double and bool as
-// themselves, strings and enums as their names.
-template <class T>
-struct StagedFlag {
-  using type = std::conditional_t<std::is_same<T, double>::value || std::is_same<T, bool>::value, T,
-                                  std::conditional_t<std::is_integral<T>::value, int64_t, std::string>>;
-};
-
-// The table's fields as ./train_mnist flags. Construct before flags.parse(); then apply()
-// writes the given flags into a config (enum names parsed, errors naming the flag), and
-// given() lists the flags the command line set.
-class TrainConfigFlags {
- public:
-  TrainConfigFlags(Flags& flags, const TrainConfig& defaults = TrainConfig());
-  void apply(TrainConfig& config) const;
-  std::vector<std::string> given() const;
-
- private:
-  Flags& flags_;
-#define DDPM_TRAIN_CONFIG_STAGED(T_, name, default_value, flag, bounds, rule, help) typename StagedFlag<T_>::type name;
-  DDPM_TRAIN_CONFIG_FIELDS(DDPM_TRAIN_CONFIG_STAGED)
-#undef DDPM_TRAIN_CONFIG_STAGED
-};
-
-// Images [N, 1, S, S] in [-1, 1] and their labels (0..9).
-struct Dataset {
-  Tensor images;
-  std::vector<uint8_t> labels;
-  int64_t size() const { return images.defined() ? images.size(0) : 0; }
-};
 
 // Raised when the loss or the gradients are not finite; what() is the report.
 struct NonFiniteError : Error {
   using Error::Error;
 };
-
-// A checkpoint's counters ("state.*"). lr_history is empty unless a resume changed the
-// learning rate: then it lists (step, lr) from the first step on, each lr in force from its
-// step (the last one is train.lr); written as "state.lr_history" = "0:0.001,120:0.0005".
-struct TrainState {
-  int64_t step = 0, epoch = 0, position = 0, adam_steps = 0, ema_updates = 0, data_size = 0;
-  std::vector<std::pair<int64_t, double>> lr_history;
-};
-
-// What a valid checkpoint holds, as validate_checkpoint read it.
-struct CheckpointContents {
-  UNetConfig model;
-  TrainConfig train;
-  TrainState state;
-};
-
-// Every check a training checkpoint gets, in one place (Trainer::load_checkpoint, ./ckpt_hash
-// and load_model call it): the format tag and version; both configs (from_metadata) and
-// their agreement; when `expect_model` / `expect_train` are given, each key equal to theirs
-// (the error names the first that differs); every state.* key present and consistent; every
-// tensor the model needs with its shape (timesteps.history / .count for an importance run),
-// and no other; every tensor finite and adam.v.* >= 0, naming the tensor (load_model makes
-// the same tensor checks on a weights file, through the same function). The one check it
-// cannot make, the dataset's size against state.data_size, is the trainer's. Errors name
-// st.source.
-CheckpointContents validate_checkpoint(const SafeTensors& st, const UNetConfig* expect_model = nullptr,
-                                       const TrainConfig* expect_train = nullptr);
 
 class Trainer {
  public:
@@ -239,15 +107,5 @@ struct Resumed {
 Resumed resume_trainer(const std::vector<std::string>& candidates, const Dataset& data,
                        const ResumeOverrides& overrides = {},
                        const std::function<void(const std::string&)>& warn = nullptr);
-
-// Loads the model weights of a checkpoint (EMA weights if present and use_ema), building
-// the UNet from the checkpoint's config. Also returns the metadata, and whether the EMA
-// weights were the ones loaded. What it accepts, checked before anything is copied: a
-// training checkpoint (metadata "format") with all of validate_checkpoint's checks; or a
-// weights file (config.* metadata; the weights, "ema."-prefixed EMA weights, or both). In
-// both, the tensors are exactly the model's names and shapes (no extra tensor) and every
-// value is finite; errors name the file and the tensor.
-std::unique_ptr<UNet> load_model(const std::string& path, bool use_ema, std::map<std::string, std::string>* metadata,
-                                 bool* loaded_ema = nullptr);
 
 }  // namespace ddpm

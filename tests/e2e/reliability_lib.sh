@@ -2,7 +2,7 @@
 # (sourced, not run). Both drive ./train_mnist on a synthetic IDX dataset in a temp
 # folder, and use ./ckpt_hash to check checkpoints and compare training states.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 TRAIN=${TRAIN:-./train_mnist}
 HASH=${HASH:-./ckpt_hash}
 for b in "$TRAIN" "$HASH"; do

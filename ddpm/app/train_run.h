@@ -1,0 +1,59 @@
+// train_run.h: ./train_mnist as a library call. A TrainRun is the tool's flags in one
+// struct; train_run() does what the tool does with them:
+//
+//   - checks every flag before any work, then locks and checks the output folder (run_folder.h);
+//   - loads the dataset and builds a Trainer, fresh or resumed from a checkpoint (the
+//     checkpoint's settings win; a resume may only lower --lr, as the NaN report advises);
+//   - trains to the target step with a progress line every --log-every steps, a checkpoint
+//     every --ckpt-every steps (written atomically, older ones of this run pruned to --keep),
+//     and a sample grid every --sample-every steps;
+//   - stops cleanly when `interrupted` turns true (Ctrl-C): one checkpoint, exit 0;
+//   - at the end writes loss.svg and samples.png (Algorithm 2 with the EMA weights).
+//
+// tools/train_mnist.cpp is its main: flags, signal handlers, train_run. The tests drive it
+// directly, with the same options a command line gives.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ddpm/app/config_flags.h"
+#include "ddpm/app/flags.h"
+#include "ddpm/train/config.h"
+
+namespace ddpm {
+
+struct TrainRun {
+  TrainConfig config;                         // the training config's table (ddpm/train/config.h)
+  std::vector<std::string> config_flags_given;  // which of its flags the command line set
+  int64_t steps = 2000;                       // the target step (a resume continues to it)
+  int64_t epochs = 0;                         // > 0: this many epochs of the dataset instead
+  int64_t threads = default_threads();        // the machine's cores, at most the pool's bound
+  int64_t sample_every = 1000, sample_n = 36, ckpt_every = 500, keep = 3, log_every = 10;
+  int64_t inject_nan_at = 0;                  // debug: a NaN in this step's batch
+  std::string out = "out", resume, dataset = "mnist", data_dir;
+  bool overwrite = false;
+};
+
+// ./train_mnist's flags, the config table's and the run's, bound to `run`. Construct, then
+// parse(argc, argv); false means --help was asked (help() has the text).
+class TrainRunFlags {
+ public:
+  explicit TrainRunFlags(TrainRun* run);
+  bool parse(int argc, const char* const* argv);
+  std::string help() const { return flags_.help(); }
+
+ private:
+  TrainRun* run_;
+  Flags flags_;
+  TrainConfigFlags config_flags_;
+};
+
+// Runs the training. Returns the exit code: 0 done or interrupted (a checkpoint saved),
+// 3 stopped on a non-finite loss or gradient (the report names the last good checkpoint);
+// other failures throw ddpm::Error.
+int train_run(const TrainRun& run, const std::atomic<bool>& interrupted);
+
+}  // namespace ddpm
