@@ -255,7 +255,7 @@ fuzz-corpus: $(FUZZ_BUILD)/make_corpus
 	./$(FUZZ_BUILD)/make_corpus tests/fuzz/corpus
 
 # --- crash-safety tests of ./train_mnist (tests/kill_test.sh, tests/fault_test.sh) ----
-kill-test: train_mnist ckpt_hash
+kill-test: train_mnist ckpt_hash sample schedule
 	bash tests/kill_test.sh
 	bash tests/fault_test.sh
 
