@@ -257,8 +257,8 @@ fuzz-corpus: $(FUZZ_BUILD)/make_corpus
 	./$(FUZZ_BUILD)/make_corpus tests/fuzz/corpus
 
 # --- crash-safety tests of ./train_mnist (tests/kill_test.sh, tests/fault_test.sh), and
-# fault tests of ./sample, ./eval and ./bench (hostile checkpoints, --threads) -----------
-kill-test: train_mnist ckpt_hash sample eval $(BUILD)/bench
+# fault tests of ./sample, ./eval, ./schedule and ./bench (hostile files, bounds, --threads)
+kill-test: train_mnist ckpt_hash sample eval schedule $(BUILD)/bench
 	bash tests/kill_test.sh
 	bash tests/fault_test.sh
 
