@@ -269,8 +269,8 @@ fuzz-corpus: $(FUZZ_BUILD)/make_corpus
 	./$(FUZZ_BUILD)/make_corpus tests/fuzz/corpus
 
 # --- crash-safety tests of ./train_mnist (tests/e2e/kill_test.sh, tests/e2e/fault_test.sh), and
-# fault tests of ./sample, ./eval and ./bench (hostile checkpoints, --threads) -----------
-kill-test: train_mnist ckpt_hash sample eval $(BUILD)/bench
+# fault tests of ./sample, ./eval, ./schedule and ./bench (hostile files, bounds, --threads)
+kill-test: train_mnist ckpt_hash sample eval schedule $(BUILD)/bench
 	bash tests/e2e/kill_test.sh
 	bash tests/e2e/fault_test.sh
 

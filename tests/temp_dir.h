@@ -3,6 +3,7 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -40,6 +41,13 @@ inline void write_bytes(const std::string& path, const std::vector<uint8_t>& byt
   std::ofstream f(path, std::ios::binary);
   f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   REQUIRE(f.good());
+}
+
+// A file of `size` bytes that starts with `head` and is a hole after it (ftruncate): an
+// 8 GB file that costs no disk.
+inline void write_sparse(const std::string& path, const std::vector<uint8_t>& head, uint64_t size) {
+  write_bytes(path, head);
+  REQUIRE(truncate(path.c_str(), static_cast<off_t>(size)) == 0);
 }
 
 inline std::vector<uint8_t> read_bytes(const std::string& path) {

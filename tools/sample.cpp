@@ -65,11 +65,6 @@ std::string join_t(const std::vector<int64_t>& t) {
   return os.str();
 }
 
-const std::string* find_meta(const std::map<std::string, std::string>& m, const std::string& key) {
-  auto it = m.find(key);
-  return it == m.end() ? nullptr : &it->second;
-}
-
 // The class of image i for --class: "" cycles 0..classes-1, "null" is the null class
 // (unconditional sampling of a conditional model), a number is that class for every image.
 struct ClassChoice {
@@ -148,7 +143,7 @@ int run(int argc, char** argv) {
   flags.add("--fig-cols", &fig_cols, "columns (timesteps) of chain.png and forward.png; images per row of class_grid.png");
   flags.add("--data", &data_dir, "folder with the MNIST test files, for --forward");
   flags.add("--schedule", &schedule_name, "beta schedule for --forward without --checkpoint: linear, cosine, sigmoid, quadratic");
-  flags.add("--T", &T, "number of diffusion steps for --forward without --checkpoint");
+  flags.add("--T", &T, "number of diffusion steps (1.." + std::to_string(kMaxT) + ") for --forward without --checkpoint");
   flags.add("--threads", &threads, "worker threads (results do not depend on it)");
   flags.add("--out", &out, "output folder");
   flags.add("--log-every", &log_every, "print progress every N timesteps");
@@ -183,23 +178,23 @@ int run(int argc, char** argv) {
   Schedule schedule;
   if (!checkpoint.empty()) {
     model = load_model(checkpoint, use_ema, &meta, &loaded_ema);
-    const std::string* meta_schedule = find_meta(meta, "train.schedule");
-    const std::string* meta_T = find_meta(meta, "train.T");
-    if (meta_schedule && meta_T) {
-      char* end = nullptr;
-      const int64_t ckpt_T = std::strtoll(meta_T->c_str(), &end, 10);
-      DDPM_CHECK(end != meta_T->c_str() && *end == '\0' && ckpt_T >= 1,
-                 checkpoint << ": metadata train.T = '" << *meta_T << "' is not a positive integer");
-      DDPM_CHECK((!flags.given("--schedule") || schedule_name == *meta_schedule) && (!flags.given("--T") || T == ckpt_T),
-                 checkpoint << " was trained with the " << *meta_schedule << " schedule and T = " << ckpt_T
+    const bool has_train_config = std::any_of(meta.begin(), meta.end(), [](const auto& kv) {
+      return kv.first.compare(0, 6, "train.") == 0;
+    });
+    if (has_train_config) {
+      // The trainer's own checks of train.* (every key, every bound: T in 1..kMaxT), naming the file.
+      const TrainConfig tc = TrainConfig::from_metadata(meta, checkpoint);
+      DDPM_CHECK((!flags.given("--schedule") || schedule_name == tc.schedule) && (!flags.given("--T") || T == tc.T),
+                 checkpoint << " was trained with the " << tc.schedule << " schedule and T = " << tc.T
                             << "; drop --schedule/--T (they are for checkpoints that do not record theirs)");
-      schedule_name = *meta_schedule;
-      T = ckpt_T;
+      schedule_name = tc.schedule;
+      T = tc.T;
     } else {
       DDPM_CHECK(flags.given("--schedule") && flags.given("--T"),
                  checkpoint << " does not record its schedule (train.schedule, train.T); pass --schedule and --T");
     }
   }
+  check_T(T, "--T");  // a checkpoint's train.T was checked by from_metadata above
   schedule = make_schedule(schedule_name, T);
 
   ensure_writable_dir(out);  // created if absent; a file or an unwritable folder is refused here

@@ -29,7 +29,7 @@ int run(int argc, char** argv) {
               "sqrt_one_minus_alpha_bar, sqrt_recip_alpha, eps_coef, posterior_variance,\n"
               "posterior_log_variance_clipped, posterior_mean_coef1, posterior_mean_coef2.");
   flags.add("--schedule", &name, "linear, cosine, sigmoid or quadratic");
-  flags.add("--T", &T, "number of diffusion steps, at least 1");
+  flags.add("--T", &T, "number of diffusion steps, 1.." + std::to_string(kMaxT));
   flags.add("--beta-start", &options.beta_start, "beta_1 of linear, quadratic and sigmoid");
   flags.add("--beta-end", &options.beta_end, "beta_T of linear and quadratic, top of sigmoid");
   flags.add("--svg-dir", &svg_dir,
@@ -40,6 +40,7 @@ int run(int argc, char** argv) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
+  check_T(T, "--T");  // before the schedule's arrays are allocated
   const Schedule s = make_schedule(name, T, options);
   if (csv) {
     std::printf("t,beta,alpha,alpha_bar,alpha_bar_prev,sqrt_alpha_bar,sqrt_one_minus_alpha_bar,sqrt_recip_alpha,"

@@ -12,6 +12,10 @@ void Schedule::check_t(int64_t t, const char* op) const {
                                   << " (t is 1-based, as in the paper)");
 }
 
+void check_T(int64_t T, const std::string& what) {
+  DDPM_CHECK(T >= 1 && T <= kMaxT, what << " " << T << " not in [1, " << kMaxT << "]");
+}
+
 const std::vector<std::string>& schedule_names() {
   static const std::vector<std::string> names = {"linear", "cosine", "sigmoid", "quadratic"};
   return names;
@@ -23,7 +27,7 @@ static double linspace_at(double a, double b, int64_t t, int64_t T) {
 }
 
 std::vector<double> schedule_betas(const std::string& name, int64_t T, const ScheduleOptions& o) {
-  DDPM_CHECK(T >= 1, "make_schedule: T = " << T << " must be at least 1");
+  check_T(T, "make_schedule: T =");
   std::vector<double> beta(T);
   if (name == "linear") {
     // slide "Forward (Diffusion) Process (1/2)": beta_1 = 1e-4 to beta_T = 0.02, linearly

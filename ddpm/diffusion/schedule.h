@@ -71,11 +71,22 @@ struct Schedule {
   void check_t(int64_t t, const char* op) const;
 };
 
+// The bound on T that every tool applies, from here: the training config's --T (train.h),
+// make_schedule, ./schedule --T, ./sample --forward --T and ./sample's checkpoints (through
+// TrainConfig::from_metadata). Far beyond any sensible run (Ho et al. use 1000), it keeps
+// the schedule's arrays (24 of T+1 entries, 15 MB at the bound) and a sampling chain of T
+// steps within reach.
+constexpr int64_t kMaxT = 100000;
+
+// Throws ddpm::Error "<what> <T> not in [1, 100000]" unless 1 <= T <= kMaxT; `what` names
+// the flag or the caller (e.g. "--T").
+void check_T(int64_t T, const std::string& what);
+
 // The names make_schedule accepts: linear, cosine, sigmoid, quadratic.
 const std::vector<std::string>& schedule_names();
 
 // beta_1..beta_T (length T, index t-1) of a named schedule. Throws ddpm::Error for an
-// unknown name (listing the known ones) or T < 1.
+// unknown name (listing the known ones) or T outside 1..kMaxT, before allocating.
 std::vector<double> schedule_betas(const std::string& name, int64_t T, const ScheduleOptions& options = {});
 
 // A named schedule with all derived quantities.

@@ -19,35 +19,69 @@ namespace ddpm {
 
 static std::string os_error() { return std::strerror(errno); }
 
-std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  DDPM_CHECK(fd >= 0, "read_file: cannot open '" << path << "': " << os_error() << "; check the path");
+// What a non-regular file is, for the error that refuses it.
+static const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a pipe";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+InputFile::InputFile(const std::string& path) : path_(path) {
+  // O_NONBLOCK: opening a pipe must not wait for a writer before it is refused below (for
+  // a regular file the flag changes nothing).
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  DDPM_CHECK(fd_ >= 0, "read_file: cannot open '" << path << "': " << os_error() << "; check the path");
   struct stat st;
-  if (::fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    DDPM_FAIL("read_file: '" << path << "' is a directory or cannot be inspected; pass a file");
+  if (::fstat(fd_, &st) != 0) {
+    std::string reason = os_error();
+    ::close(fd_);
+    DDPM_FAIL("read_file: cannot inspect '" << path << "': " << reason);
   }
-  std::vector<uint8_t> bytes;
-  // Regular files: the size is known, so read into a buffer of that size. Others
-  // (pipes, /dev/stdin) grow as they are read.
-  if (S_ISREG(st.st_mode)) bytes.reserve(static_cast<size_t>(st.st_size));
-  uint8_t chunk[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(fd, chunk, sizeof(chunk));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      std::string reason = os_error();
-      ::close(fd);
-      DDPM_FAIL("read_file: error reading '" << path << "' at byte " << bytes.size() << ": " << reason);
-    }
-    if (n == 0) break;
-    bytes.insert(bytes.end(), chunk, chunk + n);
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd_);
+    DDPM_FAIL("read_file: '" << path << "' is " << file_kind(st.st_mode)
+                             << ", not a regular file: its size is unknown, so nothing read from it could be "
+                                "checked first; pass a file");
   }
-  ::close(fd);
+  size_ = static_cast<uint64_t>(st.st_size);
+}
+
+InputFile::~InputFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void InputFile::read_at(uint64_t offset, void* out, size_t n) const {
+  DDPM_CHECK(offset <= size_ && n <= size_ - offset,
+             "read_file: '" << path_ << "' is truncated at byte " << size_ << ": bytes [" << offset << ", "
+                            << offset + n << ") are beyond its end");
+  uint8_t* p = static_cast<uint8_t*>(out);
+  while (n > 0) {
+    // At most 1 GiB per call: Linux reads at most ~2 GiB at once anyway.
+    size_t want = n < (size_t(1) << 30) ? n : (size_t(1) << 30);
+    ssize_t got = ::pread(fd_, p, want, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    DDPM_CHECK(got >= 0, "read_file: error reading '" << path_ << "' at byte " << offset << ": " << os_error());
+    DDPM_CHECK(got > 0, "read_file: '" << path_ << "' is truncated at byte " << offset
+                                       << ": it shrank while being read; is another program writing it?");
+    p += got;
+    offset += static_cast<uint64_t>(got);
+    n -= static_cast<size_t>(got);
+  }
+}
+
+std::vector<uint8_t> read_file_bytes(const std::string& path, size_t max_bytes) {
+  InputFile file(path);
+  DDPM_CHECK(file.size() <= max_bytes, "read_file: '" << path << "' is " << file.size() << " bytes, more than the "
+                                                      << max_bytes << " this reader accepts; is it the right file?");
+  std::vector<uint8_t> bytes(static_cast<size_t>(file.size()));
+  file.read_at(0, bytes.data(), bytes.size());
   return bytes;
 }
 
-std::vector<uint8_t> read_gzip_file(const std::string& path, size_t max_bytes) {
+GzipStream::GzipStream(const std::string& path) : path_(path) {
   // Fail early with the usual message when the file itself is missing.
   DDPM_CHECK(::access(path.c_str(), R_OK) == 0, "read_file: cannot open '" << path << "': " << os_error()
                                                                            << "; check the path");
@@ -72,60 +106,96 @@ std::vector<uint8_t> read_gzip_file(const std::string& path, size_t max_bytes) {
     DDPM_FAIL("gzip: cannot run 'gzip' to decompress '" << path << "': " << std::strerror(rc)
                                                         << "; install gzip (apt-get install gzip) or gunzip the file");
   }
+  pid_ = pid, out_fd_ = out_pipe[0], err_fd_ = err_pipe[0];
+}
 
+GzipStream::~GzipStream() { finish(/*stop=*/true); }  // never throws when stopping
+
+size_t GzipStream::read(void* out, size_t n) {
   // Read stdout and stderr together so that neither pipe fills up and blocks gzip.
-  std::vector<uint8_t> bytes;
-  std::string messages;
-  bool too_big = false;
-  struct pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-  int open_fds = 2;
-  uint8_t chunk[1 << 16];
-  while (open_fds > 0 && !too_big) {
-    if (::poll(fds, 2, -1) < 0) {
+  uint8_t* p = static_cast<uint8_t*>(out);
+  size_t done = 0;
+  while (done < n && out_fd_ >= 0) {
+    struct pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+    if (::poll(fds, err_fd_ >= 0 ? 2 : 1, -1) < 0) {
       if (errno == EINTR) continue;
-      break;
+      DDPM_FAIL("gzip: poll failed while decompressing '" << path_ << "': " << os_error());
     }
-    for (auto& f : fds) {
-      if (f.fd < 0 || !(f.revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      ssize_t n = ::read(f.fd, chunk, sizeof(chunk));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        ::close(f.fd);
-        f.fd = -1;
-        open_fds--;
-      } else if (f.fd == out_pipe[0]) {
-        if (bytes.size() + n > max_bytes) too_big = true;
-        else bytes.insert(bytes.end(), chunk, chunk + n);
-      } else if (messages.size() < 4096) {
-        messages.append(reinterpret_cast<const char*>(chunk), n);
+    if (err_fd_ >= 0 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      char chunk[4096];
+      ssize_t got = ::read(err_fd_, chunk, sizeof(chunk));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        ::close(err_fd_);
+        err_fd_ = -1;
+      } else if (messages_.size() < 4096) {
+        messages_.append(chunk, static_cast<size_t>(got));
+      }
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t got = ::read(out_fd_, p + done, n - done);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        ::close(out_fd_);
+        out_fd_ = -1;
+      } else {
+        done += static_cast<size_t>(got);
       }
     }
   }
-  if (too_big) ::kill(pid, SIGKILL);
-  for (auto& f : fds)
-    if (f.fd >= 0) ::close(f.fd);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  DDPM_CHECK(!too_big, "gzip: '" << path << "' decompresses to more than " << max_bytes
-                                 << " bytes; that is not the expected dataset file");
-  // gzip's message on one line.
-  for (char& c : messages)
-    if (c == '\n' || c == '\r') c = ' ';
-  size_t first = messages.find_first_not_of(' '), last = messages.find_last_not_of(' ');
-  messages = first == std::string::npos ? "" : messages.substr(first, last - first + 1);
-  DDPM_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-             "gzip: 'gzip -dc' failed on '" << path << "' ("
-                                            << (WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
-                                                                  : std::string("killed by a signal"))
-                                            << (messages.empty() ? "" : ": " + messages)
-                                            << "); the file is corrupt or truncated: download it again");
-  return bytes;
+  position_ += done;
+  return done;
 }
 
-std::vector<uint8_t> read_file_maybe_gzip(const std::string& path, size_t max_bytes) {
-  bool gz = path.size() >= 3 && path.compare(path.size() - 3, 3, ".gz") == 0;
-  return gz ? read_gzip_file(path, max_bytes) : read_file_bytes(path);
+void GzipStream::finish(bool stop) {
+  if (pid_ < 0) return;
+  if (stop) ::kill(pid_, SIGKILL);
+  // Output not read by now is unwanted: closing the pipe ends a gzip still writing
+  // (SIGPIPE, reported as a failure) rather than leaving it blocked.
+  if (out_fd_ >= 0) ::close(out_fd_), out_fd_ = -1;
+  // The rest of stderr (gzip's message), unless it was stopped.
+  while (!stop && err_fd_ >= 0) {
+    char chunk[4096];
+    ssize_t got = ::read(err_fd_, chunk, sizeof(chunk));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    if (messages_.size() < 4096) messages_.append(chunk, static_cast<size_t>(got));
+  }
+  if (err_fd_ >= 0) ::close(err_fd_), err_fd_ = -1;
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+  if (stop) return;
+  // gzip's message on one line.
+  for (char& c : messages_)
+    if (c == '\n' || c == '\r') c = ' ';
+  size_t first = messages_.find_first_not_of(' '), last = messages_.find_last_not_of(' ');
+  std::string message = first == std::string::npos ? "" : messages_.substr(first, last - first + 1);
+  DDPM_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+             "gzip: 'gzip -dc' failed on '" << path_ << "' ("
+                                            << (WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
+                                                                  : std::string("killed by a signal"))
+                                            << (message.empty() ? "" : ": " + message)
+                                            << "); the file is corrupt or truncated: download it again");
+}
+
+std::vector<uint8_t> read_gzip_file(const std::string& path, size_t max_bytes) {
+  GzipStream gz(path);
+  std::vector<uint8_t> bytes;
+  uint8_t chunk[1 << 16];
+  for (;;) {
+    size_t got = gz.read(chunk, sizeof(chunk));
+    if (bytes.size() + got > max_bytes) {
+      gz.finish(/*stop=*/true);
+      DDPM_FAIL("gzip: '" << path << "' decompresses to more than " << max_bytes
+                          << " bytes; that is not the expected dataset file");
+    }
+    bytes.insert(bytes.end(), chunk, chunk + got);
+    if (got < sizeof(chunk)) break;
+  }
+  gz.finish();
+  return bytes;
 }
 
 // The folder part of path ("." when it has none), for the directory fsync.

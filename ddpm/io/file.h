@@ -1,9 +1,15 @@
-// file.h: whole-file reads and crash-safe (atomic) writes.
+// file.h: checked reads and crash-safe (atomic) writes.
 //
-// read_file_bytes(path)
-//     The file's bytes. Errors name the file and the system's reason.
-// read_gzip_file(path) / read_file_maybe_gzip(path)
-//     Decompressed through the system's gzip, for .gz datasets.
+// InputFile(path)
+//     A regular file, opened for reads of byte ranges checked against its real size.
+//     Anything else (a directory, /dev/zero, a pipe) is refused at once: its size is
+//     unknown, so nothing read from it could be checked before it is allocated.
+// GzipStream(path)
+//     The output of the system's `gzip -dc`, for .gz datasets, read in pieces: a reader
+//     takes the header first, then exactly the bytes the header announces.
+// read_file_bytes(path, max_bytes) / read_gzip_file(path, max_bytes)
+//     A whole file (decompressed), at most max_bytes. Errors name the file and the
+//     system's reason.
 // AtomicFile / write_file_atomic(path, bytes)
 //     Writes go to "<path>.tmp.<pid>"; commit() fsyncs that file, renames it over
 //     <path> and fsyncs the directory. A crash or a write error at any moment leaves
@@ -23,15 +29,58 @@
 
 namespace ddpm {
 
-std::vector<uint8_t> read_file_bytes(const std::string& path);
+class InputFile {
+ public:
+  // Opens path; throws naming it when it cannot be opened or is not a regular file.
+  explicit InputFile(const std::string& path);
+  ~InputFile();
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
 
-// The decompressed bytes of a gzip file, by running the system's `gzip -dc -- path`
-// (no shell involved). Output beyond max_bytes is an error (a guard against gzip
-// bombs), as is a missing gzip or a gzip that fails (its message is included).
+  uint64_t size() const { return size_; }  // the real size, from fstat
+  const std::string& path() const { return path_; }
+  // Bytes [offset, offset + n) into out. A range beyond size() is an error ("truncated at
+  // byte <size>"), checked before reading; so is a file that shrinks while it is read.
+  void read_at(uint64_t offset, void* out, size_t n) const;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+// The decompressed bytes of a gzip file, from the system's `gzip -dc -- path` (no shell
+// involved), in order. A missing gzip is an error with the command to install it.
+class GzipStream {
+ public:
+  explicit GzipStream(const std::string& path);
+  ~GzipStream();  // stops and reaps gzip if it is still running
+  GzipStream(const GzipStream&) = delete;
+  GzipStream& operator=(const GzipStream&) = delete;
+
+  // Up to n bytes into out; fewer only when the output has ended.
+  size_t read(void* out, size_t n);
+  uint64_t position() const { return position_; }  // bytes read so far
+  // Stops reading: waits for gzip and throws gzip's own message if it failed. Call it
+  // once read() has returned short (the output ended); with `stop`, gzip is killed
+  // first (output beyond what the reader wants) and nothing is thrown.
+  void finish(bool stop = false);
+
+ private:
+  std::string path_;
+  int pid_ = -1, out_fd_ = -1, err_fd_ = -1;
+  std::string messages_;  // gzip's stderr, the first 4 KB
+  uint64_t position_ = 0;
+};
+
+// The whole of a regular file. A size beyond max_bytes is an error, checked against the
+// real size before anything is allocated.
+std::vector<uint8_t> read_file_bytes(const std::string& path, size_t max_bytes = size_t(1) << 30);
+
+// The decompressed bytes of a gzip file (GzipStream). Output beyond max_bytes is an error
+// (a guard against gzip bombs), as is a missing gzip or a gzip that fails (its message is
+// included).
 std::vector<uint8_t> read_gzip_file(const std::string& path, size_t max_bytes = size_t(1) << 30);
-
-// read_gzip_file for names ending in ".gz", read_file_bytes otherwise.
-std::vector<uint8_t> read_file_maybe_gzip(const std::string& path, size_t max_bytes = size_t(1) << 30);
 
 class AtomicFile {
  public:

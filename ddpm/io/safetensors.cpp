@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <set>
 
 #include "ddpm/core/check.h"
@@ -165,23 +166,34 @@ void convert_to_float(float* out, const uint8_t* p, int64_t n, const std::string
 #define ST_FAIL(...) DDPM_FAIL("safetensors '" << source << "': " << __VA_ARGS__)
 #define ST_CHECK(cond, ...) DDPM_CHECK(cond, "safetensors '" << source << "': " << __VA_ARGS__)
 
-SafeTensors parse_safetensors(const uint8_t* bytes, size_t size, const std::string& source) {
+// Where a file's bytes come from (memory, or a file read range by range): bytes
+// [offset, offset + n) into out, a range already checked to lie inside the file.
+using ReadAt = std::function<void(uint64_t offset, uint8_t* out, size_t n)>;
+
+// The reader behind parse_safetensors and load_safetensors, for a file of `size` bytes:
+// the 8-byte length, then the header it names (both checked against the cap and the
+// size first), then every entry checked against the data buffer, and only then each
+// tensor's own bytes, read into the tensor allocated for them.
+static SafeTensors read_safetensors(uint64_t size, const ReadAt& read_at, const std::string& source) {
   const char* redo = "; the file is truncated or corrupt: re-download it or re-save it";
   ST_CHECK(size >= 8, "file is " << size << " bytes, shorter than the 8-byte header length: truncated at byte "
                                  << size << " or not a safetensors file");
+  uint8_t length_bytes[8];
+  read_at(0, length_bytes, 8);
   uint64_t header_len = 0;
-  for (int k = 0; k < 8; k++) header_len |= static_cast<uint64_t>(bytes[k]) << (8 * k);
+  for (int k = 0; k < 8; k++) header_len |= static_cast<uint64_t>(length_bytes[k]) << (8 * k);
   ST_CHECK(header_len <= kSafetensorsMaxHeader,
            "header length " << header_len << " exceeds the 100 MB cap: not a safetensors file, or corrupt");
   ST_CHECK(header_len <= size - 8, "header length " << header_len << " runs past the end of the " << size
                                                     << "-byte file: truncated at byte " << size << " (need at least "
                                                     << 8 + header_len << ")" << redo);
-  ST_CHECK(header_len >= 2 && bytes[8] == '{', "header does not start with '{': not a safetensors file");
-  const uint8_t* data = bytes + 8 + header_len;
-  const uint64_t data_size = size - 8 - header_len;
+  std::string header(static_cast<size_t>(header_len), '\0');
+  read_at(8, reinterpret_cast<uint8_t*>(&header[0]), header.size());
+  ST_CHECK(header_len >= 2 && header[0] == '{', "header does not start with '{': not a safetensors file");
+  const uint64_t data_start = 8 + header_len;
+  const uint64_t data_size = size - data_start;
 
-  JsonValue root = parse_json(reinterpret_cast<const char*>(bytes + 8), header_len,
-                              "safetensors '" + source + "' header", 8);
+  JsonValue root = parse_json(header.data(), header.size(), "safetensors '" + source + "' header", 8);
   ST_CHECK(root.kind == JsonValue::Object, "header is a JSON " << json_kind_name(root.kind) << ", not an object");
 
   SafeTensors out;
@@ -275,19 +287,43 @@ SafeTensors parse_safetensors(const uint8_t* bytes, size_t size, const std::stri
   ST_CHECK(covered == data_size, "gap: the last " << data_size - covered << " bytes of the data buffer (from byte "
                                                   << 8 + header_len + covered << ") belong to no tensor" << redo);
 
-  // Everything is consistent and inside the file: now allocate and convert.
+  // Everything is consistent and inside the file: now allocate, read and convert, one
+  // tensor at a time.
   for (size_t i : order) {
     const Entry& e = entries[i];
-    Tensor t(e.shape);
-    convert_to_float(t.data(), data + e.begin, t.numel(), e.dtype->name);
+    const size_t bytes_len = static_cast<size_t>(e.end - e.begin);
+    const bool as_is = std::strcmp(e.dtype->name, "F32") == 0;
+    Tensor t;
+    std::vector<uint8_t> raw;
+    try {
+      t = Tensor(e.shape);  // ddpm::Error when memory runs out
+      if (!as_is) raw.resize(bytes_len);
+    } catch (const std::exception& error) {  // that, or std::bad_alloc: say which file and tensor
+      ST_FAIL("tensor '" << e.name << "' " << to_string(e.shape) << " of " << e.dtype->name << " (" << bytes_len
+                         << " bytes in the file) does not fit in memory: " << error.what());
+    }
+    if (as_is) {
+      read_at(data_start + e.begin, reinterpret_cast<uint8_t*>(t.data()), bytes_len);
+    } else {
+      read_at(data_start + e.begin, raw.data(), bytes_len);
+      convert_to_float(t.data(), raw.data(), t.numel(), e.dtype->name);
+    }
     out.tensors.emplace_back(e.name, std::move(t));
   }
   return out;
 }
 
+SafeTensors parse_safetensors(const uint8_t* bytes, size_t size, const std::string& source) {
+  return read_safetensors(size, [bytes](uint64_t offset, uint8_t* out, size_t n) {
+    if (n) std::memcpy(out, bytes + offset, n);
+  }, source);
+}
+
 SafeTensors load_safetensors(const std::string& path) {
-  std::vector<uint8_t> bytes = read_file_bytes(path);
-  return parse_safetensors(bytes.data(), bytes.size(), path);
+  InputFile file(path);  // refuses what has no real size (/dev/zero, a pipe, a directory)
+  return read_safetensors(file.size(), [&file](uint64_t offset, uint8_t* out, size_t n) {
+    file.read_at(offset, out, n);
+  }, path);
 }
 
 void check_tensor_shapes(const SafeTensors& loaded, const std::vector<std::pair<std::string, Shape>>& expected,

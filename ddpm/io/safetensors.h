@@ -10,10 +10,13 @@
 //                       little-endian.
 //
 // save_safetensors writes F32 tensors in the given order, atomically (see io/file.h).
-// load_safetensors / parse_safetensors validate everything before allocating anything
-// sized by the file: header length against the file size (and a 100 MB cap), strict
-// JSON, dtypes, shapes (at most 4-D, product times element size equal to the byte
-// length), offsets in range, no overlap or gap, unique names, string metadata. F32 is
+// load_safetensors reads a file in the order of its layout, checking each size before
+// anything is allocated from it: the 8-byte header length (against a 100 MB cap and the
+// file's real size), then the header alone; its strict JSON, dtypes, shapes (at most
+// 4-D, product times element size equal to the byte length), offsets (inside the file,
+// no overlap or gap), unique names and string metadata; and only then each tensor's own
+// bytes, into the tensor allocated for them. What has no real size (/dev/zero, a pipe)
+// is refused before any read. parse_safetensors does the same on bytes in memory. F32 is
 // read as is; F64, F16, BF16, I64, I32, U8 are converted to float; other dtypes are
 // rejected by name. Every error names the file and the tensor or field.
 #pragma once

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "ddpm/diffusion/diffusion.h"
+#include "ddpm/diffusion/schedule.h"
 #include "ddpm/extensions/objectives.h"
 #include "ddpm/extensions/prediction_targets.h"
 
@@ -40,7 +41,8 @@ enum class MetaRule { always, when_not_default };
 // bounds, metadata rule and help. It drives the TrainConfig struct, the flags
 // (TrainConfigFlags), to_metadata / from_metadata ("train." + name, both directions) and
 // validate(). The bounds are far beyond any sensible run; they keep batch * image and the
-// schedule's arrays allocatable and the step counters far from overflow.
+// schedule's arrays allocatable and the step counters far from overflow. T's bound is
+// kMaxT (ddpm/diffusion/schedule.h), the one every tool applies.
 //   X(type, name, default, flag, bounds, metadata rule, help)
 #define DDPM_TRAIN_CONFIG_FIELDS(X)                                                                                  \
   X(std::string, model, "tiny", "--model", kNoBounds, MetaRule::always,                                              \
@@ -54,7 +56,7 @@ enum class MetaRule { always, when_not_default };
   X(double, ema, 0.999, "--ema", half_open(0, 1), MetaRule::always, "EMA decay of the weights used for sampling")    \
   X(std::string, schedule, "linear", "--schedule", kNoBounds, MetaRule::always,                                      \
     "beta schedule: linear, cosine, sigmoid or quadratic")                                                           \
-  X(int64_t, T, 1000, "--T", closed(1, 100000), MetaRule::always, "number of diffusion steps")                       \
+  X(int64_t, T, 1000, "--T", closed(1, kMaxT), MetaRule::always, "number of diffusion steps")                        \
   X(uint64_t, seed, 0, "--seed", kNoBounds, MetaRule::always,                                                        \
     "seed for initialization, data order, t, noise and dropout")                                                     \
   X(LossType, loss, LossType::simple, "--loss", kNoBounds, MetaRule::always,                                         \

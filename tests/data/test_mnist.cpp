@@ -7,11 +7,13 @@
 #include "ddpm/core/check.h"
 #include "ddpm/data/mnist.h"
 #include "ddpm/io/file.h"
+#include "tests/memory_limit.h"
 #include "tests/temp_dir.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
 using testing::TempDir;
+using testing::check_clean_error;
 
 static void put_be32(std::vector<uint8_t>& out, uint32_t v) {
   for (int k = 3; k >= 0; k--) out.push_back(static_cast<uint8_t>(v >> (8 * k)));
@@ -170,6 +172,77 @@ TEST_CASE("mnist: bad IDX files are refused before anything is allocated") {
   std::vector<uint8_t> short_labels = idx_labels({1, 2, 3});
   short_labels.pop_back();
   CHECK(labels_error(short_labels).find("truncated at byte 10: its header announces 3 = 11 bytes") != std::string::npos);
+}
+
+// --- sizes checked before anything is allocated (issue 14, section 2) -------------------
+// Each reader runs in a child process under a memory limit (tests/memory_limit.h): a
+// reader that allocated from a size it had not checked would end there in std::bad_alloc.
+
+TEST_CASE("mnist: /dev/zero is refused before any read, as images and as labels (memory limit)") {
+  check_clean_error(testing::run_with_memory_limit([] { read_idx_images("/dev/zero"); }),
+                    "'/dev/zero' is a character device, not a regular file");
+  check_clean_error(testing::run_with_memory_limit([] { read_idx_labels("/dev/zero"); }),
+                    "'/dev/zero' is a character device, not a regular file");
+}
+
+TEST_CASE("mnist: a header announcing 10^9 images is refused before allocating: plain, sparse, gzipped "
+          "(memory limit)") {
+  TempDir dir;
+  std::vector<uint8_t> header;
+  put_be32(header, 0x00000803), put_be32(header, 1000000000), put_be32(header, 28), put_be32(header, 28);
+  const uint64_t announced = 16 + uint64_t(1000000000) * 28 * 28;  // 784 GB
+  // An 8 GB sparse file: less than announced.
+  const std::string sparse = dir / "sparse-images-idx3-ubyte";
+  testing::write_sparse(sparse, header, uint64_t(8) << 30);
+  check_clean_error(testing::run_with_memory_limit([&] { read_idx_images(sparse); }),
+                    "'" + sparse + "' is truncated at byte 8589934592: its header announces 1000000000 x 28 x 28 = " +
+                        std::to_string(announced) + " bytes");
+  // A 784 GB sparse file that holds exactly what the header announces: beyond the bound.
+  const std::string exact = dir / "exact-images-idx3-ubyte";
+  testing::write_sparse(exact, header, announced);
+  check_clean_error(testing::run_with_memory_limit([&] { read_idx_images(exact); }),
+                    "announces 1000000000 x 28 x 28 = 784000000000 bytes of data, more than the 1073741824 this "
+                    "reader accepts");
+  // Gzipped, the file's size says nothing: the bound alone refuses it.
+  if (!have_gzip()) {
+    MESSAGE("gzip not found: skipping the gzipped case");
+    return;
+  }
+  const std::string gz = dir / "t10k-images-idx3-ubyte";
+  testing::write_bytes(gz, header);
+  REQUIRE(std::system(("gzip -q " + gz).c_str()) == 0);
+  check_clean_error(testing::run_with_memory_limit([&] { read_idx_images(gz + ".gz"); }),
+                    "announces 1000000000 x 28 x 28 = 784000000000 bytes of data, more than the 1073741824");
+}
+
+TEST_CASE("mnist: a gzip bomb is read only up to the size its header announces (memory limit)") {
+  if (!have_gzip()) {
+    MESSAGE("gzip not found: skipped");
+    return;
+  }
+  // 1000 images of 28 x 28 (784016 bytes with the header), then 2 GiB of zeros: gzip
+  // members concatenated (gzip -dc decompresses them one after the other), one 64 MiB
+  // member of zeros 32 times, about 2 MB on disk.
+  TempDir dir;
+  std::vector<uint8_t> images = idx_images(1000, 28, 28);
+  testing::write_bytes(dir / "head", images);
+  REQUIRE(std::system(("gzip -q " + (dir / "head") + " && head -c 67108864 /dev/zero | gzip -1 > " + (dir / "zeros.gz"))
+                          .c_str()) == 0);
+  std::vector<uint8_t> bomb = testing::read_bytes(dir / "head.gz"), zeros = testing::read_bytes(dir / "zeros.gz");
+  for (int k = 0; k < 32; k++) bomb.insert(bomb.end(), zeros.begin(), zeros.end());
+  const std::string path = dir / "bomb-images-idx3-ubyte.gz";
+  testing::write_bytes(path, bomb);
+  check_clean_error(testing::run_with_memory_limit([&] { read_idx_images(path); }),
+                    "'" + path + "' decompresses to more than the 784016 bytes its header announces (1000 x 28 x 28)");
+  // The same file without the zeros reads back exactly.
+  check_images(read_idx_images(dir / "head.gz"), 1000, 28, 28);
+  // Output that ends early: truncated, at the decompressed byte where it ended.
+  testing::write_bytes(dir / "short", std::vector<uint8_t>(images.begin(), images.end() - 5));
+  REQUIRE(std::system(("gzip -q " + (dir / "short")).c_str()) == 0);
+  CHECK_THROWS_WITH_AS(read_idx_images(dir / "short.gz"),
+                       doctest::Contains("is truncated at byte 784011 (decompressed): its header announces 1000 x 28 x "
+                                         "28 = 784016 bytes"),
+                       Error);
 }
 
 TEST_CASE("mnist: images and labels must agree, and missing files are listed") {

@@ -101,10 +101,18 @@ TEST_CASE("diffusion: schedules match an independent evaluation of their formula
   CHECK(lin100.beta[100] == doctest::Approx(0.2).epsilon(1e-14));
 }
 
-TEST_CASE("diffusion: make_schedule rejects unknown names and T < 1 with a clear error") {
+TEST_CASE("diffusion: make_schedule rejects unknown names and T outside 1..kMaxT with a clear error") {
   CHECK_THROWS_WITH_AS(make_schedule("cosinus", 10), doctest::Contains("unknown schedule 'cosinus'"), Error);
-  CHECK_THROWS_WITH_AS(make_schedule("linear", 0), doctest::Contains("T = 0 must be at least 1"), Error);
+  CHECK_THROWS_WITH_AS(make_schedule("linear", 0), doctest::Contains("T = 0 not in [1, 100000]"), Error);
   CHECK_THROWS_AS(make_schedule("linear", -5), Error);
+  // Above the bound every tool applies, refused before the arrays are allocated (issue 14,
+  // section 2: T = 1e11 was std::bad_alloc, 1e7 took 1.5 GB).
+  CHECK(kMaxT == 100000);
+  CHECK(make_schedule("linear", kMaxT).T == kMaxT);
+  CHECK_THROWS_WITH_AS(make_schedule("linear", kMaxT + 1), doctest::Contains("T = 100001 not in [1, 100000]"), Error);
+  CHECK_THROWS_WITH_AS(make_schedule("cosine", 100000000000), doctest::Contains("T = 100000000000 not in [1, 100000]"),
+                       Error);
+  CHECK_THROWS_WITH_AS(check_T(100000000000, "--T"), doctest::Contains("--T 100000000000 not in [1, 100000]"), Error);
   CHECK_THROWS_WITH_AS(schedule_from_betas("x", {0.1, 1.0}), doctest::Contains("beta_2 = 1"), Error);
 }
 

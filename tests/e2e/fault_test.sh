@@ -13,7 +13,9 @@
 #      stale temp files;
 #   8. ./sample and ./eval (`make sample eval bench`) refuse a checkpoint with a NaN or Inf
 #      weight naming the tensor, name the file in every error, and check --threads as
-#      ./train_mnist does (as does ./bench).
+#      ./train_mnist does (as does ./bench);
+#   9. sizes are checked before anything is allocated: every tool refuses T above the one
+#      bound, and the readers refuse /dev/zero and an 8 GB sparse file, under ulimit -v.
 source "$(dirname "$0")/reliability_lib.sh"
 make_data
 
@@ -336,3 +338,55 @@ expect_tool_error "$WORK/threads.log" "--threads 300 not in 1..256" \
 expect_tool_error "$WORK/threads.log" "--threads 300 not in 1..256" "$BENCH" --threads 1,300 --only peak
 echo "ok: ./sample, ./eval and ./bench, as ./train_mnist above: --threads 300 not in 1..256"
 echo "fault_test: ./sample and ./eval refuse non-finite weights naming the tensor, name the file, check --threads"
+
+# --- sizes checked before anything is allocated (issue 14, section 2) ----------------------
+echo "== sizes checked before allocating, under ulimit -v"
+# set_meta FILE KEY VALUE OUT: a copy of the safetensors FILE with metadata KEY = VALUE (the
+# JSON header rewritten and re-padded to 8 bytes, its length updated, the data as it was).
+set_meta() {
+  local -x LC_ALL=C
+  local n header new_n
+  n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
+  header=$(head -c $((8 + n)) "$1" | tail -c "$n")
+  header=$(printf '%s' "$header" | sed -e "s/\"$2\":\"[^\"]*\"/\"$2\":\"$3\"/" -e 's/ *$//')
+  [[ $header == *"\"$2\":\"$3\""* ]] || fail "set_meta: $1 has no metadata key $2"
+  while [ $((${#header} % 8)) -ne 0 ]; do header="$header "; done
+  new_n=${#header}
+  {
+    printf "$(printf '\\%03o' $((new_n & 255)) $((new_n >> 8 & 255)) $((new_n >> 16 & 255)) $((new_n >> 24 & 255)) 0 0 0 0)"
+    printf '%s' "$header"
+    tail -c +$((9 + n)) "$1"
+  } >"$4"
+}
+bounded_sizes() {
+  local out="$WORK/bounds"
+  expect_bounded() {  # expect_bounded PATTERN COMMAND...: under ulimit -v 1 GiB, exit 1 with PATTERN in the error
+    local pattern=$1 status
+    shift
+    set +e
+    (ulimit -v 1048576; timeout 120 "$@") >"$WORK/bounds.log" 2>&1
+    status=$?
+    set -e
+    [ "$status" -eq 1 ] || fail "$*: exit status $status under ulimit -v 1 GiB, want 1: $(tail -n 2 "$WORK/bounds.log")"
+    grep -q -- "^error: .*$pattern" "$WORK/bounds.log" || fail "$*: no '$pattern' in: $(tail -n 2 "$WORK/bounds.log")"
+  }
+  # T above the one bound (kMaxT), in every tool (./train_mnist's is under "flags checked up front").
+  expect_bounded "--T 100000000000 not in \[1, 100000\]" "$SCHEDULE" --T 100000000000
+  expect_bounded "--T 100000000000 not in \[1, 100000\]" "$SAMPLE" --forward --T 100000000000 --data "$WORK/data" --out "$out"
+  train --steps 1 --sample-every 0 --out "$out" >"$WORK/bounds-train.log" 2>&1 || fail "setup run: $(tail -n 3 "$WORK/bounds-train.log")"
+  set_meta "$out/ckpt-00000001.safetensors" train.T 1000000 "$WORK/T1e6.safetensors"
+  set_meta "$out/ckpt-00000001.safetensors" train.T 20 "$WORK/T20.safetensors"
+  [ "$(hash_of "$WORK/T20.safetensors")" = "$(hash_of "$out/ckpt-00000001.safetensors")" ] || fail "set_meta damaged the file"
+  local invalid="$WORK/T1e6.safetensors: the training config in its metadata is invalid: .*train: --T 1000000 not in \[1, 100000\]"
+  expect_bounded "$invalid" "$SAMPLE" --checkpoint "$WORK/T1e6.safetensors" --n 1 --out "$out"
+  expect_bounded "$invalid" "$HASH" "$WORK/T1e6.safetensors"
+  expect_bounded "$invalid" "$TRAIN" "${TRAIN_ARGS[@]}" --steps 2 --resume "$WORK/T1e6.safetensors" --out "$WORK/bounds-resume"
+  # What has no real size, and a file far larger than the memory: refused, not read.
+  expect_bounded "'/dev/zero' is a character device, not a regular file" "$HASH" /dev/zero
+  expect_bounded "'/dev/zero' is a character device, not a regular file" "$SAMPLE" --checkpoint /dev/zero --out "$out"
+  truncate -s 8G "$WORK/x.safetensors"
+  expect_bounded "safetensors '$WORK/x.safetensors': header does not start with '{'" "$HASH" "$WORK/x.safetensors"
+  rm -f "$WORK/x.safetensors"
+  echo "ok: ./schedule and ./sample --forward refuse --T 100000000000; ./sample, ./ckpt_hash and --resume refuse train.T = 1000000 naming the file; /dev/zero and an 8 GB sparse file get a clear error under ulimit -v 1 GiB"
+}
+bounded_sizes

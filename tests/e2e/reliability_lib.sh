@@ -1,12 +1,15 @@
 # tests/e2e/reliability_lib.sh: helpers shared by tests/e2e/kill_test.sh and tests/e2e/fault_test.sh
 # (sourced, not run). Both drive ./train_mnist on a synthetic IDX dataset in a temp
-# folder, and use ./ckpt_hash to check checkpoints and compare training states.
+# folder, and use ./ckpt_hash to check checkpoints and compare training states;
+# fault_test.sh also runs ./sample and ./schedule.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 TRAIN=${TRAIN:-./train_mnist}
 HASH=${HASH:-./ckpt_hash}
-for b in "$TRAIN" "$HASH"; do
-  [ -x "$b" ] || { echo "$0: $b not built (make train_mnist ckpt_hash)" >&2; exit 1; }
+SAMPLE=${SAMPLE:-./sample}
+SCHEDULE=${SCHEDULE:-./schedule}
+for b in "$TRAIN" "$HASH" "$SAMPLE" "$SCHEDULE"; do
+  [ -x "$b" ] || { echo "$0: $b not built (make train_mnist ckpt_hash sample schedule)" >&2; exit 1; }
 done
 WORK=$(mktemp -d /tmp/ddpm_reliability.XXXXXX)
 trap '[ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"' EXIT

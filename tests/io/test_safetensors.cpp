@@ -10,11 +10,13 @@
 #include "ddpm/core/check.h"
 #include "ddpm/io/file.h"
 #include "ddpm/io/safetensors.h"
+#include "tests/memory_limit.h"
 #include "tests/temp_dir.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
 using testing::TempDir;
+using testing::check_clean_error;
 
 // A file from a header string and a data buffer, with no padding (the reader must not
 // require it).
@@ -284,4 +286,62 @@ TEST_CASE("safetensors: atomic save replaces the file whole, or leaves the old o
   // Reading errors name the file too.
   CHECK_THROWS_WITH_AS(load_safetensors(dir / "missing.safetensors"),
                        doctest::Contains(("cannot open '" + (dir / "missing.safetensors") + "'").c_str()), Error);
+}
+
+// --- sizes checked before anything is allocated (issue 14, section 2) -------------------
+// Each reader runs in a child process under a memory limit (tests/memory_limit.h): a
+// reader that allocated from a size it had not checked would end there in std::bad_alloc.
+
+static const uint64_t k8GB = uint64_t(8) << 30;
+
+TEST_CASE("safetensors: /dev/zero, a pipe and a folder are refused before any read, naming them (memory limit)") {
+  check_clean_error(testing::run_with_memory_limit([] { load_safetensors("/dev/zero"); }),
+                    "'/dev/zero' is a character device, not a regular file: its size is unknown");
+  TempDir dir;
+  const std::string fifo = dir / "pipe.safetensors";
+  REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+  check_clean_error(testing::run_with_memory_limit([&] { load_safetensors(fifo); }), "'" + fifo + "' is a pipe");
+  check_clean_error(testing::run_with_memory_limit([&] { load_safetensors(dir.path); }),
+                    "'" + dir.path + "' is a directory");
+}
+
+TEST_CASE("safetensors: an 8 GB sparse file is refused after its 8-byte header length (memory limit)") {
+  TempDir dir;
+  const std::string path = dir / "x.safetensors";
+  testing::write_sparse(path, {}, k8GB);  // all zeros: header length 0
+  check_clean_error(testing::run_with_memory_limit([&] { load_safetensors(path); }),
+                    "safetensors '" + path + "': header does not start with '{'");
+}
+
+TEST_CASE("safetensors: a header naming a tensor beyond the file is refused before the tensor is allocated "
+          "(memory limit)") {
+  TempDir dir;
+  const std::string path = dir / "huge.safetensors";
+  // 16 GB of F32 named in an 8 GB file.
+  testing::write_sparse(path, craft("{\"w\":{\"dtype\":\"F32\",\"shape\":[4000000000],\"data_offsets\":[0,16000000000]}}"),
+                        k8GB);
+  check_clean_error(testing::run_with_memory_limit([&] { load_safetensors(path); }),
+                    "tensor 'w': data_offsets [0, 16000000000] run past the");
+  // A tensor the file really holds, but memory does not: a clear error, not std::bad_alloc.
+  if (!testing::kMemoryLimitApplies) {
+    MESSAGE("AddressSanitizer build: no memory limit, so the 8 GB tensor that fits the file is not loaded");
+    return;
+  }
+  std::string header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2000000000],\"data_offsets\":[0,8000000000]}}";
+  const std::string fits = dir / "fits.safetensors";
+  testing::write_sparse(fits, craft(header), 8 + header.size() + 8000000000ull);
+  check_clean_error(testing::run_with_memory_limit([&] { load_safetensors(fits); }),
+                    "tensor 'w' [2000000000] of F32 (8000000000 bytes in the file) does not fit in memory");
+}
+
+TEST_CASE("file: read_file_bytes checks the real size against its cap before allocating (memory limit)") {
+  check_clean_error(testing::run_with_memory_limit([] { read_file_bytes("/dev/zero"); }),
+                    "'/dev/zero' is a character device");
+  TempDir dir;
+  const std::string path = dir / "big.png";
+  testing::write_sparse(path, {}, k8GB);
+  check_clean_error(testing::run_with_memory_limit([&] { read_file_bytes(path); }),
+                    "'" + path + "' is 8589934592 bytes, more than the 1073741824 this reader accepts");
+  testing::write_bytes(path, {1, 2, 3});
+  CHECK(read_file_bytes(path) == std::vector<uint8_t>{1, 2, 3});
 }

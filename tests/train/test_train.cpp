@@ -182,6 +182,12 @@ TEST_CASE("train: the config is validated before the schedule or the model is al
   c = bars_config();
   c.batch = 0;
   CHECK_THROWS_WITH_AS(Trainer(c, bars()), doctest::Contains("--batch 0 not in [1, 65536]"), Error);
+  // T's bound is the schedule's kMaxT, the one every tool applies.
+  c = bars_config();
+  c.T = kMaxT;
+  CHECK_NOTHROW(c.validate());
+  c.T = kMaxT + 1;
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("--T 100001 not in [1, 100000]"), Error);
 }
 
 TEST_CASE("train: every option resumes through resume_trainer, ./train_mnist's path, bit for bit") {
