@@ -1,6 +1,8 @@
 // libFuzzer harness: the safetensors reader and everything that reads a checkpoint.
 //
-// Each input is parsed as a safetensors file; when that succeeds, its metadata goes
+// Each input is loaded as a safetensors file, through load_safetensors (as a file: the
+// header length, the header, then each tensor's bytes) and parse_safetensors (in memory),
+// which must agree; when that succeeds, its metadata goes
 // through UNetConfig::from_metadata and TrainConfig::from_metadata, its tensors through
 // check_tensor_shapes, and, when it claims to be a ddpm checkpoint, through
 // Trainer::load_checkpoint of a fresh trainer (a 4-channel U-Net on 8 images of 4x4,
@@ -8,21 +10,36 @@
 // Only ddpm::Error may escape: anything else, a crash or a sanitizer report is a finding.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 
 #include "ddpm/core/check.h"
 #include "ddpm/io/safetensors.h"
+<<<<<<< HEAD
 #include "ddpm/train/trainer.h"
 #include "ddpm/model/unet.h"
+=======
+#include "ddpm/train/trainer.h"
+#include "ddpm/model/unet.h"
+#include "tests/fuzz/fuzz_file.h"
+>>>>>>> main
 #include "tests/fuzz/fuzz_setup.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace ddpm;
-  SafeTensors st;
+  SafeTensors st, in_memory;
+  bool loaded = false, parsed = false;
   try {
-    st = parse_safetensors(data, size, "fuzz.safetensors");
+    st = load_safetensors(fuzzing::fuzz_file(data, size));
+    loaded = true;
   } catch (const Error&) {
-    return 0;
   }
+  try {
+    in_memory = parse_safetensors(data, size, "fuzz.safetensors");
+    parsed = true;
+  } catch (const Error&) {
+  }
+  if (loaded != parsed || st.tensors.size() != in_memory.tensors.size()) std::abort();  // the two disagree
+  if (!loaded) return 0;
   volatile float sum = 0;
   for (const auto& nt : st.tensors)
     for (int64_t i = 0; i < nt.second.numel(); i++) sum = sum + nt.second[i];

@@ -1,0 +1,32 @@
+// tests/fuzz/fuzz_file.h: a fuzz input as a file, so that a harness drives the readers'
+// file entry points (load_safetensors, read_idx_images: InputFile's fstat, then checked
+// reads of byte ranges) and not only their in-memory twins.
+//
+// One memfd (a regular file in memory: no disk, a real st_size) is rewritten for each
+// input and named by its /proc/self/fd path.
+#pragma once
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+namespace ddpm {
+namespace fuzzing {
+
+inline std::string fuzz_file(const uint8_t* data, size_t size) {
+  static const int fd = memfd_create("fuzz-input", MFD_CLOEXEC);
+  if (fd < 0 || ftruncate(fd, 0) != 0) std::abort();
+  for (size_t done = 0; done < size;) {
+    ssize_t n = pwrite(fd, data + done, size - done, static_cast<off_t>(done));
+    if (n <= 0) std::abort();
+    done += static_cast<size_t>(n);
+  }
+  return "/proc/self/fd/" + std::to_string(fd);
+}
+
+}  // namespace fuzzing
+}  // namespace ddpm
