@@ -14,14 +14,9 @@
 
 #include "ddpm/core/check.h"
 #include "ddpm/io/safetensors.h"
-<<<<<<< HEAD
-#include "ddpm/train/trainer.h"
-#include "ddpm/model/unet.h"
-=======
 #include "ddpm/train/trainer.h"
 #include "ddpm/model/unet.h"
 #include "tests/fuzz/fuzz_file.h"
->>>>>>> main
 #include "tests/fuzz/fuzz_setup.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
