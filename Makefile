@@ -138,6 +138,7 @@ TEST_SRCS := \
 	tests/app/test_flags.cpp \
 	tests/app/test_run_folder.cpp \
 	tests/app/test_sampling.cpp \
+	tests/app/test_train_run.cpp \
 	tests/e2e/test_beyond_train.cpp \
 	tests/e2e/test_crosscheck.cpp \
 	tests/e2e/test_default_path.cpp \

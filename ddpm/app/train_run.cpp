@@ -27,8 +27,10 @@ TrainRunFlags::TrainRunFlags(TrainRun* run)
       flags_("train_mnist", "Train a DDPM U-Net on MNIST with Algorithm 1 (L_simple) of Ho et al. 2020."),
       config_flags_(flags_, run->config) {
   TrainRun& r = *run;
-  flags_.add("--steps", &r.steps, "total training steps (a resume continues to this step)");
-  flags_.add("--epochs", &r.epochs, "if > 0, train this many epochs of the dataset instead of --steps");
+  flags_.add("--preset", &r.preset, "start from a preset before the other flags: default, or paper (Ho et al.'s "
+                                    "CIFAR-10 hyperparameters: lr 2e-4, batch 128, EMA 0.9999, dropout 0.1, "
+                                    "warm-up 5000, grad clip 1)");
+  flags_.add("--epochs", &r.epochs, "if > 0, --steps is this many epochs of the dataset");
   flags_.add("--threads", &r.threads, "worker threads (results do not depend on it)");
   flags_.add("--dataset", &r.dataset, "mnist or fashion (Fashion-MNIST from Debian's dataset-fashion-mnist)");
   flags_.add("--data", &r.data_dir,
@@ -38,6 +40,9 @@ TrainRunFlags::TrainRunFlags(TrainRun* run)
   flags_.add("--overwrite", &r.overwrite,
              "train in an --out that holds another run's checkpoints: they are moved into --out/previous-<k>/");
   flags_.add("--sample-every", &r.sample_every, "write a sample grid every N steps (0: only at the end)");
+  flags_.add("--grid-sampler", &r.grid_sampler,
+             "sampler of the --sample-every grids: ddim (50 steps, named samples-<step>-ddim50.png) or ddpm "
+             "(Algorithm 2); the final samples.png is always Algorithm 2");
   flags_.add("--sample-n", &r.sample_n, "images in each sample grid");
   flags_.add("--ckpt-every", &r.ckpt_every, "write a checkpoint every N steps");
   flags_.add("--keep", &r.keep, "keep the newest K checkpoints this run writes (it never removes others)");
@@ -47,12 +52,15 @@ TrainRunFlags::TrainRunFlags(TrainRun* run)
 
 bool TrainRunFlags::parse(int argc, const char* const* argv) {
   if (!flags_.parse(argc, argv)) return false;
+  if (!run_->preset.empty()) run_->config = preset_config(run_->preset);  // then the given flags on top
   config_flags_.apply(run_->config);
   run_->config_flags_given = config_flags_.given();
   return true;
 }
 
 namespace {
+
+constexpr int64_t kGridDdimSteps = 50;  // the --grid-sampler ddim grids
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -72,15 +80,18 @@ void check_run_flags(const TrainRun& r) {
   DDPM_CHECK(r.keep >= 1, "--keep " << r.keep << " must be at least 1");
   DDPM_CHECK(r.ckpt_every >= 1 && r.log_every >= 1 && r.sample_every >= 0 && r.sample_n >= 1,
              "--ckpt-every, --log-every and --sample-n must be positive, --sample-every non-negative");
-  DDPM_CHECK(r.steps >= 0 && r.epochs >= 0 && r.epochs <= 1000000, "--steps must be non-negative, --epochs in 0..1000000");
+  DDPM_CHECK(r.epochs >= 0 && r.epochs <= 1000000, "--epochs " << r.epochs << " not in 0..1000000");
+  DDPM_CHECK(r.grid_sampler == "ddim" || r.grid_sampler == "ddpm", "--grid-sampler '" << r.grid_sampler << "': use ddim or ddpm");
+  DDPM_CHECK(r.epochs == 0 || r.config.minutes == 0, "--epochs and --minutes both choose where the run ends: give one");
   DDPM_CHECK(r.sample_n <= 4096, "--sample-n " << r.sample_n << " is more than 4096 images");
   DDPM_CHECK(r.inject_nan_at >= 0, "--inject-nan-at " << r.inject_nan_at << " must be non-negative");
   if (r.resume.empty()) r.config.validate();  // before the output folder is made
   check_dataset_name(r.dataset);
 }
 
-// The grid of `n` EMA samples (Algorithm 2), written to `path`.
-void write_samples(Trainer& trainer, const std::string& path, int64_t n) {
+// The grid of `n` EMA samples, written to `path`: Algorithm 2, or DDIM with 50 steps when
+// `ddim` (the cheap grids during training; their file names say so).
+void write_samples(Trainer& trainer, const std::string& path, int64_t n, bool ddim) {
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<UNet> ema = trainer.ema_model();
   const UNetConfig& c = ema->config();
@@ -91,10 +102,15 @@ void write_samples(Trainer& trainer, const std::string& path, int64_t n) {
   const SigmaChoice sigma{c.learned_variance, tc.variance};  // a learned variance samples with its Sigma
   const ModelFn model = unet_model(*ema, s, tc.predict, sigma, c.num_classes > 0 ? &labels : nullptr,
                                    c.num_classes > 0 ? 1.0 : 0.0);
-  const SampleResult r = sample(s, model, {n, c.in_ch, c.image_size, c.image_size}, tc.seed);
+  SamplerChoice choice;
+  if (ddim) {
+    choice.sampler = "ddim";
+    choice.ddim_steps = std::min<int64_t>(kGridDdimSteps, s.T);
+  }
+  const SampleResult r = make_sampler(s, tc.seed, choice)(model, {n, c.in_ch, c.image_size, c.image_size}, {});
   write_image_grid(path, r.x0, grid_columns(n));
-  std::printf("wrote %s (%lld samples, EMA weights, %lld steps of Algorithm 2, %.1fs)\n", path.c_str(),
-              static_cast<long long>(n), static_cast<long long>(s.T), seconds_since(t0));
+  std::printf("wrote %s (%lld samples, EMA weights, %s, %.1fs)\n", path.c_str(), static_cast<long long>(n),
+              describe_sampler(choice, s.T, sigma).c_str(), seconds_since(t0));
   std::fflush(stdout);
 }
 
@@ -112,6 +128,12 @@ std::unique_ptr<Trainer> make_trainer(const TrainRun& r, Dataset data) {
     if (f == "--lr") {
       overrides.has_lr = true;
       overrides.lr = r.config.lr;
+    } else if (f == "--steps") {
+      overrides.has_steps = true;
+      overrides.steps = r.config.steps;
+    } else if (f == "--minutes") {
+      overrides.has_minutes = true;
+      overrides.minutes = r.config.minutes;
     } else {
       std::fprintf(stderr, "note: %s is ignored with --resume: the checkpoint's settings are used\n", f.c_str());
     }
@@ -126,14 +148,16 @@ std::unique_ptr<Trainer> make_trainer(const TrainRun& r, Dataset data) {
     std::printf("note: --lr %g replaces the checkpoint's learning rate from step %lld on (recorded in the next "
                 "checkpoint's train.lr and state.lr_history)\n",
                 resumed.trainer->config().lr, static_cast<long long>(resumed.trainer->steps_done()));
+  if (overrides.has_steps || overrides.has_minutes)
+    std::printf("note: %s replaces where the run ends (recorded in the next checkpoint's train.steps)\n",
+                overrides.has_minutes ? "--minutes" : "--steps");
   return std::move(resumed.trainer);
 }
 
-// The step this run trains to: --steps, or --epochs of the dataset's real size.
-int64_t target_step(const TrainRun& r, const Trainer& trainer) {
-  const int64_t B = trainer.config().batch;
-  const int64_t target = r.epochs > 0 ? (r.epochs * trainer.data_size() + B - 1) / B : r.steps;
-  const int64_t start = trainer.steps_done();
+// The checks of the step this run trains to (train.steps; 0 while --minutes has not chosen it).
+void check_target(const TrainRun& r, const Trainer& trainer) {
+  const int64_t target = trainer.config().steps, start = trainer.steps_done();
+  if (trainer.config().minutes > 0 && target == 0) return;  // chosen after kSpeedSteps steps
   DDPM_CHECK(target >= start, "the checkpoint is at step " << start << ", beyond the target " << target
                                   << ": --steps is the total step count, not the steps to add; pass --steps "
                                   << start + 1 << " or more to train on");
@@ -144,7 +168,14 @@ int64_t target_step(const TrainRun& r, const Trainer& trainer) {
   DDPM_CHECK(r.inject_nan_at == 0 || (r.inject_nan_at > start && r.inject_nan_at <= target),
              "--inject-nan-at " << r.inject_nan_at << " is not a step this run trains (" << start + 1 << ".." << target
                                 << ")");
-  return target;
+}
+
+// --minutes: the target step from the time per step measured over this run's steps
+// [first + 1, now] (the first step of a run is slower: caches, the pool), with the minutes
+// of training already spent counted. Grids and checkpoints are not training time.
+int64_t target_from_speed(double minutes, int64_t now, double seconds_per_step, double train_seconds) {
+  const double left = std::max(0.0, minutes * 60.0 - train_seconds);
+  return now + static_cast<int64_t>(std::floor(left / seconds_per_step));
 }
 
 }  // namespace
@@ -156,16 +187,26 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
   // Created, checked writable and locked before any real work; removes dead writers' temp files.
   RunFolder folder(r.out);
   Dataset data = load_dataset(r.dataset, r.data_dir);
-  std::unique_ptr<Trainer> trainer = make_trainer(r, std::move(data));
+  TrainRun run = r;  // --epochs and --minutes set where it ends
+  if (run.epochs > 0) {
+    run.config.steps = (run.epochs * data.size() + run.config.batch - 1) / run.config.batch;  // the real dataset size
+    run.config_flags_given.push_back("--steps");
+  }
+  if (run.config.minutes > 0 && run.resume.empty()) run.config.steps = 0;  // chosen once the speed is known
+  std::unique_ptr<Trainer> trainer = make_trainer(run, std::move(data));
   // Never mix with, or replace, checkpoints this run did not write.
   const std::string aside = folder.claim(trainer->steps_done(), !r.resume.empty(), r.overwrite);
   if (!aside.empty()) std::printf("--overwrite: moved the earlier checkpoints of %s into %s/\n", r.out.c_str(), aside.c_str());
   const TrainConfig& tc = trainer->config();
-  const int64_t target = target_step(r, *trainer);
-  std::printf("model %s (%lld parameters), %s schedule T=%lld, batch %lld, lr %g, EMA %g, %d threads, target %lld steps\n",
+  check_target(r, *trainer);
+  auto target_text = [&]() {
+    return tc.steps > 0 ? std::to_string(tc.steps) : "?";
+  };
+  std::printf("model %s (%lld parameters), %s schedule T=%lld, batch %lld, lr %g (%s), EMA %g, %d threads, target %s%s\n",
               tc.model.c_str(), static_cast<long long>(trainer->model().num_parameters()), tc.schedule.c_str(),
-              static_cast<long long>(tc.T), static_cast<long long>(tc.batch), tc.lr, tc.ema, num_threads(),
-              static_cast<long long>(target));
+              static_cast<long long>(tc.T), static_cast<long long>(tc.batch), tc.lr, lr_schedule_name(tc.lr_schedule),
+              tc.ema, num_threads(), tc.steps > 0 ? ("step " + target_text()).c_str() : "step: chosen by --minutes",
+              tc.minutes > 0 && tc.steps == 0 ? (" after " + std::to_string(kSpeedSteps + 1) + " steps").c_str() : "");
   std::fflush(stdout);
   if (r.inject_nan_at > 0) trainer->inject_nan(r.inject_nan_at);
 
@@ -189,13 +230,15 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
 
   std::vector<double> curve_x, curve_y;
   double smoothed = NAN;
-  const auto start = std::chrono::steady_clock::now();
   const int64_t first_step = trainer->steps_done();
   int64_t last_saved = first_step;
-  std::string last_grid;  // the grid this run wrote last, and its step (-1: none yet)
+  std::string last_grid;  // the Algorithm 2 grid this run wrote last, and its step (-1: none yet)
   int64_t last_grid_step = -1;
-  while (trainer->steps_done() < target && !interrupted) {
+  double train_seconds = 0, timed_from = 0;  // time inside trainer->step(); the time before the timed steps
+  auto done = [&]() { return tc.steps > 0 && trainer->steps_done() >= tc.steps; };
+  while (!done() && !interrupted) {
     double loss;
+    const auto t_step = std::chrono::steady_clock::now();
     try {
       loss = trainer->step();
     } catch (const NonFiniteError& e) {
@@ -204,16 +247,26 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
       if (!found.empty()) std::fprintf(stderr, "the last good checkpoint is %s (--resume auto)\n", found.front().c_str());
       return 3;
     }
-    smoothed = std::isnan(smoothed) ? loss : 0.98 * smoothed + 0.02 * loss;
+    train_seconds += seconds_since(t_step);
     const int64_t k = trainer->steps_done();
+    if (k == first_step + 1) timed_from = train_seconds;
+    if (tc.steps == 0 && k == first_step + 1 + kSpeedSteps) {
+      const double per_step = (train_seconds - timed_from) / kSpeedSteps;
+      trainer->set_target(std::max(k, target_from_speed(tc.minutes, k, per_step, train_seconds)));
+      std::printf("--minutes %g: %.1f img/s over steps %lld-%lld, so the target is step %lld\n", tc.minutes,
+                  static_cast<double>(tc.batch) / per_step, static_cast<long long>(first_step + 2),
+                  static_cast<long long>(k), static_cast<long long>(tc.steps));
+      std::fflush(stdout);
+    }
+    smoothed = std::isnan(smoothed) ? loss : 0.98 * smoothed + 0.02 * loss;
     curve_x.push_back(static_cast<double>(k));
     curve_y.push_back(loss);
-    if (k % r.log_every == 0 || k == target) {
-      const double elapsed = seconds_since(start), per_step = elapsed / static_cast<double>(k - first_step);
-      std::printf("step %6lld/%lld  epoch %.2f  loss %.4f (smoothed %.4f)  %.1f img/s  elapsed %s  eta %s\n",
-                  static_cast<long long>(k), static_cast<long long>(target), trainer->epoch_progress(), loss, smoothed,
-                  static_cast<double>(tc.batch) / per_step, format_duration(elapsed).c_str(),
-                  format_duration(per_step * static_cast<double>(target - k)).c_str());
+    if (k % r.log_every == 0 || k == tc.steps) {
+      const double per_step = train_seconds / static_cast<double>(k - first_step);
+      std::printf("step %6lld/%s  epoch %.2f  loss %.4f (smoothed %.4f)  %.1f img/s  training %s  eta %s\n",
+                  static_cast<long long>(k), target_text().c_str(), trainer->epoch_progress(), loss, smoothed,
+                  static_cast<double>(tc.batch) / per_step, format_duration(train_seconds).c_str(),
+                  tc.steps > 0 ? format_duration(per_step * static_cast<double>(tc.steps - k)).c_str() : "?");
       std::fflush(stdout);
     }
     if (k % r.ckpt_every == 0) {
@@ -221,11 +274,15 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
       last_saved = k;
     }
     if (r.sample_every > 0 && k % r.sample_every == 0) {
+      const bool ddim = r.grid_sampler == "ddim";
       char name[64];
-      std::snprintf(name, sizeof name, "/samples-%08lld.png", static_cast<long long>(k));
-      last_grid = r.out + name;
-      last_grid_step = k;
-      write_samples(*trainer, last_grid, r.sample_n);
+      std::snprintf(name, sizeof name, ddim ? "/samples-%08lld-ddim%lld.png" : "/samples-%08lld.png",
+                    static_cast<long long>(k), static_cast<long long>(std::min<int64_t>(kGridDdimSteps, tc.T)));
+      write_samples(*trainer, r.out + name, r.sample_n, ddim);
+      if (!ddim) {
+        last_grid = r.out + name;
+        last_grid_step = k;
+      }
     }
   }
   if (trainer->steps_done() != last_saved) save();
@@ -247,7 +304,7 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
     write_file_atomic(r.out + "/samples.png", read_file_bytes(last_grid));
     std::printf("wrote %s/samples.png (a copy of %s)\n", r.out.c_str(), last_grid.c_str());
   } else {
-    write_samples(*trainer, r.out + "/samples.png", r.sample_n);
+    write_samples(*trainer, r.out + "/samples.png", r.sample_n, /*ddim=*/false);
   }
   return 0;
 }

@@ -4,9 +4,11 @@
 //   - checks every flag before any work, then locks and checks the output folder (run_folder.h);
 //   - loads the dataset and builds a Trainer, fresh or resumed from a checkpoint (the
 //     checkpoint's settings win; a resume may only lower --lr, as the NaN report advises);
-//   - trains to the target step with a progress line every --log-every steps, a checkpoint
-//     every --ckpt-every steps (written atomically, older ones of this run pruned to --keep),
-//     and a sample grid every --sample-every steps;
+//   - trains to the target step (--steps, --epochs, or --minutes of training steps: the
+//     target is then chosen from the speed of the first kSpeedSteps steps) with a progress
+//     line every --log-every steps, a checkpoint every --ckpt-every steps (written atomically,
+//     older ones of this run pruned to --keep), and a sample grid every --sample-every steps
+//     (DDIM with 50 steps by default, named so: samples-<step>-ddim50.png);
 //   - stops cleanly when `interrupted` turns true (Ctrl-C): one checkpoint, exit 0;
 //   - at the end writes loss.svg and samples.png (Algorithm 2 with the EMA weights).
 //
@@ -26,13 +28,14 @@
 namespace ddpm {
 
 struct TrainRun {
-  TrainConfig config;                         // the training config's table (ddpm/train/config.h)
+  TrainConfig config;                           // the training config's table (ddpm/train/config.h)
   std::vector<std::string> config_flags_given;  // which of its flags the command line set
-  int64_t steps = 2000;                       // the target step (a resume continues to it)
-  int64_t epochs = 0;                         // > 0: this many epochs of the dataset instead
+  std::string preset;                           // the preset config.* started from (preset_config)
+  int64_t epochs = 0;                           // > 0: --steps is this many epochs of the dataset
   int64_t threads = default_threads();        // the machine's cores, at most the pool's bound
   int64_t sample_every = 1000, sample_n = 36, ckpt_every = 500, keep = 3, log_every = 10;
   int64_t inject_nan_at = 0;                  // debug: a NaN in this step's batch
+  std::string grid_sampler = "ddim";          // the --sample-every grids: ddim (50 steps) or ddpm
   std::string out = "out", resume, dataset = "mnist", data_dir;
   bool overwrite = false;
 };
@@ -55,5 +58,8 @@ class TrainRunFlags {
 // 3 stopped on a non-finite loss or gradient (the report names the last good checkpoint);
 // other failures throw ddpm::Error.
 int train_run(const TrainRun& run, const std::atomic<bool>& interrupted);
+
+// Steps of this run timed before --minutes chooses the target (after one untimed step).
+constexpr int64_t kSpeedSteps = 20;
 
 }  // namespace ddpm

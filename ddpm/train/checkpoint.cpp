@@ -165,6 +165,13 @@ CheckpointContents validate_checkpoint(const SafeTensors& st, const UNetConfig* 
       if (kv.first.compare(0, 6, "train.") == 0) theirs.insert(kv);
     check_same(theirs, expect_train->to_metadata(), path);
   }
+  DDPM_CHECK((c.train.ch == 0 || c.model.ch == c.train.ch) &&
+                 (c.train.res_blocks == 0 || c.model.num_res_blocks == c.train.res_blocks) &&
+                 (c.train.dropout < 0 || c.model.dropout == static_cast<float>(c.train.dropout)),
+             path << ": config.ch = " << c.model.ch << ", config.num_res_blocks = " << c.model.num_res_blocks
+                  << " and config.dropout = " << c.model.dropout << " do not fit train.ch = " << c.train.ch
+                  << ", train.res_blocks = " << c.train.res_blocks << " and train.dropout = " << c.train.dropout
+                  << "; the file is corrupt");
   DDPM_CHECK(c.model.num_classes == (c.train.conditional ? 10 : 0) && c.model.learned_variance == c.train.learned_variance,
              path << ": config.num_classes = " << c.model.num_classes << " and config.learned_variance = "
                   << c.model.learned_variance << " do not fit train.conditional = " << c.train.conditional
@@ -182,7 +189,7 @@ CheckpointContents validate_checkpoint(const SafeTensors& st, const UNetConfig* 
   s.adam_steps = meta_int(st.metadata, "state.adam_steps", path);
   s.ema_updates = meta_int(st.metadata, "state.ema_updates", path);
   s.data_size = meta_int(st.metadata, "state.data_size", path);
-  const int64_t max_step = int64_t(1) << 53;  // far beyond any run, far from overflow
+  const int64_t max_step = kMaxSteps;
   DDPM_CHECK(s.step >= 0 && s.step <= max_step && s.epoch >= 0 && s.epoch <= max_step && s.data_size >= 1 &&
                  s.position >= 0 && s.position < s.data_size && s.adam_steps >= 0 && s.adam_steps <= s.step &&
                  s.ema_updates >= 0 && s.ema_updates <= s.step,

@@ -97,6 +97,7 @@ std::string to_text(LossType v) { return loss_name(v); }
 std::string to_text(VarianceType v) { return variance_name(v); }
 std::string to_text(PredictionTarget v) { return target_name(v); }
 std::string to_text(TimestepSampling v) { return timesteps_name(v); }
+std::string to_text(LrSchedule v) { return lr_schedule_name(v); }
 
 void from_text(const std::string& s, std::string& v) { v = s; }
 void from_text(const std::string& s, int64_t& v) { v = parse_int(s); }
@@ -109,6 +110,7 @@ void from_text(const std::string& s, bool& v) {
 void from_text(const std::string& s, LossType& v) { v = parse_loss(s); }
 void from_text(const std::string& s, VarianceType& v) { v = parse_variance(s); }
 void from_text(const std::string& s, PredictionTarget& v) { v = parse_target(s); }
+void from_text(const std::string& s, LrSchedule& v) { v = parse_lr_schedule(s); }
 void from_text(const std::string& s, TimestepSampling& v) {
   if (s == "uniform") v = TimestepSampling::uniform;
   else if (s == "importance") v = TimestepSampling::importance;
@@ -151,6 +153,22 @@ TrainConfig TrainConfig::from_metadata(const std::map<std::string, std::string>&
     DDPM_FAIL(source << ": the training config in its metadata is invalid: " << e.what()
                      << "; the file is corrupt or was not written by ddpm");
   }
+  return c;
+}
+
+TrainConfig preset_config(const std::string& name) {
+  TrainConfig c;
+  if (name == "default") return c;
+  DDPM_CHECK(name == "paper", "unknown --preset '" << name << "': use default or paper");
+  // Ho et al. 2020, Appendix B (CIFAR-10): Adam 2e-4, batch 128, EMA 0.9999, dropout 0.1,
+  // 5000 warm-up steps, gradient clipping at 1, no decay
+  c.lr = 2e-4;
+  c.batch = 128;
+  c.ema = 0.9999;
+  c.dropout = 0.1;
+  c.warmup = 5000;
+  c.grad_clip = 1.0;
+  c.lr_schedule = LrSchedule::constant;
   return c;
 }
 

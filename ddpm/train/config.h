@@ -13,6 +13,7 @@
 #include "ddpm/diffusion/schedule.h"
 #include "ddpm/extensions/objectives.h"
 #include "ddpm/extensions/prediction_targets.h"
+#include "ddpm/train/optim.h"
 
 namespace ddpm {
 
@@ -31,6 +32,7 @@ constexpr FieldBounds at_least(double lo) { return {lo, kUnbounded, false, false
 constexpr FieldBounds above(double lo) { return {lo, kUnbounded, true, false}; }
 constexpr FieldBounds half_open(double lo, double hi) { return {lo, hi, false, true}; }
 constexpr FieldBounds kNoBounds{-kUnbounded, kUnbounded, false, false};
+constexpr int64_t kMaxSteps = int64_t(1) << 53;  // step counters: far beyond any run, far from overflow
 
 // When a field is written to a checkpoint's metadata: always, or only when it is not the
 // default (the options beyond Algorithm 2: a default run's checkpoint stays as it was, and
@@ -72,7 +74,22 @@ enum class MetaRule { always, when_not_default };
   X(bool, learned_variance, false, "--learned-variance", kNoBounds, MetaRule::when_not_default,                      \
     "learn Sigma (Nichol & Dhariwal 2021): L_hybrid = L_simple + 0.001 L_vlb, sampling with learned_range")          \
   X(TimestepSampling, timesteps, TimestepSampling::uniform, "--timesteps", kNoBounds, MetaRule::when_not_default,    \
-    "t sampling: uniform (Algorithm 1) or importance (p_t ~ sqrt(E[L_t^2]))")
+    "t sampling: uniform (Algorithm 1) or importance (p_t ~ sqrt(E[L_t^2]))")                                        \
+  X(int64_t, steps, 2000, "--steps", closed(0, static_cast<double>(kMaxSteps)), MetaRule::when_not_default,                               \
+    "the step training ends at, where a decaying --lr-schedule lands; with --resume it replaces the checkpoint's")   \
+  X(double, minutes, 0.0, "--minutes", closed(0, 1e6), MetaRule::when_not_default,                                   \
+    "if > 0, train for this many minutes of training steps instead: --steps is chosen from the speed of the first "  \
+    "steps (grids and checkpoints not counted)")                                                                     \
+  X(LrSchedule, lr_schedule, LrSchedule::constant, "--lr-schedule", kNoBounds, MetaRule::when_not_default,           \
+    "learning rate after warm-up: constant, or cosine / linear decay to --lr-floor x --lr at --steps")               \
+  X(double, lr_floor, 0.0, "--lr-floor", closed(0, 1), MetaRule::when_not_default,                                   \
+    "with a decaying --lr-schedule: the final learning rate as a fraction of --lr")                                  \
+  X(int64_t, ch, 0, "--ch", closed(0, 1024), MetaRule::when_not_default,                                             \
+    "the U-Net's base channel count (0: the --model's own)")                                                         \
+  X(int64_t, res_blocks, 0, "--res-blocks", closed(0, 8), MetaRule::when_not_default,                                \
+    "ResNet blocks per level of the U-Net (0: the --model's own)")                                                   \
+  X(double, dropout, -1.0, "--dropout", closed(-1, 0.9), MetaRule::when_not_default,                                 \
+    "dropout in the ResNet blocks (-1: the --model's own: 0 for tiny, 0.1 for small)")
 
 struct TrainConfig {
 #define DDPM_TRAIN_CONFIG_MEMBER(T_, name, default_value, flag, bounds, rule, help) T_ name = default_value;
@@ -90,6 +107,11 @@ struct TrainConfig {
   void validate() const;
 };
 
+// A named starting point for the config, before any flag: "default" (the table's defaults)
+// or "paper" (Ho et al. 2020's CIFAR-10 hyperparameters: lr 2e-4, batch 128, EMA 0.9999,
+// dropout 0.1, warm-up 5000, grad clip 1, constant learning rate). Throws on another name.
+TrainConfig preset_config(const std::string& name);
+
 // Each field type's metadata text (to_text) and its strict parse (from_text, the inverse;
 // it throws a plain message, the caller adds the file and key or the flag).
 std::string to_text(const std::string& v);
@@ -101,6 +123,7 @@ std::string to_text(LossType v);
 std::string to_text(VarianceType v);
 std::string to_text(PredictionTarget v);
 std::string to_text(TimestepSampling v);
+std::string to_text(LrSchedule v);
 void from_text(const std::string& s, std::string& v);
 void from_text(const std::string& s, int64_t& v);   // an optional '-' and digits, nothing else
 void from_text(const std::string& s, uint64_t& v);
@@ -110,5 +133,6 @@ void from_text(const std::string& s, LossType& v);
 void from_text(const std::string& s, VarianceType& v);
 void from_text(const std::string& s, PredictionTarget& v);
 void from_text(const std::string& s, TimestepSampling& v);
+void from_text(const std::string& s, LrSchedule& v);
 
 }  // namespace ddpm

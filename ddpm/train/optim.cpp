@@ -65,6 +65,25 @@ double warmup_lr(double lr, int64_t step, int64_t warmup) {
   return lr * std::min(1.0, static_cast<double>(step) / static_cast<double>(warmup));
 }
 
+const char* lr_schedule_name(LrSchedule s) {
+  return s == LrSchedule::cosine ? "cosine" : s == LrSchedule::linear ? "linear" : "constant";
+}
+
+LrSchedule parse_lr_schedule(const std::string& s) {
+  if (s == "constant") return LrSchedule::constant;
+  if (s == "cosine") return LrSchedule::cosine;
+  if (s == "linear") return LrSchedule::linear;
+  DDPM_FAIL("unknown learning-rate schedule '" << s << "': use constant, cosine or linear");
+}
+
+double scheduled_lr(double peak, int64_t step, int64_t warmup, LrSchedule schedule, double floor, int64_t target) {
+  if (step <= warmup || schedule == LrSchedule::constant || target == 0) return warmup_lr(peak, step, warmup);
+  const double p = target <= warmup ? 1.0
+                                    : std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(target - warmup));
+  const double decay = schedule == LrSchedule::cosine ? 0.5 * (1.0 + std::cos(M_PI * p)) : 1.0 - p;
+  return peak * (floor + (1.0 - floor) * decay);
+}
+
 EMA::EMA(const ParamList& params, double decay) : decay_(decay) {
   DDPM_CHECK(decay >= 0.0 && decay < 1.0, "EMA: decay " << decay << " must be in [0, 1)");
   for (Parameter* p : params) shadow_.push_back(p->var->value.clone());

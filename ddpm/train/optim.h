@@ -12,6 +12,8 @@
 // so short runs are not dominated by the random initialization.
 #pragma once
 
+#include <cstdint>
+#include <string>
 #include <vector>
 
 #include "ddpm/model/nn.h"
@@ -48,6 +50,18 @@ double clip_grad_norm(const ParamList& params, double max_norm);
 
 // Linear warm-up from 0 to lr over warmup steps (step counts from 1).
 double warmup_lr(double lr, int64_t step, int64_t warmup);
+
+// The learning rate after warm-up: constant at the peak, or decaying from it at the end of
+// warm-up to floor x peak at the target step, along a half cosine or a line:
+//   p = (step - warmup) / (target - warmup), clamped to [0, 1]
+//   cosine  lr = peak (floor + (1 - floor) (1 + cos(pi p)) / 2)
+//   linear  lr = peak (floor + (1 - floor) (1 - p))
+// target = 0 means "not chosen yet" (./train_mnist --minutes): the peak.
+enum class LrSchedule { constant, cosine, linear };
+const char* lr_schedule_name(LrSchedule s);          // "constant", "cosine", "linear"
+LrSchedule parse_lr_schedule(const std::string& s);  // throws on an unknown name
+// warmup_lr during warm-up, then the schedule's decay.
+double scheduled_lr(double peak, int64_t step, int64_t warmup, LrSchedule schedule, double floor, int64_t target);
 
 class EMA {
  public:

@@ -36,6 +36,10 @@ Trainer::Trainer(const TrainConfig& config, Dataset data, const UNetConfig* mode
   UNetConfig mc = model_config ? *model_config : unet_config(config_.model);
   if (config_.conditional) mc.num_classes = 10;
   if (config_.learned_variance) mc.learned_variance = true;
+  // --ch, --res-blocks, --dropout: the named model's own unless given (validate() checks the result)
+  if (config_.ch > 0) mc.ch = config_.ch;
+  if (config_.res_blocks > 0) mc.num_res_blocks = config_.res_blocks;
+  if (config_.dropout >= 0) mc.dropout = static_cast<float>(config_.dropout);
   if (config_.timesteps == TimestepSampling::importance) timestep_sampler_ = std::make_unique<TimestepSampler>(config_.T);
   const Shape& s = data_.images.shape();
   DDPM_CHECK(s.size() == 4 && s[1] == mc.in_ch && s[2] == mc.image_size && s[3] == mc.image_size,
@@ -45,6 +49,21 @@ Trainer::Trainer(const TrainConfig& config, Dataset data, const UNetConfig* mode
   params_ = model_->parameters();
   adam_ = std::make_unique<Adam>(params_, AdamConfig{config_.lr});
   ema_ = std::make_unique<EMA>(params_, config_.ema);
+}
+
+void Trainer::set_target(int64_t steps) {
+  TrainConfig c = config_;
+  c.steps = steps;
+  c.validate();
+  config_.steps = steps;
+}
+
+void Trainer::set_minutes(double minutes) {
+  TrainConfig c = config_;
+  c.minutes = minutes;
+  c.steps = 0;
+  c.validate();
+  config_ = c;
 }
 
 void Trainer::set_lr(double lr) {
@@ -171,7 +190,7 @@ double Trainer::step() {
   if (!std::isfinite(grad_norm)) fail("the gradient norm is " + std::to_string(grad_norm));
 
   // The optimizer: Adam with linear warm-up, then the EMA of the weights.
-  adam_->step(warmup_lr(config_.lr, step_ + 1, config_.warmup));
+  adam_->step(scheduled_lr(config_.lr, step_ + 1, config_.warmup, config_.lr_schedule, config_.lr_floor, config_.steps));
   ema_->update(params_);
   if (timestep_sampler_) timestep_sampler_->update(ts.t, ts.per_sample_loss);  // E[L_t^2] history
   step_++;
@@ -251,6 +270,8 @@ Resumed resume_trainer(const std::vector<std::string>& candidates, const Dataset
     }
   }
   if (overrides.has_lr) r.trainer->set_lr(overrides.lr);
+  if (overrides.has_steps) r.trainer->set_target(overrides.steps);
+  if (overrides.has_minutes) r.trainer->set_minutes(overrides.minutes);
   return r;
 }
 

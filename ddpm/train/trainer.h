@@ -48,6 +48,12 @@ class Trainer {
   // lr_history and, as train.lr, in the next checkpoint. Bounds as --lr.
   void set_lr(double lr);
   const std::vector<std::pair<int64_t, double>>& lr_history() const { return lr_history_; }
+  // The step training ends at (train.steps): where a decaying learning rate lands. A resume's
+  // --steps, or the target --minutes chooses; recorded in the next checkpoint.
+  void set_target(int64_t steps);
+  // --minutes on a resume: train.minutes = m and the target step unchosen (0) until the
+  // run measures its speed.
+  void set_minutes(double minutes);
   const Schedule& schedule() const { return schedule_; }
   UNet& model() { return *model_; }
   EMA& ema() { return *ema_; }
@@ -90,11 +96,16 @@ class Trainer {
   std::vector<std::pair<int64_t, double>> lr_history_;  // TrainState::lr_history
 };
 
-// What a resume may change: only the learning rate (the NaN report's advice); every other
-// setting is the checkpoint's.
+// What a resume may change: the learning rate (the NaN report's advice) and where the run
+// ends (--steps, or --minutes of training from here, which chooses --steps anew); every
+// other setting is the checkpoint's.
 struct ResumeOverrides {
   bool has_lr = false;
   double lr = 0;
+  bool has_steps = false;
+  int64_t steps = 0;
+  bool has_minutes = false;
+  double minutes = 0;
 };
 struct Resumed {
   std::unique_ptr<Trainer> trainer;

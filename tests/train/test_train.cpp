@@ -145,6 +145,13 @@ TEST_CASE("train: every field of the config table round-trips through the metada
   c.predict = PredictionTarget::x0;
   c.learned_variance = true;
   c.timesteps = TimestepSampling::importance;
+  c.steps = 1234;
+  c.minutes = 17.5;
+  c.lr_schedule = LrSchedule::cosine;
+  c.lr_floor = 0.1;
+  c.ch = 16;
+  c.res_blocks = 2;
+  c.dropout = 0.05;
   TrainConfig weighted;
   weighted.loss = LossType::weighted;
   const TrainConfig defaults;
@@ -204,7 +211,12 @@ TEST_CASE("train: every option resumes through resume_trainer, ./train_mnist's p
            {"--loss weighted", [](TrainConfig& c) { c.loss = LossType::weighted; }},
            {"--variance fixed_small --schedule cosine", [](TrainConfig& c) {
               c.variance = VarianceType::fixed_small, c.schedule = "cosine";
-            }}}) {
+            }},
+           {"--lr-schedule cosine --lr-floor 0.1 --steps 14", [](TrainConfig& c) {
+              c.lr_schedule = LrSchedule::cosine, c.lr_floor = 0.1, c.steps = 14, c.warmup = 3;
+            }},
+           {"--lr-schedule linear --steps 14", [](TrainConfig& c) { c.lr_schedule = LrSchedule::linear, c.steps = 14; }},
+           {"--ch 16 --res-blocks 2 --dropout 0.2", [](TrainConfig& c) { c.ch = 16, c.res_blocks = 2, c.dropout = 0.2; }}}) {
     CAPTURE(k.name);
     testing::TempDir dir;
     TrainConfig c = bars_config();
@@ -224,6 +236,88 @@ TEST_CASE("train: every option resumes through resume_trainer, ./train_mnist's p
     for (int i = 0; i < 5; i++) r.trainer->step();
     CHECK(weights(*r.trainer) == weights(straight));
   }
+}
+
+TEST_CASE("train: --ch, --res-blocks and --dropout size the model, and a decaying schedule lands at --steps") {
+  TrainConfig c = bars_config();
+  c.ch = 16;
+  c.res_blocks = 2;
+  c.dropout = 0.25;
+  Trainer t(c, bars());
+  CHECK(t.model().config().ch == 16);
+  CHECK(t.model().config().num_res_blocks == 2);
+  CHECK(t.model().config().dropout == 0.25f);
+  TrainConfig own = bars_config();  // 0 and -1: the model's own
+  CHECK(Trainer(own, bars()).model().config().ch == unet_config(own.model).ch);
+  // A checkpoint whose config.* disagrees with train.ch is refused as corrupt.
+  testing::TempDir dir;
+  t.save_checkpoint(dir / "a.safetensors");
+  SafeTensors st = load_safetensors(dir / "a.safetensors");
+  st.metadata["train.ch"] = "24";
+  CHECK_THROWS_WITH_AS(validate_checkpoint(st), doctest::Contains("do not fit train.ch = 24"), Error);
+  // The learning rate the optimizer sees: warm-up, then cosine down to floor x lr at --steps.
+  TrainConfig cos = bars_config();
+  cos.warmup = 2;
+  cos.steps = 6;
+  cos.lr_schedule = LrSchedule::cosine;
+  cos.lr_floor = 0.1;
+  const double lr = cos.lr;
+  CHECK(scheduled_lr(lr, 1, 2, cos.lr_schedule, 0.1, 6) == lr * 0.5);  // warm-up
+  CHECK(scheduled_lr(lr, 2, 2, cos.lr_schedule, 0.1, 6) == lr);
+  CHECK(scheduled_lr(lr, 4, 2, cos.lr_schedule, 0.1, 6) == doctest::Approx(lr * (0.1 + 0.9 * 0.5)).epsilon(1e-15));
+  CHECK(scheduled_lr(lr, 6, 2, cos.lr_schedule, 0.1, 6) == doctest::Approx(lr * 0.1).epsilon(1e-15));
+  CHECK(scheduled_lr(lr, 9, 2, cos.lr_schedule, 0.1, 6) == doctest::Approx(lr * 0.1).epsilon(1e-15));  // past the end
+  CHECK(scheduled_lr(lr, 5, 2, LrSchedule::linear, 0.0, 6) == doctest::Approx(lr * 0.25).epsilon(1e-15));
+  CHECK(scheduled_lr(lr, 5, 2, LrSchedule::constant, 0.1, 6) == lr);
+  CHECK(scheduled_lr(lr, 5, 2, LrSchedule::cosine, 0.1, 0) == lr);  // target not chosen yet (--minutes)
+  CHECK_THROWS_WITH_AS(parse_lr_schedule("step"), doctest::Contains("use constant, cosine or linear"), Error);
+}
+
+TEST_CASE("train: --preset paper is Ho et al.'s CIFAR-10 hyperparameters; flags given after it win") {
+  const TrainConfig p = preset_config("paper");
+  CHECK(p.lr == 2e-4);
+  CHECK(p.batch == 128);
+  CHECK(p.ema == 0.9999);
+  CHECK(p.dropout == 0.1);
+  CHECK(p.warmup == 5000);
+  CHECK(p.grad_clip == 1.0);
+  CHECK(p.lr_schedule == LrSchedule::constant);
+  CHECK(preset_config("default").to_metadata() == TrainConfig().to_metadata());
+  CHECK_THROWS_WITH_AS(preset_config("fast"), doctest::Contains("unknown --preset 'fast'"), Error);
+  // It round-trips and resumes like any config.
+  CHECK(TrainConfig::from_metadata(p.to_metadata(), "p").to_metadata() == p.to_metadata());
+}
+
+TEST_CASE("train: a resume's --steps and --minutes replace where the run ends, and a resume at the same end is exact") {
+  testing::TempDir dir;
+  TrainConfig c = bars_config();
+  c.lr_schedule = LrSchedule::cosine;
+  c.steps = 10;
+  c.warmup = 2;
+  Trainer straight(c, bars());
+  for (int i = 0; i < 10; i++) straight.step();
+  {
+    Trainer first(c, bars());
+    for (int i = 0; i < 4; i++) first.step();
+    first.save_checkpoint(dir / "a.safetensors");
+  }
+  Resumed same = resume_trainer({dir / "a.safetensors"}, bars());
+  CHECK(same.trainer->config().steps == 10);
+  for (int i = 0; i < 6; i++) same.trainer->step();
+  CHECK(weights(*same.trainer) == weights(straight));
+  ResumeOverrides longer;
+  longer.has_steps = true;
+  longer.steps = 20;
+  Resumed r = resume_trainer({dir / "a.safetensors"}, bars(), longer);
+  CHECK(r.trainer->config().steps == 20);
+  for (int i = 0; i < 6; i++) r.trainer->step();
+  CHECK_FALSE(weights(*r.trainer) == weights(straight));  // the cosine now ends at 20
+  ResumeOverrides minutes;
+  minutes.has_minutes = true;
+  minutes.minutes = 3;
+  Resumed m = resume_trainer({dir / "a.safetensors"}, bars(), minutes);
+  CHECK(m.trainer->config().minutes == 3);
+  CHECK(m.trainer->config().steps == 0);  // chosen again from the measured speed
 }
 
 TEST_CASE("train: a resume's --lr replaces the learning rate, recorded in the metadata, and resumes exactly") {
