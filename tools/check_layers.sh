@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Fails when a file under ddpm/ includes a header from a layer above its own. The layers,
 # bottom to top (docs/architecture: README "Layout"):
-#   core < ops < model < diffusion < extensions < train < eval < app
+#   core < (dist) < ops < model < diffusion < extensions < train < eval < app
 # io/ and data/ are leaves beside the stack: they include core/ and io/ only, and every
-# layer above core may include them. A folder may include its own headers.
+# layer above core may include them. dist/ (the communicator of MPI ranks) sits just above
+# core: it includes core/ only, and only train/, eval/ and app/ include it. A folder may
+# include its own headers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rank() {
   case "$1" in
-    core) echo 0 ;; io) echo 1 ;; data) echo 1 ;; ops) echo 2 ;; model) echo 3 ;; diffusion) echo 4 ;;
+    core) echo 0 ;; io) echo 1 ;; data) echo 1 ;; dist) echo 1 ;; ops) echo 2 ;; model) echo 3 ;; diffusion) echo 4 ;;
     extensions) echo 5 ;; train) echo 6 ;; eval) echo 7 ;; app) echo 8 ;; *) echo "" ;;
   esac
 }
@@ -29,6 +31,10 @@ for f in $(git ls-files 'ddpm/*.h' 'ddpm/*.cpp' 2>/dev/null || find ddpm -name '
     if [ -z "$d" ]; then bad="an unknown layer"
     elif [ "$layer" = io ] || [ "$layer" = data ]; then
       { [ "$dep" = core ] || [ "$dep" = io ]; } || bad="a layer beside the leaves"
+    elif [ "$layer" = dist ]; then
+      [ "$dep" = core ] || bad="a layer other than core/ (dist/ includes core/ only)"
+    elif [ "$dep" = dist ]; then
+      case "$layer" in train | eval | app) ;; *) bad="dist/, which only train/, eval/ and app/ include" ;; esac
     elif [ "$d" -gt "$r" ]; then bad="a layer above $layer/"
     elif [ "$d" -eq "$r" ]; then bad="a sibling layer"
     fi

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "ddpm/core/check.h"
+#include "ddpm/core/hash.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/train/trainer.h"
 #include "ddpm/model/unet.h"
@@ -24,14 +25,6 @@
 using namespace ddpm;
 
 namespace {
-
-struct Fnv1a {
-  uint64_t h = 0xcbf29ce484222325ull;
-  void add(const void* data, size_t n) {
-    const uint8_t* p = static_cast<const uint8_t*>(data);
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-  }
-};
 
 std::string check_and_hash(const std::string& path) {
   SafeTensors st = load_safetensors(path);

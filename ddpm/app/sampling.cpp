@@ -147,16 +147,7 @@ std::string describe_sampler(const SamplerChoice& choice, int64_t T, const Sigma
   return os.str();
 }
 
-Tensor slice_batch(const Tensor& x, int64_t first, int64_t count) {
-  DDPM_CHECK(x.defined() && x.dim() >= 1 && first >= 0 && count >= 0 && first + count <= x.size(0),
-             "slice_batch: images [" << first << ", " << first + count << ") of a tensor " << x.shape_str());
-  Shape shape = x.shape();
-  const int64_t D = x.size(0) > 0 ? x.numel() / x.size(0) : 0;
-  shape[0] = count;
-  Tensor out(shape);
-  std::copy(x.data() + first * D, x.data() + (first + count) * D, out.data());
-  return out;
-}
+Tensor slice_batch(const Tensor& x, int64_t first, int64_t count) { return rows(x, first, count); }
 
 // Writes src [count, ...] into dst [N, ...] at image `first`.
 static void put_batch(Tensor& dst, const Tensor& src, int64_t first) {
@@ -164,27 +155,45 @@ static void put_batch(Tensor& dst, const Tensor& src, int64_t first) {
   std::copy(src.data(), src.data() + src.numel(), dst.data() + first * D);
 }
 
+namespace {
+
+// Every rank's rows of x [N, ...] into every rank's x: rank r holds rows_of[r] rows from
+// `first` (its own), and the ranks' rows follow one another from row 0.
+void gather_rows(Communicator& comm, Tensor& x, int64_t first, const std::vector<int64_t>& rows_of) {
+  const int64_t D = x.numel() / x.size(0);
+  std::vector<int64_t> bytes(rows_of.size());
+  for (size_t r = 0; r < rows_of.size(); r++) bytes[r] = rows_of[r] * D * static_cast<int64_t>(sizeof(float));
+  const Tensor mine = rows(x, first, rows_of[static_cast<size_t>(comm.rank())]);
+  Tensor all(x.shape());
+  comm.allgatherv(mine.data(), all.data(), bytes);
+  x = all;
+}
+
+}  // namespace
+
 SampleResult sample_in_batches(const Sampler& sampler, const BatchModelFn& model, int64_t n, const Shape& image,
                                const BatchedSampleOptions& options) {
   DDPM_CHECK(n >= 1 && options.batch >= 1,
              "sample_in_batches: n = " << n << " images in batches of " << options.batch << "; both must be >= 1");
   DDPM_CHECK(image.size() == 3, "sample_in_batches: image shape " << to_string(image) << " must be [C, H, W]");
   const int64_t chain_n = options.chain_n < 0 ? n : std::min(n, options.chain_n);
+  const int R = options.comm ? options.comm->size() : 1, me = options.comm ? options.comm->rank() : 0;
+  const Share mine = share_of(n, R, me);  // this rank's images
   Shape all{n, image[0], image[1], image[2]};
   SampleResult r;
   r.x0 = Tensor(all);
-  for (int64_t first = 0; first < n; first += options.batch) {
-    const int64_t count = std::min(options.batch, n - first);
+  for (int64_t first = mine.first; first < mine.first + mine.count; first += options.batch) {
+    const int64_t count = std::min(options.batch, mine.first + mine.count - first);
     SampleOptions o = options.sample;
     o.first_index = first;                         // keys the noise of image i by first + i
     if (first >= chain_n) o.keep_t.clear();        // no chain wanted past chain_n
-    if (options.progress) {
+    if (options.progress && me == 0) {
       auto progress = options.progress;
       o.progress = [progress, first, count](int64_t t) { progress(first, count, t); };
     }
     SampleResult b = sampler(model(first, count), {count, image[0], image[1], image[2]}, o);
     put_batch(r.x0, b.x0, first);
-    if (first == 0) {
+    if (first < chain_n && r.chain.empty() && !b.chain.empty()) {
       r.kept_t = b.kept_t;
       Shape chain_shape{chain_n, image[0], image[1], image[2]};
       for (size_t k = 0; k < b.chain.size(); k++) r.chain.emplace_back(chain_shape);
@@ -193,6 +202,27 @@ SampleResult sample_in_batches(const Sampler& sampler, const BatchModelFn& model
     const int64_t keep = std::min(count, chain_n - first);
     for (size_t k = 0; keep > 0 && k < b.chain.size(); k++) put_batch(r.chain[k], slice_batch(b.chain[k], 0, keep), first);
   }
+  if (R == 1) return r;
+
+  // Every rank's images to every rank: x0, then the chain's rows below chain_n.
+  Communicator& comm = *options.comm;
+  std::vector<int64_t> images_of(static_cast<size_t>(R)), chain_of(static_cast<size_t>(R));
+  int owner = -1;  // the rank that drew image 0, whose kept t every rank takes
+  for (int j = 0; j < R; j++) {
+    const Share s = share_of(n, R, j);
+    images_of[j] = s.count;
+    chain_of[j] = std::max<int64_t>(0, std::min(chain_n, s.first + s.count) - s.first);
+    if (owner < 0 && s.count > 0) owner = j;
+  }
+  gather_rows(comm, r.x0, mine.first, images_of);
+  if (chain_n == 0) return r;
+  uint64_t kept = r.kept_t.size();
+  comm.broadcast(&kept, sizeof kept, owner);
+  r.kept_t.resize(kept);
+  comm.broadcast(r.kept_t.data(), static_cast<int64_t>(kept * sizeof(int64_t)), owner);
+  if (r.chain.empty())
+    for (uint64_t k = 0; k < kept; k++) r.chain.emplace_back(Shape{chain_n, image[0], image[1], image[2]});
+  for (Tensor& c : r.chain) gather_rows(comm, c, std::min(mine.first, chain_n), chain_of);
   return r;
 }
 

@@ -10,7 +10,8 @@
 //                      the flags ./sample and ./eval share
 //   the batches        sample_in_batches: n images, `batch` at a time. The noise of image i is
 //                      keyed by its global index i (SampleOptions::first_index), so the images
-//                      are bit-identical for any batch size.
+//                      are bit-identical for any batch size, and for any number of MPI ranks
+//                      sharing them (BatchedSampleOptions::comm).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,7 @@
 #include "ddpm/app/flags.h"
 #include "ddpm/diffusion/algorithms.h"
 #include "ddpm/diffusion/diffusion.h"
+#include "ddpm/dist/communicator.h"
 #include "ddpm/extensions/ddim.h"
 #include "ddpm/extensions/prediction_targets.h"
 #include "ddpm/model/unet.h"
@@ -96,11 +98,16 @@ struct BatchedSampleOptions {
   int64_t batch = 64;    // images per sampler call
   int64_t chain_n = -1;  // keep the chain (keep_t) of the first chain_n images only; -1: all
   // Called after each reverse step of each batch with the batch's [first, first + count)
-  // and the t just done (see SampleOptions::progress).
+  // and the t just done (see SampleOptions::progress). Over ranks, on rank 0 only (its share).
   std::function<void(int64_t first, int64_t count, int64_t t)> progress;
+  // The ranks that share the images (nullptr: this process draws them all). Every rank must
+  // call sample_in_batches alike.
+  Communicator* comm = nullptr;
 };
 // n images of shape image = [C, H, W]. The result holds x0 [n, C, H, W] and, for each
-// kept t, the chain entry [min(n, chain_n), C, H, W].
+// kept t, the chain entry [min(n, chain_n), C, H, W]. Over R ranks, rank r draws the images
+// [n r / R, n (r + 1) / R) in batches of `batch`, and every rank gets the whole result: the
+// bits one process draws.
 SampleResult sample_in_batches(const Sampler& sampler, const BatchModelFn& model, int64_t n, const Shape& image,
                                const BatchedSampleOptions& options);
 

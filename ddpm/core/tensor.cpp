@@ -1,5 +1,6 @@
 #include "ddpm/core/tensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -154,6 +155,17 @@ int64_t first_non_finite(const Tensor& x) {
   for (int64_t i = 0; i < x.numel(); i++)
     if (!std::isfinite(x[i])) return i;
   return -1;
+}
+
+Tensor rows(const Tensor& x, int64_t first, int64_t count) {
+  DDPM_CHECK(x.defined() && x.dim() >= 1 && first >= 0 && count >= 0 && first + count <= x.size(0),
+             "rows [" << first << ", " << first + count << ") of a tensor " << x.shape_str());
+  Shape shape = x.shape();
+  const int64_t D = x.size(0) > 0 ? x.numel() / x.size(0) : 0;
+  shape[0] = count;
+  Tensor out(shape);
+  std::copy(x.data() + first * D, x.data() + (first + count) * D, out.data());
+  return out;
 }
 
 }  // namespace ddpm

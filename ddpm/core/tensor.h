@@ -61,4 +61,7 @@ class Tensor {
 // every loader of weights or images makes before it trusts a file).
 int64_t first_non_finite(const Tensor& x);
 
+// Rows [first, first + count) of x [N, ...] (images of a batch) as a new tensor [count, ...].
+Tensor rows(const Tensor& x, int64_t first, int64_t count);
+
 }  // namespace ddpm

@@ -17,16 +17,6 @@ enum : uint64_t {
   rng_eval_subset = 0xe7a101,  // random_subset's permutation
   rng_eval_noise = 0xe7a102,   // noise_images, index i * D + j
 };
-
-// Rows [b0, b0 + B) of x [N, ...] as a new tensor.
-Tensor rows(const Tensor& x, int64_t b0, int64_t B) {
-  Shape shape = x.shape();
-  const int64_t row = x.numel() / shape[0];
-  shape[0] = B;
-  Tensor out(shape);
-  std::copy(x.data() + b0 * row, x.data() + (b0 + B) * row, out.data());
-  return out;
-}
 }  // namespace
 
 Tensor prepare_images(const Tensor& images) {
@@ -157,32 +147,49 @@ std::string format_agreement(const ClassAgreement& a, const std::string& name) {
 
 NllSummary evaluate_nll(const Schedule& s, const ModelFn& model, const Tensor& images, const std::string& data_name,
                         int64_t batch, int64_t stride, uint64_t seed, bool clip_x0,
-                        const EvalProgress& progress) {
+                        const EvalProgress& progress, Communicator* comm) {
   const int64_t N = images.size(0);
   DDPM_CHECK(N >= 1 && batch >= 1 && stride >= 1,
              "evaluate_nll: images " << images.shape_str() << ", batch " << batch << ", stride " << stride);
-  NllSummary sum;
-  sum.n = N;
-  sum.stride = stride;
-  double prior = 0, kl = 0, decoder = 0, total = 0;
+  const int R = comm ? comm->size() : 1, me = comm ? comm->rank() : 0;
+  const Share mine = share_of(N, R, me);
+  // Per image: L_T, sum L_{t-1}, L_0 and the total, in nats; this rank's images first.
+  constexpr int64_t kTerms = 4;
+  std::vector<double> terms;
   std::string vlb_name;
-  for (int64_t b0 = 0; b0 < N; b0 += batch) {
-    const int64_t B = std::min(batch, N - b0);
+  for (int64_t b0 = mine.first; b0 < mine.first + mine.count; b0 += batch) {
+    const int64_t B = std::min(batch, mine.first + mine.count - b0);
     VlbOptions opts;
     opts.clip_x0 = clip_x0;
     opts.stride = stride;
     opts.first_index = b0;
     const VlbResult r = vlb_terms(s, model, rows(images, b0, B), seed, opts);
-    for (int64_t i = 0; i < B; i++) {
-      prior += r.prior_nats[i];
-      kl += r.kl_sum_nats[i];
-      decoder += r.decoder_nats[i];
-      total += r.total_nats[i];
-    }
-    sum.D = r.D;
-    sum.T = r.T;
+    for (int64_t i = 0; i < B; i++)
+      terms.insert(terms.end(), {r.prior_nats[i], r.kl_sum_nats[i], r.decoder_nats[i], r.total_nats[i]});
     vlb_name = r.name;
-    if (progress) progress(b0 + B, N);
+    if (progress && me == 0) progress(b0 + B - mine.first, mine.count);
+  }
+  if (R > 1) {
+    std::vector<int64_t> counts(static_cast<size_t>(R));
+    int named = -1;  // the first rank with images names the bound
+    for (int r = 0; r < R; r++) {
+      counts[r] = share_of(N, R, r).count * kTerms;
+      if (named < 0 && counts[r] > 0) named = r;
+    }
+    terms = allgatherv_doubles(*comm, terms, counts);
+    broadcast_string(*comm, vlb_name, named);
+  }
+  NllSummary sum;
+  sum.n = N;
+  sum.stride = stride;
+  sum.D = images.numel() / N;
+  sum.T = s.T;
+  double prior = 0, kl = 0, decoder = 0, total = 0;
+  for (int64_t i = 0; i < N; i++) {  // in image order, whoever computed them
+    prior += terms[i * kTerms];
+    kl += terms[i * kTerms + 1];
+    decoder += terms[i * kTerms + 2];
+    total += terms[i * kTerms + 3];
   }
   // bits/dim = nats / (D ln 2), averaged over images
   const double per_bpd = 1.0 / (static_cast<double>(N) * sum.D * std::log(2.0));

@@ -28,6 +28,7 @@
 
 #include "ddpm/eval/classifier.h"
 #include "ddpm/diffusion/diffusion.h"
+#include "ddpm/dist/communicator.h"
 #include "ddpm/eval/metrics.h"
 #include "ddpm/eval/linalg.h"
 
@@ -97,10 +98,13 @@ struct NllSummary {
   double total_nats = 0;                                                  // per image
 };
 // The VLB of vlb_terms on images [N, C, H, W] on the 8-bit grid, in batches; image i's noise
-// is keyed by (seed, i). data_name names the images in the summary.
+// is keyed by (seed, i). data_name names the images in the summary. With `comm`, its ranks
+// share the images (rank r the block [N r / R, N (r + 1) / R), progress on rank 0 only) and
+// every rank sums every image's terms in image order: the bits of one process. Every rank
+// must call it alike.
 NllSummary evaluate_nll(const Schedule& s, const ModelFn& model, const Tensor& images, const std::string& data_name,
                         int64_t batch, int64_t stride, uint64_t seed, bool clip_x0,
-                        const EvalProgress& progress = nullptr);
+                        const EvalProgress& progress = nullptr, Communicator* comm = nullptr);
 
 // The report tables as text.
 std::string format_quality(const std::vector<QualityRow>& rows, const EvalReference& reference);

@@ -81,7 +81,9 @@ Var ResBlock::operator()(Tape& tape, const Var& x, const Var& temb, const Forwar
   Var h = conv1(tape, norm1.with_silu(tape, x));                                // [N, out, H, W]
   h = add(tape, h, temb_proj(tape, silu(tape, temb)));                          // + [N, out] over H, W
   RngKey key{ctx.dropout_key.seed, make_stream(ctx.dropout_key.stream, id)};
-  h = conv2(tape, ddpm::dropout(tape, norm2.with_silu(tape, h), dropout, key, ctx.training));
+  const Var a = norm2.with_silu(tape, h);
+  const uint64_t first = static_cast<uint64_t>(ctx.first_index * (a->value.numel() / a->value.size(0)));
+  h = conv2(tape, ddpm::dropout(tape, a, dropout, key, ctx.training, first));
   return add(tape, has_skip ? skip(tape, x) : x, h);
 }
 

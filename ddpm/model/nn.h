@@ -55,11 +55,14 @@ struct GroupNorm {
   void collect(ParamList& ps);
 };
 
-// What a forward pass needs besides the input: train or eval mode, and the key that
-// seeds dropout (each ResBlock mixes in its own id, so masks never repeat).
+// What a forward pass needs besides the input: train or eval mode, the key that seeds
+// dropout (each ResBlock mixes in its own id, so masks never repeat), and the index of the
+// input's first sample in its whole batch: a micro-batch draws the masks of its samples as
+// the whole batch would.
 struct ForwardContext {
   bool training = false;
   RngKey dropout_key;
+  int64_t first_index = 0;
 };
 
 // ResBlock(x, temb), Ho et al.'s ResnetBlock (norm then SiLU run as one fused op):

@@ -179,6 +179,9 @@ void TrainConfig::validate() const {
   // Names the bounds cannot express, and the combinations.
   const auto& names = schedule_names();
   DDPM_CHECK(std::find(names.begin(), names.end(), schedule) != names.end(), "train: --schedule '" << schedule << "': use linear, cosine, sigmoid or quadratic");
+  DDPM_CHECK(micro_batch == 0 || (micro_batch <= batch && batch % micro_batch == 0),
+             "train: --batch " << batch << " is not a whole number of --micro-batch " << micro_batch
+                               << " micro-batches; choose a divisor of the batch (or 0: the whole batch)");
   DDPM_CHECK(loss == LossType::simple || (predict == PredictionTarget::eps && !learned_variance),
              "train: --loss weighted is an eps-MSE; with --predict " << target_name(predict)
                  << (learned_variance ? " and --learned-variance (L_hybrid)" : "") << " use --loss simple");

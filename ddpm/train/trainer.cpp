@@ -1,11 +1,14 @@
 #include "ddpm/train/trainer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <sstream>
 
 #include "ddpm/core/check.h"
+#include "ddpm/core/hash.h"
+#include "ddpm/dist/tree_reduce.h"
 
 namespace ddpm {
 
@@ -111,90 +114,240 @@ void Trainer::next_batch(Tensor& x0, std::vector<int64_t>& labels) {
   }
 }
 
-double Trainer::step() {
-  const int64_t saved_epoch = epoch_, saved_position = position_;
-  // Algorithm 1, line 2: x_0 ~ q(x_0), a batch from the shuffled data.
-  Tensor x0;
-  std::vector<int64_t> labels;
-  next_batch(x0, labels);
-  if (step_ + 1 == nan_step_) x0[nan_sample_ * (x0.numel() / x0.size(0))] = NAN;  // debug: inject_nan
-  const uint64_t k = static_cast<uint64_t>(step_);
-  const int64_t null_class = model_->config().num_classes;
-  if (config_.conditional) {
-    // Classifier-free guidance (Ho & Salimans 2022): drop the label to null with p_uncond.
-    RngKey drop{config_.seed, make_stream(rng_label_drop, k)};
-    for (size_t i = 0; i < labels.size(); i++)
-      if (uniform(drop, i) < config_.p_uncond) labels[i] = null_class;
+namespace {
+
+// The report of a non-finite loss or gradient: the step (and micro-batch), the timesteps of
+// the samples that went bad, and where on the tape it started.
+std::string nonfinite_report(int64_t step, const std::string& where, const std::string& what, const ObjectiveStep& ts,
+                             const Tape& tape, const ParamList& params) {
+  std::ostringstream os;
+  os << "step " << step << where << ": " << what << ".";
+  // Which samples went bad, by their timestep.
+  const Tensor& out = ts.prediction->value;
+  const int64_t N = ts.x_t.size(0), D = ts.x_t.numel() / N, D_out = out.numel() / N;
+  std::vector<int64_t> bad_t;
+  for (int64_t i = 0; i < N; i++) {
+    bool bad = false;
+    for (int64_t j = 0; j < D && !bad; j++) bad = !std::isfinite(ts.x_t[i * D + j]);
+    for (int64_t j = 0; j < D_out && !bad; j++) bad = !std::isfinite(out[i * D_out + j]);
+    if (bad) bad_t.push_back(ts.t[i]);
   }
-  const ForwardContext ctx{true, RngKey{config_.seed, make_stream(rng_dropout, k)}};
+  if (!bad_t.empty()) {
+    os << " Samples with a non-finite x_t or model output have t = [";
+    for (size_t i = 0; i < bad_t.size() && i < 16; i++) os << (i ? ", " : "") << bad_t[i];
+    os << (bad_t.size() > 16 ? ", ...]." : "].");
+  }
+  std::string first = tape.first_nonfinite();
+  os << (first.empty() ? " Every op's output was finite." : " First non-finite value: " + first + ".");
+  if (first.empty()) {
+    // The forward pass was finite, so backward went wrong: where, in backward order.
+    std::string grad = tape.first_nonfinite_grad();
+    if (!grad.empty()) os << " First non-finite gradient (backward order): of " << grad << ".";
+    for (Parameter* p : params) {
+      const Tensor& g = p->var->grad;
+      bool bad = false;
+      for (int64_t i = 0; g.defined() && i < g.numel() && !bad; i++) bad = !std::isfinite(g[i]);
+      if (bad) {
+        os << " First parameter with a non-finite gradient: " << p->name << " " << g.shape_str() << ".";
+        break;
+      }
+    }
+  }
+  os << " Resume from the last checkpoint with a lower --lr, or check the data.";
+  return os.str();
+}
+
+// What a rank tells the others at the end of its micro-batches, as doubles: a header
+// {status, length of the report}, then per micro-batch {loss, t[M], per-sample loss[M]}.
+enum StepStatus { step_ok = 0, step_stopped = 1, step_failed = 2 };
+constexpr int64_t kHeader = 2;
+
+// Unwinds tree_sum when a micro-batch fails or a stop is asked.
+struct Abandon {};
+
+}  // namespace
+
+struct Trainer::StepBatch {
+  Tensor x0;                    // the whole batch [B, C, H, W], the same on every rank
+  std::vector<int64_t> labels;  // after the label drop
+  uint64_t k = 0;               // the step, 0-based (keys t, eps, dropout)
+  int64_t K = 1, M = 0;         // micro-batches and their size
+  Objective objective;
+};
+
+struct Trainer::StepShare {
+  int64_t first = 0;          // this rank's first micro-batch
+  std::vector<double> record; // header + one record per micro-batch (see StepStatus)
+  std::string report;         // the non-finite report, when failed
+};
+
+std::vector<float> Trainer::micro_batch_grad(const StepBatch& b, int64_t m, StepShare& share) {
+  if (stop_ && stop_->load()) {
+    share.record[0] = step_stopped;
+    throw Abandon{};
+  }
+  const int64_t first = m * b.M;  // the global index of its first sample
+  const Tensor x0 = b.K == 1 ? b.x0 : rows(b.x0, first, b.M);
+  const std::vector<int64_t> labels(b.labels.begin() + first, b.labels.begin() + first + b.M);
+  const ForwardContext ctx{true, RngKey{config_.seed, make_stream(rng_dropout, b.k)}, first};
   TapeEpsFn network = [&](Tape& tape, const Var& x_t, const std::vector<int64_t>& t) {
     return model_->forward(tape, x_t, t, ctx, config_.conditional ? &labels : nullptr);
   };
-
   zero_grad(params_);
   Tape tape;
-  Objective objective;
-  objective.loss = config_.loss;
-  objective.variance = config_.variance;
-  objective.predict = config_.predict;
-  objective.learned_variance = config_.learned_variance;
-  objective.timesteps = timestep_sampler_.get();
-  // Algorithm 1, lines 3-5: t, eps and the loss (Algorithm 1 itself unless an option is on).
-  ObjectiveStep ts = objective_step(tape, schedule_, network, x0, config_.seed, k, 0, objective);
+  // Algorithm 1, lines 3-5: t, eps and the loss (Algorithm 1 itself unless an option is on),
+  // keyed by the samples' indices in the whole batch.
+  ObjectiveStep ts = objective_step(tape, schedule_, network, x0, config_.seed, b.k, first, b.objective);
   const double loss = ts.loss->value[0];
-
+  const std::string where =
+      b.K == 1 ? "" : " (micro-batch " + std::to_string(m) + " of " + std::to_string(b.K) + ", samples " +
+                          std::to_string(first) + ".." + std::to_string(first + b.M - 1) + " of the batch)";
   auto fail = [&](const std::string& what) {
-    epoch_ = saved_epoch;
-    position_ = saved_position;
-    std::ostringstream os;
-    os << "step " << step_ + 1 << ": " << what << ".";
-    // Which samples went bad, by their timestep.
-    const Tensor& out = ts.prediction->value;
-    const int64_t N = ts.x_t.size(0), D = ts.x_t.numel() / N, D_out = out.numel() / N;
-    std::vector<int64_t> bad_t;
-    for (int64_t i = 0; i < N; i++) {
-      bool bad = false;
-      for (int64_t j = 0; j < D && !bad; j++) bad = !std::isfinite(ts.x_t[i * D + j]);
-      for (int64_t j = 0; j < D_out && !bad; j++) bad = !std::isfinite(out[i * D_out + j]);
-      if (bad) bad_t.push_back(ts.t[i]);
-    }
-    if (!bad_t.empty()) {
-      os << " Samples with a non-finite x_t or model output have t = [";
-      for (size_t i = 0; i < bad_t.size() && i < 16; i++) os << (i ? ", " : "") << bad_t[i];
-      os << (bad_t.size() > 16 ? ", ...]." : "].");
-    }
-    std::string first = tape.first_nonfinite();
-    os << (first.empty() ? " Every op's output was finite." : " First non-finite value: " + first + ".");
-    if (first.empty()) {
-      // The forward pass was finite, so backward went wrong: where, in backward order.
-      std::string grad = tape.first_nonfinite_grad();
-      if (!grad.empty()) os << " First non-finite gradient (backward order): of " << grad << ".";
-      for (Parameter* p : params_) {
-        const Tensor& g = p->var->grad;
-        bool bad = false;
-        for (int64_t i = 0; g.defined() && i < g.numel() && !bad; i++) bad = !std::isfinite(g[i]);
-        if (bad) {
-          os << " First parameter with a non-finite gradient: " << p->name << " " << g.shape_str() << ".";
-          break;
-        }
-      }
-    }
-    os << " Resume from the last checkpoint with a lower --lr, or check the data.";
-    throw NonFiniteError(os.str());
+    share.record[0] = step_failed;
+    share.report = nonfinite_report(step_ + 1, where, what, ts, tape, params_);
+    share.record[1] = static_cast<double>(share.report.size());
+    throw Abandon{};
   };
   if (!std::isfinite(loss)) fail("the loss is " + std::to_string(loss));
 
-  tape.backward(ts.loss);
+  // The loss of a micro-batch is its mean; scaled by 1/K, the micro-batches sum to the batch mean.
+  if (b.K == 1) {
+    tape.backward(ts.loss);
+  } else {
+    Tensor upstream({1});
+    upstream[0] = 1.0f / static_cast<float>(b.K);
+    tape.backward(ts.loss, upstream);
+  }
+  std::vector<float> grad;
+  bool finite = true;
+  for (Parameter* p : params_) {
+    const Tensor& g = p->var->grad;
+    for (int64_t i = 0; i < g.numel(); i++) finite = finite && std::isfinite(g[i]);
+    grad.insert(grad.end(), g.data(), g.data() + g.numel());
+  }
+  if (!finite) fail("a gradient is not finite");
+
+  double* rec = share.record.data() + kHeader + (m - share.first) * (1 + 2 * b.M);
+  rec[0] = loss;
+  for (int64_t i = 0; i < b.M; i++) rec[1 + i] = static_cast<double>(ts.t[i]);
+  for (int64_t i = 0; i < b.M && !ts.per_sample_loss.empty(); i++) rec[1 + b.M + i] = ts.per_sample_loss[i];
+  return grad;
+}
+
+double Trainer::step() {
+  const int64_t saved_epoch = epoch_, saved_position = position_;
+  StepBatch b;
+  // Algorithm 1, line 2: x_0 ~ q(x_0), a batch from the shuffled data (the whole batch, on every rank).
+  next_batch(b.x0, b.labels);
+  if (step_ + 1 == nan_step_) b.x0[nan_sample_ * (b.x0.numel() / b.x0.size(0))] = NAN;  // debug: inject_nan
+  b.k = static_cast<uint64_t>(step_);
+  const int64_t null_class = model_->config().num_classes;
+  if (config_.conditional) {
+    // Classifier-free guidance (Ho & Salimans 2022): drop the label to null with p_uncond.
+    RngKey drop{config_.seed, make_stream(rng_label_drop, b.k)};
+    for (size_t i = 0; i < b.labels.size(); i++)
+      if (uniform(drop, i) < config_.p_uncond) b.labels[i] = null_class;
+  }
+  b.objective.loss = config_.loss;
+  b.objective.variance = config_.variance;
+  b.objective.predict = config_.predict;
+  b.objective.learned_variance = config_.learned_variance;
+  b.objective.timesteps = timestep_sampler_.get();
+  b.K = micro_batches();
+  b.M = config_.batch / b.K;
+
+  // This rank's micro-batches, summed over the tree nodes it owns (all of it on one process).
+  const int R = comm_->size(), r = comm_->rank();
+  const int64_t per_rank = b.K / R, record_size = 1 + 2 * b.M;
+  StepShare share;
+  share.first = r * per_rank;
+  share.record.assign(static_cast<size_t>(kHeader + per_rank * record_size), 0.0);
+  std::vector<std::vector<float>> sums;
+  try {
+    for (const TreeNode& node : owned_nodes(b.K, R, r))
+      sums.push_back(tree_sum(node, [&](int64_t m) { return micro_batch_grad(b, m, share); }));
+  } catch (const Abandon&) {
+    sums.clear();
+  }
+
+  // Every rank learns every rank's status, losses and timesteps.
+  const auto t_comm = std::chrono::steady_clock::now();
+  std::vector<double> all(share.record.size() * static_cast<size_t>(R));
+  comm_->allgather(share.record.data(), static_cast<int64_t>(share.record.size() * sizeof(double)), all.data());
+  auto status_of = [&](int rank) { return static_cast<int>(all[static_cast<size_t>(rank) * share.record.size()]); };
+  for (int rank = 0; rank < R; rank++) {
+    if (status_of(rank) != step_failed) continue;
+    // The first rank that failed sends its report; every rank raises it.
+    std::string report(static_cast<size_t>(all[static_cast<size_t>(rank) * share.record.size() + 1]), ' ');
+    if (rank == r) report = share.report;
+    comm_->broadcast(&report[0], static_cast<int64_t>(report.size()), rank);
+    epoch_ = saved_epoch;
+    position_ = saved_position;
+    throw NonFiniteError(report);
+  }
+  for (int rank = 0; rank < R; rank++) {
+    if (status_of(rank) != step_stopped) continue;
+    epoch_ = saved_epoch;
+    position_ = saved_position;
+    throw StepInterrupted("step " + std::to_string(step_ + 1) + " was abandoned: a stop was asked");
+  }
+  int64_t n_params = 0;
+  for (Parameter* p : params_) n_params += p->var->grad.numel();
+  const std::vector<float> grad = tree_allreduce(*comm_, b.K, std::move(sums), n_params);
+  comm_seconds_ += R > 1 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - t_comm).count() : 0.0;
+
+  // The batch's gradient into the parameters, then the step every rank takes alike.
+  const float* g = grad.data();
+  for (Parameter* p : params_) {
+    std::copy(g, g + p->var->grad.numel(), p->var->grad.data());
+    g += p->var->grad.numel();
+  }
   const double max_norm = config_.grad_clip > 0 ? config_.grad_clip : std::numeric_limits<double>::infinity();
   const double grad_norm = clip_grad_norm(params_, max_norm);
-  if (!std::isfinite(grad_norm)) fail("the gradient norm is " + std::to_string(grad_norm));
+  if (!std::isfinite(grad_norm)) {
+    epoch_ = saved_epoch;
+    position_ = saved_position;
+    throw NonFiniteError("step " + std::to_string(step_ + 1) + ": the gradient norm is " + std::to_string(grad_norm) +
+                         " although every micro-batch's gradient was finite (their sum overflowed). Resume from the "
+                         "last checkpoint with a lower --lr, or check the data.");
+  }
 
   // The optimizer: Adam with linear warm-up, then the EMA of the weights.
   adam_->step(scheduled_lr(config_.lr, step_ + 1, config_.warmup, config_.lr_schedule, config_.lr_floor, config_.steps));
   ema_->update(params_);
-  if (timestep_sampler_) timestep_sampler_->update(ts.t, ts.per_sample_loss);  // E[L_t^2] history
+  // The batch's loss, t and per-sample losses, micro-batch by micro-batch in order.
+  double loss = 0;
+  std::vector<int64_t> t;
+  std::vector<double> per_sample_loss;
+  for (int64_t m = 0; m < b.K; m++) {
+    const double* rec = all.data() + (m / per_rank) * share.record.size() + kHeader + (m % per_rank) * record_size;
+    loss += rec[0];
+    for (int64_t i = 0; i < b.M; i++) t.push_back(static_cast<int64_t>(rec[1 + i]));
+    per_sample_loss.insert(per_sample_loss.end(), rec + 1 + b.M, rec + 1 + 2 * b.M);
+  }
+  if (timestep_sampler_) timestep_sampler_->update(t, per_sample_loss);  // E[L_t^2] history
   step_++;
-  return loss;
+  return loss / static_cast<double>(b.K);
+}
+
+void Trainer::distribute(Communicator& comm) {
+  const int R = comm.size();
+  const int64_t B = config_.batch, K = micro_batches();
+  if (K % R != 0) {
+    std::ostringstream os;
+    if (config_.micro_batch == 0)
+      os << "--micro-batch 0 runs the whole batch as one piece, which " << R << " ranks cannot share";
+    else
+      os << "--batch " << B << " in micro-batches of " << config_.micro_batch << " is " << K << " micro-batches, which "
+         << R << " ranks cannot share evenly";
+    if (B % R == 0)
+      os << "; give --micro-batch M with " << B << "/M a multiple of " << R << ", e.g. --micro-batch " << B / R
+         << " (one process with the same --micro-batch gives the same bits)";
+    else
+      os << "; --batch " << B << " is not even divisible by " << R << " ranks: choose a batch that is";
+    DDPM_FAIL(os.str());
+  }
+  comm_ = &comm;
 }
 
 void Trainer::inject_nan(int64_t step, int64_t sample) {
@@ -204,7 +357,7 @@ void Trainer::inject_nan(int64_t step, int64_t sample) {
   nan_sample_ = sample;
 }
 
-void Trainer::save_checkpoint(const std::string& path) {
+NamedTensors Trainer::checkpoint_tensors() const {
   NamedTensors tensors;
   for (size_t i = 0; i < params_.size(); i++) tensors.emplace_back(params_[i]->name, params_[i]->var->value);
   for (size_t i = 0; i < params_.size(); i++) tensors.emplace_back("ema." + params_[i]->name, ema_->shadow()[i]);
@@ -216,6 +369,10 @@ void Trainer::save_checkpoint(const std::string& path) {
     tensors.emplace_back("timesteps.history", history);
     tensors.emplace_back("timesteps.count", count);
   }
+  return tensors;
+}
+
+std::map<std::string, std::string> Trainer::checkpoint_meta() const {
   TrainState state;
   state.step = step_;
   state.epoch = epoch_;
@@ -224,7 +381,21 @@ void Trainer::save_checkpoint(const std::string& path) {
   state.ema_updates = ema_->updates();
   state.data_size = data_.size();
   state.lr_history = lr_history_;
-  save_safetensors(path, tensors, checkpoint_metadata(model_->config(), config_, state));
+  return checkpoint_metadata(model_->config(), config_, state);
+}
+
+void Trainer::save_checkpoint(const std::string& path) { save_safetensors(path, checkpoint_tensors(), checkpoint_meta()); }
+
+std::vector<uint8_t> Trainer::checkpoint_bytes() const { return encode_safetensors(checkpoint_tensors(), checkpoint_meta()); }
+
+uint64_t Trainer::state_hash() const {
+  Fnv1a fnv;
+  fnv.add(&step_, sizeof step_);
+  for (const auto& nt : checkpoint_tensors()) {
+    fnv.add(nt.first.data(), nt.first.size() + 1);
+    fnv.add(nt.second.data(), static_cast<size_t>(nt.second.numel()) * sizeof(float));
+  }
+  return fnv.h;
 }
 
 void Trainer::load_checkpoint(const std::string& path) { load_checkpoint(load_safetensors(path)); }
@@ -251,6 +422,13 @@ void Trainer::load_checkpoint(const SafeTensors& st) {
   ema_->set_updates(c.state.ema_updates);
 }
 
+std::unique_ptr<Trainer> trainer_from_checkpoint(const SafeTensors& st, const Dataset& data) {
+  const CheckpointContents c = validate_checkpoint(st);
+  auto trainer = std::make_unique<Trainer>(c.train, data, &c.model);
+  trainer->load_checkpoint(st);
+  return trainer;
+}
+
 Resumed resume_trainer(const std::vector<std::string>& candidates, const Dataset& data,
                        const ResumeOverrides& overrides, const std::function<void(const std::string&)>& warn) {
   DDPM_CHECK(!candidates.empty(), "resume: no checkpoint to resume from");
@@ -258,10 +436,7 @@ Resumed resume_trainer(const std::vector<std::string>& candidates, const Dataset
   for (size_t i = 0; i < candidates.size() && !r.trainer; i++) {
     const std::string& path = candidates[i];
     try {
-      SafeTensors st = load_safetensors(path);
-      const CheckpointContents c = validate_checkpoint(st);
-      r.trainer = std::make_unique<Trainer>(c.train, data, &c.model);
-      r.trainer->load_checkpoint(st);
+      r.trainer = trainer_from_checkpoint(load_safetensors(path), data);
       r.path = path;
     } catch (const Error& e) {
       r.trainer.reset();

@@ -6,11 +6,13 @@
 #include <memory>
 
 #include "ddpm/core/check.h"
+#include "ddpm/core/parallel.h"
 #include "ddpm/app/figures.h"
 #include "ddpm/app/sampling.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/extensions/prediction_targets.h"
 #include "ddpm/train/trainer.h"
+#include "tests/dist/thread_ranks.h"
 #include "tests/temp_dir.h"
 #include "tests/testing.h"
 
@@ -257,6 +259,42 @@ TEST_CASE("sample: the chain has one entry per kept t, from x_T to x_0, and its 
     for (int64_t k = 0; k < K; k++) CHECK(image_equal(fig, row * K + k, r.chain[static_cast<size_t>(k)], row));
   CHECK_THROWS_WITH_AS(chain_figure(r, rows + 1), doctest::Contains("chain_figure"), Error);
   CHECK_THROWS_AS(chain_figure(SampleResult{}, 1), Error);
+}
+
+TEST_CASE("sample: ranks (test threads for MPI's) share the images, and every rank gets the one-process bits") {
+  TempDir dir;
+  const std::string path = dir / "ckpt.safetensors";
+  save_minimal_checkpoint(path, 10, 8);
+  set_num_threads(1);
+  // 7 images in batches of 2 with the chain of the first 4 over 3 ranks (2, 2 and 3 images:
+  // the chain's rows straddle ranks 0 and 1); 3 images over 4 ranks (rank 0 draws none).
+  for (const auto& split : {std::vector<int64_t>{7, 3, 4}, std::vector<int64_t>{3, 4, 2}}) {
+    const int64_t n = split[0], chain_n = split[2];
+    const int R = static_cast<int>(split[1]);
+    auto run = [&](Communicator* comm) {
+      Loaded l = load(path);  // each rank its own model, as each MPI process has
+      BatchedSampleOptions o;
+      o.batch = 2;
+      o.chain_n = chain_n;
+      o.sample.keep_t = {8, 4, 0};
+      o.comm = comm;
+      const BatchModelFn model = unet_batch_model(*l.model, l.schedule, PredictionTarget::eps, SigmaChoice{},
+                                                  [](int64_t i) { return i % 10; }, 1.0);
+      return sample_in_batches(ddpm_sampler(l.schedule, 4), model, n, {1, 8, 8}, o);
+    };
+    const SampleResult one = run(nullptr);
+    testing::ThreadRanks ranks(R);
+    std::vector<SampleResult> got(static_cast<size_t>(R));
+    ranks.run([&](Communicator& comm) { got[comm.rank()] = run(&comm); });
+    for (int r = 0; r < R; r++) {
+      CAPTURE(n);
+      CAPTURE(r);
+      CHECK(bit_equal(got[r].x0, one.x0));
+      CHECK(got[r].kept_t == one.kept_t);
+      REQUIRE(got[r].chain.size() == one.chain.size());
+      for (size_t k = 0; k < one.chain.size(); k++) CHECK(bit_equal(got[r].chain[k], one.chain[k]));
+    }
+  }
 }
 
 TEST_CASE("sample: the forward figure's t = 0 column is the input and its columns follow forward_chain") {

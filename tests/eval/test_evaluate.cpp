@@ -5,12 +5,14 @@
 #include <vector>
 
 #include "ddpm/core/check.h"
+#include "ddpm/core/parallel.h"
 #include "ddpm/eval/evaluate.h"
 #include "ddpm/app/figures.h"
 #include "ddpm/app/sampling.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/train/trainer.h"
 #include "ddpm/model/unet.h"
+#include "tests/dist/thread_ranks.h"
 #include "tests/temp_dir.h"
 #include "tests/testing.h"
 
@@ -102,6 +104,35 @@ TEST_CASE("evaluate: end to end on a few samples of a minimal untrained model") 
   CHECK(nll.total_bpd == doctest::Approx(nll.prior_bpd + nll.kl_sum_bpd + nll.decoder_bpd).epsilon(1e-9));
   CHECK(nll.total_nats == doctest::Approx(nll.total_bpd * 784 * std::log(2.0)).epsilon(1e-9));
   CHECK(format_nll(nll).find("L_0") != std::string::npos);
+}
+
+TEST_CASE("evaluate: the VLB over ranks (test threads for MPI's) sums one process's terms, bit for bit") {
+  set_num_threads(1);
+  const Schedule s = make_schedule("linear", 6);
+  const Tensor images = prepare_images(randn({5, 1, 8, 8}, 9));
+  auto nll = [&](Communicator* comm) {
+    UNet model(unet_config("minimal"), 1);  // each rank its own model, as each MPI process has
+    for (Parameter* p : model.parameters()) {
+      Tensor& w = p->var->value;
+      for (int64_t i = 0; i < w.numel(); i++) w[i] += 0.05f * normal(RngKey{4, 4}, i);
+    }
+    return evaluate_nll(s, unet_model(model, s), images, "5 images", 2, 1, 3, false, nullptr, comm);
+  };
+  const NllSummary one = nll(nullptr);
+  for (int R : {2, 3, 6}) {  // 6 ranks for 5 images: rank 0 has none
+    testing::ThreadRanks ranks(R);
+    std::vector<NllSummary> got(static_cast<size_t>(R));
+    ranks.run([&](Communicator& comm) { got[comm.rank()] = nll(&comm); });
+    for (const NllSummary& g : got) {
+      CAPTURE(R);
+      CHECK(g.total_bpd == one.total_bpd);
+      CHECK(g.prior_bpd == one.prior_bpd);
+      CHECK(g.kl_sum_bpd == one.kl_sum_bpd);
+      CHECK(g.decoder_bpd == one.decoder_bpd);
+      CHECK(g.name == one.name);
+      CHECK(format_nll(g) == format_nll(one));
+    }
+  }
 }
 
 TEST_CASE("evaluate: class agreement counts argmax matches with the requested class and skips the null class") {

@@ -50,6 +50,13 @@ TEST_CASE("dropout: the mask depends on the key and the element index only") {
   Tensor out_prefix({100});
   dropout_forward(out_prefix.data(), x.data(), 100, p, RngKey{3, 9});
   CHECK(out_prefix.to_vector() == std::vector<float>(first.begin(), first.begin() + 100));
+  // A slice from element 1234 (a micro-batch's samples) gets that slice of the mask, forward
+  // and backward.
+  Tensor out_slice({300}), d_slice({300});
+  dropout_forward(out_slice.data(), x.data(), 300, p, RngKey{3, 9}, 1234);
+  CHECK(out_slice.to_vector() == std::vector<float>(first.begin() + 1234, first.begin() + 1534));
+  dropout_backward(d_slice.data(), x.data(), 300, p, RngKey{3, 9}, 1234);
+  CHECK(d_slice.to_vector() == out_slice.to_vector());  // dout = 1: dx is the mask times the scale
   // A different seed or stream gives a different mask: two independent p = 0.5 masks
   // differ at about half the elements (std ~70 of 20000).
   for (RngKey other : {RngKey{4, 9}, RngKey{3, 10}}) {

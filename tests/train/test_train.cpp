@@ -131,6 +131,7 @@ TEST_CASE("train: every field of the config table round-trips through the metada
   TrainConfig c;
   c.model = "minimal";
   c.batch = 8;
+  c.micro_batch = 2;
   c.lr = 3e-3;
   c.warmup = 5;
   c.grad_clip = 0.5;
@@ -171,6 +172,7 @@ TEST_CASE("train: every field of the config table round-trips through the metada
   CHECK(m.count("train.predict") == 0);
   CHECK(m.count("train.learned_variance") == 0);
   CHECK(m.count("train.timesteps") == 0);
+  CHECK(m.count("train.micro_batch") == 0);
   CHECK(m.at("train.loss") == "simple");
   CHECK(m.at("train.variance") == "fixed_large");
   CHECK(c.to_metadata().at("train.predict") == "x0");
