@@ -87,7 +87,7 @@ int train(const std::string& data_dir, const std::string& path, ClassifierTrainC
   return accuracy >= 0.99 ? 0 : 2;
 }
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, Communicator& comm) {
   bool train_classifier_flag = false, nll = false, use_ema = true;
   std::string classifier_path = "out/classifier.safetensors", checkpoint, samples_path, data_dir = "data/mnist";
   std::string variance;
@@ -125,6 +125,7 @@ int run(int argc, char** argv) {
   }
   set_num_threads(check_threads_flag(threads));
   if (train_classifier_flag) {
+    DDPM_CHECK(comm.size() == 1, "--train-classifier runs on one process, not over MPI ranks");
     ClassifierTrainConfig config;
     config.seed = static_cast<uint64_t>(seed);
     config.epochs = epochs;
@@ -168,7 +169,7 @@ int run(int argc, char** argv) {
                  nll_stride == 1 ? "all terms" : "strided estimate", "", static_cast<long long>(nll_n));
     const NllSummary s = evaluate_nll(schedule, unet_model(*model, schedule, predict, sigma), subset, data_name, batch,
                                       nll_stride, static_cast<uint64_t>(seed), sampler_choice.clip_x0,
-                                      progress_printer("VLB images"));
+                                      progress_printer("VLB images"), &comm);
     std::printf("%s", format_nll(s).c_str());
     return 0;
   }
@@ -210,6 +211,7 @@ int run(int argc, char** argv) {
     o.sample.clip_x0 = sampler_choice.clip_x0;
     o.batch = batch;
     o.chain_n = 0;
+    o.comm = &comm;  // MPI ranks share the images
     const EvalProgress progress = progress_printer("sampled");
     o.progress = [&progress, n](int64_t first, int64_t count, int64_t t) {
       if (t == 1) progress(first + count, n);  // Algorithm 2 only: DDIM reports nothing
@@ -239,4 +241,7 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return run_tool(run, argc, argv); }
+int main(int argc, char** argv) {
+  std::unique_ptr<Communicator> comm = world_communicator(&argc, &argv);  // MPI_Init in an MPI build
+  return run_tool(run, argc, argv, *comm);
+}

@@ -105,7 +105,7 @@ std::vector<double> parse_list(const std::string& flag, const std::string& text)
   return out;
 }
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, Communicator& comm) {
   std::string guidance_list, save_samples;
   SamplerChoice sampler_choice;
   std::string checkpoint, out = "out", variance, class_flag, data_dir = "data/mnist", schedule_name = "linear";
@@ -200,7 +200,7 @@ int run(int argc, char** argv) {
   ensure_writable_dir(out);  // created if absent; a file or an unwritable folder is refused here
   const std::string prefix = out + "/";
 
-  if (forward) {
+  if (forward && comm.rank() == 0) {
     auto t0 = Clock::now();
     MnistSplit test = load_mnist(data_dir, "test");
     const int64_t rows = std::min<int64_t>(fig_rows, test.images.size(0));
@@ -268,6 +268,7 @@ int run(int argc, char** argv) {
     BatchedSampleOptions o;
     o.sample = base;
     o.batch = batch;
+    o.comm = &comm;  // MPI ranks share the images; rank 0 writes
     if (!use_ddim) o.progress = progress_printer(n, t0);  // counts Algorithm 2's T steps
     const std::vector<int64_t> chain_t = evenly_spaced_t(schedule.T, 0, fig_cols);
     const std::vector<int64_t> gif_t = evenly_spaced_t(schedule.T, 0, gif_frames);
@@ -281,9 +282,9 @@ int run(int argc, char** argv) {
     std::fflush(stdout);
     SampleResult r = sample_in_batches(sampler, model_for(label_of, choice.kind == ClassChoice::null, guidance), n, image, o);
     const int64_t cols = grid_columns(n);
-    write_image_grid(prefix + "samples.png", r.x0, cols);
+    if (comm.rank() == 0) write_image_grid(prefix + "samples.png", r.x0, cols);
     std::printf("wrote %ssamples.png (%lld images, %.1fs)\n", prefix.c_str(), static_cast<long long>(n), seconds_since(t0));
-    if (!save_samples.empty()) {
+    if (!save_samples.empty() && comm.rank() == 0) {
       Tensor x = r.x0.clone();  // [n, C, H, W], clamped to [-1, 1] as a PNG would be
       for (int64_t j = 0; j < x.numel(); j++) x[j] = std::min(1.0f, std::max(-1.0f, x[j]));
       NamedTensors tensors = {{"samples", x}};
@@ -310,13 +311,13 @@ int run(int argc, char** argv) {
       }
       return sub;
     };
-    if (chain) {
+    if (chain && comm.rank() == 0) {
       const int64_t rows = std::min(fig_rows, n);
       write_image_grid(prefix + "chain.png", chain_figure(entries(chain_t), rows), static_cast<int64_t>(chain_t.size()));
       std::printf("wrote %schain.png (%lld samples, x_t at t = %s)\n", prefix.c_str(), static_cast<long long>(rows),
                   join_t(chain_t).c_str());
     }
-    if (gif) {
+    if (gif && comm.rank() == 0) {
       SampleResult g = entries(gif_t);
       std::vector<std::vector<uint8_t>> frames;
       std::vector<int> delays;
@@ -346,6 +347,7 @@ int run(int argc, char** argv) {
       o.sample = base;
       o.batch = batch;
       o.chain_n = 0;
+      o.comm = &comm;
       if (!use_ddim) o.progress = progress_printer(total, t0);
       std::printf("sampling the class grid: %lld classes x %lld images, guidance w = %g (%s)\n",
                   static_cast<long long>(mc.num_classes), static_cast<long long>(fig_cols), w, how.c_str());
@@ -355,7 +357,7 @@ int run(int argc, char** argv) {
       std::ostringstream name;
       if (guidance_list.empty()) name << "class_grid.png";
       else name << "class_grid_w" << w << ".png";
-      write_image_grid(prefix + name.str(), r.x0, fig_cols);
+      if (comm.rank() == 0) write_image_grid(prefix + name.str(), r.x0, fig_cols);
       std::printf("wrote %s%s (row k is class k, w = %g, %.1fs)\n", prefix.c_str(), name.str().c_str(), w,
                   seconds_since(t0));
       std::fflush(stdout);
@@ -366,4 +368,7 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return run_tool(run, argc, argv); }
+int main(int argc, char** argv) {
+  std::unique_ptr<Communicator> comm = world_communicator(&argc, &argv);  // MPI_Init in an MPI build
+  return run_tool(run, argc, argv, *comm);
+}

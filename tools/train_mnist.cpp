@@ -4,6 +4,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <memory>
 
 #include "ddpm/app/flags.h"
 #include "ddpm/app/train_run.h"
@@ -15,13 +16,14 @@ namespace {
 std::atomic<bool> g_interrupted{false};
 
 // The first Ctrl-C (or SIGTERM) asks for a checkpoint and a clean exit; a second one kills
-// at once (safe too: checkpoints are written atomically).
+// at once (safe too: checkpoints are written atomically). Under mpirun, Ctrl-C reaches the
+// ranks as SIGTERM; they stop together at the next micro-batch.
 void on_sigint(int sig) {
   g_interrupted = true;
   std::signal(sig, SIG_DFL);
 }
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, Communicator& comm) {
   TrainRun options;
   TrainRunFlags flags(&options);
   if (!flags.parse(argc, argv)) {
@@ -33,9 +35,13 @@ int run(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);
   std::signal(SIGINT, on_sigint);
   std::signal(SIGTERM, on_sigint);
-  return train_run(options, g_interrupted);
+  return train_run(options, g_interrupted, comm);
 }
 
 }  // namespace
 
-int main(int argc, char** argv) { return run_tool(run, argc, argv); }
+int main(int argc, char** argv) {
+  // MPI_Init in an MPI build (`mpirun -np R ./train_mnist`: docs/scaling.md); one process otherwise.
+  std::unique_ptr<Communicator> comm = world_communicator(&argc, &argv);
+  return run_tool(run, argc, argv, *comm);
+}

@@ -1,7 +1,12 @@
 #include "ddpm/app/flags.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -175,6 +180,45 @@ int run_tool(int (*run)(int argc, char** argv), int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
+}
+
+int run_tool(int (*run)(int argc, char** argv, Communicator& comm), int argc, char** argv, Communicator& comm) {
+  if (comm.size() == 1) {
+    try {
+      return run(argc, argv, comm);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+  }
+  int errors = STDERR_FILENO;  // where this rank's own error goes
+  if (comm.rank() != 0) {
+    errors = ::dup(STDERR_FILENO);
+    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null >= 0) {
+      ::dup2(null, STDOUT_FILENO);
+      ::dup2(null, STDERR_FILENO);
+      ::close(null);
+    }
+  }
+  try {
+    return run(argc, argv, comm);
+  } catch (const std::exception& e) {
+    // The job ends now; a signal from mpirun ends this rank at once from here on.
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+    if (comm.rank() != 0) std::this_thread::sleep_for(std::chrono::seconds(1));
+    std::string line = "error: ";
+    if (comm.rank() != 0) line += "rank " + std::to_string(comm.rank()) + " of " + std::to_string(comm.size()) + ": ";
+    line += e.what();
+    line += "\n";
+    std::fflush(stdout);
+    if (::write(errors, line.data(), line.size()) < 0) {
+      // nowhere left to say it; the exit code still does
+    }
+    comm.abort(1);
+  }
+  return 1;  // not reached: abort ends the process
 }
 
 }  // namespace ddpm

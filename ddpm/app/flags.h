@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/dist/communicator.h"
+
 namespace ddpm {
 
 class Flags {
@@ -56,5 +58,13 @@ int check_threads_flag(int64_t threads);
 // The body of every tool's main(): returns run(argc, argv), or prints "error: <what>" to
 // stderr and returns 1 when it throws.
 int run_tool(int (*run)(int argc, char** argv), int argc, char** argv);
+// The same for the tools whose work MPI ranks share (./train_mnist, ./sample, ./eval), with
+// the process's communicator (world_communicator, made first thing in main). On one process
+// it is run_tool above. Over R > 1 ranks only rank 0 prints: the others' stdout and stderr
+// go to /dev/null. An error on any rank prints "error: <what>" (with "rank r of R: " when
+// r > 0) and ends every rank with MPI_Abort, so that no rank waits forever in a collective
+// for one that is gone. Another rank waits a second before it prints, so an error that
+// every rank meets (a bad flag) is printed once, by rank 0, whose abort ends the rest.
+int run_tool(int (*run)(int argc, char** argv, Communicator& comm), int argc, char** argv, Communicator& comm);
 
 }  // namespace ddpm

@@ -12,6 +12,7 @@
 #include "ddpm/app/run_folder.h"
 #include "ddpm/app/sampling.h"
 #include "ddpm/core/check.h"
+#include "ddpm/core/hash.h"
 #include "ddpm/core/parallel.h"
 #include "ddpm/data/dataset.h"
 #include "ddpm/io/file.h"
@@ -48,6 +49,7 @@ TrainRunFlags::TrainRunFlags(TrainRun* run)
   flags_.add("--keep", &r.keep, "keep the newest K checkpoints this run writes (it never removes others)");
   flags_.add("--log-every", &r.log_every, "print a progress line every N steps");
   flags_.add("--inject-nan-at", &r.inject_nan_at, "debug: put a NaN into the batch of this step (tests the fault report)");
+  flags_.add("--inject-nan-sample", &r.inject_nan_sample, "debug: with --inject-nan-at, the sample of the batch it goes into");
 }
 
 bool TrainRunFlags::parse(int argc, const char* const* argv) {
@@ -85,29 +87,34 @@ void check_run_flags(const TrainRun& r) {
   DDPM_CHECK(r.epochs == 0 || r.config.minutes == 0, "--epochs and --minutes both choose where the run ends: give one");
   DDPM_CHECK(r.sample_n <= 4096, "--sample-n " << r.sample_n << " is more than 4096 images");
   DDPM_CHECK(r.inject_nan_at >= 0, "--inject-nan-at " << r.inject_nan_at << " must be non-negative");
+  DDPM_CHECK(r.inject_nan_sample >= 0, "--inject-nan-sample " << r.inject_nan_sample << " must be non-negative");
   if (r.resume.empty()) r.config.validate();  // before the output folder is made
   check_dataset_name(r.dataset);
 }
 
-// The grid of `n` EMA samples, written to `path`: Algorithm 2, or DDIM with 50 steps when
-// `ddim` (the cheap grids during training; their file names say so).
-void write_samples(Trainer& trainer, const std::string& path, int64_t n, bool ddim) {
+// The grid of `n` EMA samples, written to `path` by rank 0: Algorithm 2, or DDIM with 50
+// steps when `ddim` (the cheap grids during training; their file names say so). The ranks
+// share the images (sample_in_batches).
+void write_samples(Trainer& trainer, const std::string& path, int64_t n, bool ddim, Communicator& comm) {
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<UNet> ema = trainer.ema_model();
   const UNetConfig& c = ema->config();
   const TrainConfig& tc = trainer.config();
-  std::vector<int64_t> labels;  // a conditional model draws digit i mod 10, guided with w = 1
-  for (int64_t i = 0; i < n; i++) labels.push_back(i % 10);
   const Schedule& s = trainer.schedule();
   const SigmaChoice sigma{c.learned_variance, tc.variance};  // a learned variance samples with its Sigma
-  const ModelFn model = unet_model(*ema, s, tc.predict, sigma, c.num_classes > 0 ? &labels : nullptr,
-                                   c.num_classes > 0 ? 1.0 : 0.0);
+  std::function<int64_t(int64_t)> label_of;  // a conditional model draws digit i mod 10, guided with w = 1
+  if (c.num_classes > 0) label_of = [](int64_t i) { return i % 10; };
+  const BatchModelFn model = unet_batch_model(*ema, s, tc.predict, sigma, label_of, c.num_classes > 0 ? 1.0 : 0.0);
   SamplerChoice choice;
   if (ddim) {
     choice.sampler = "ddim";
     choice.ddim_steps = std::min<int64_t>(kGridDdimSteps, s.T);
   }
-  const SampleResult r = make_sampler(s, tc.seed, choice)(model, {n, c.in_ch, c.image_size, c.image_size}, {});
+  BatchedSampleOptions o;
+  o.batch = n;  // one sampler call per rank
+  o.comm = &comm;
+  const SampleResult r = sample_in_batches(make_sampler(s, tc.seed, choice), model, n, {c.in_ch, c.image_size, c.image_size}, o);
+  if (comm.rank() != 0) return;
   write_image_grid(path, r.x0, grid_columns(n));
   std::printf("wrote %s (%lld samples, EMA weights, %s, %.1fs)\n", path.c_str(), static_cast<long long>(n),
               describe_sampler(choice, s.T, sigma).c_str(), seconds_since(t0));
@@ -115,9 +122,26 @@ void write_samples(Trainer& trainer, const std::string& path, int64_t n, bool dd
 }
 
 // A fresh Trainer, or one resumed from --resume (a file or the newest loadable checkpoint
-// in --out); the resume applies --lr and notes every other config flag it ignores.
-std::unique_ptr<Trainer> make_trainer(const TrainRun& r, Dataset data) {
+// in --out); the resume applies --lr and notes every other config flag it ignores. Over MPI
+// ranks, rank 0 resumes and sends its state; the others build theirs from those bytes, so
+// only rank 0 needs to see --out.
+std::unique_ptr<Trainer> make_trainer(const TrainRun& r, Dataset data, Communicator& comm) {
   if (r.resume.empty()) return std::make_unique<Trainer>(r.config, std::move(data));
+  if (comm.size() > 1) {
+    std::unique_ptr<Trainer> trainer;
+    std::vector<uint8_t> bytes;
+    if (comm.rank() == 0) {
+      SingleProcess here;  // rank 0 resumes as one process would
+      trainer = make_trainer(r, data, here);
+      bytes = trainer->checkpoint_bytes();
+    }
+    uint64_t size = bytes.size();
+    comm.broadcast(&size, sizeof size, 0);
+    bytes.resize(size);
+    comm.broadcast(bytes.data(), static_cast<int64_t>(size), 0);
+    if (comm.rank() == 0) return trainer;
+    return trainer_from_checkpoint(parse_safetensors(bytes.data(), bytes.size(), "rank 0's resumed state"), data);
+  }
   std::vector<std::string> candidates{r.resume};
   if (r.resume == "auto") {
     candidates = list_checkpoints(r.out);
@@ -178,41 +202,73 @@ int64_t target_from_speed(double minutes, int64_t now, double seconds_per_step, 
   return now + static_cast<int64_t>(std::floor(left / seconds_per_step));
 }
 
+// The dataset's bits, which every rank must read alike.
+uint64_t dataset_hash(const Dataset& data) {
+  Fnv1a fnv;
+  fnv.add(data.images.data(), static_cast<size_t>(data.images.numel()) * sizeof(float));
+  fnv.add(data.labels.data(), data.labels.size() * sizeof(data.labels[0]));
+  return fnv.h;
+}
+
 }  // namespace
 
 int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
+  SingleProcess one;
+  return train_run(r, interrupted, one);
+}
+
+int train_run(const TrainRun& r, const std::atomic<bool>& interrupted, Communicator& comm) {
   const int threads = check_threads_flag(r.threads);
   check_run_flags(r);
   set_num_threads(threads);
-  // Created, checked writable and locked before any real work; removes dead writers' temp files.
-  RunFolder folder(r.out);
+  const bool root = comm.rank() == 0, many = comm.size() > 1;
+  // Rank 0 alone owns the output folder: created, checked writable and locked before any
+  // real work; dead writers' temp files removed.
+  std::unique_ptr<RunFolder> folder = root ? std::make_unique<RunFolder>(r.out) : nullptr;
+  // Every rank reads the data itself (docs/scaling.md says why), and they check they read the same.
   Dataset data = load_dataset(r.dataset, r.data_dir);
+  if (many) check_same_on_every_rank(comm, dataset_hash(data), "the dataset (--dataset " + r.dataset + ")");
   TrainRun run = r;  // --epochs and --minutes set where it ends
   if (run.epochs > 0) {
     run.config.steps = (run.epochs * data.size() + run.config.batch - 1) / run.config.batch;  // the real dataset size
     run.config_flags_given.push_back("--steps");
   }
   if (run.config.minutes > 0 && run.resume.empty()) run.config.steps = 0;  // chosen once the speed is known
-  std::unique_ptr<Trainer> trainer = make_trainer(run, std::move(data));
+  std::unique_ptr<Trainer> trainer = make_trainer(run, std::move(data), comm);
+  if (many) {
+    trainer->distribute(comm);
+    check_same_on_every_rank(comm, trainer->state_hash(), "the training state at the start");
+  }
+  trainer->set_stop_flag(&interrupted);
   // Never mix with, or replace, checkpoints this run did not write.
-  const std::string aside = folder.claim(trainer->steps_done(), !r.resume.empty(), r.overwrite);
+  const std::string aside = root ? folder->claim(trainer->steps_done(), !r.resume.empty(), r.overwrite) : "";
   if (!aside.empty()) std::printf("--overwrite: moved the earlier checkpoints of %s into %s/\n", r.out.c_str(), aside.c_str());
   const TrainConfig& tc = trainer->config();
   check_target(r, *trainer);
   auto target_text = [&]() {
     return tc.steps > 0 ? std::to_string(tc.steps) : "?";
   };
-  std::printf("model %s (%lld parameters), %s schedule T=%lld, batch %lld, lr %g (%s), EMA %g, %d threads, target %s%s\n",
+  std::string split;  // " (12 micro-batches of 4, Open MPI v4.1.4, 3 ranks)"
+  if (tc.micro_batch > 0) split = std::to_string(trainer->micro_batches()) + " micro-batches of " + std::to_string(tc.micro_batch);
+  if (many) split += (split.empty() ? "" : ", ") + comm.describe();
+  if (!split.empty()) split = " (" + split + ")";
+  std::printf("model %s (%lld parameters), %s schedule T=%lld, batch %lld%s, lr %g (%s), EMA %g, %d threads, target %s%s\n",
               tc.model.c_str(), static_cast<long long>(trainer->model().num_parameters()), tc.schedule.c_str(),
-              static_cast<long long>(tc.T), static_cast<long long>(tc.batch), tc.lr, lr_schedule_name(tc.lr_schedule),
-              tc.ema, num_threads(), tc.steps > 0 ? ("step " + target_text()).c_str() : "step: chosen by --minutes",
+              static_cast<long long>(tc.T), static_cast<long long>(tc.batch), split.c_str(), tc.lr,
+              lr_schedule_name(tc.lr_schedule), tc.ema, num_threads(),
+              tc.steps > 0 ? ("step " + target_text()).c_str() : "step: chosen by --minutes",
               tc.minutes > 0 && tc.steps == 0 ? (" after " + std::to_string(kSpeedSteps + 1) + " steps").c_str() : "");
   std::fflush(stdout);
-  if (r.inject_nan_at > 0) trainer->inject_nan(r.inject_nan_at);
+  if (r.inject_nan_at > 0) trainer->inject_nan(r.inject_nan_at, r.inject_nan_sample);
 
-  // A checkpoint; older ones of this process are removed only after it is safely on disk.
-  // A failed write stops training, naming the newest good checkpoint.
+  // A checkpoint, written by rank 0 once the ranks agree on the state; older ones of this
+  // process are removed only after it is safely on disk. A failed write stops training,
+  // naming the newest good checkpoint.
   auto save = [&]() {
+    if (many)
+      check_same_on_every_rank(comm, trainer->state_hash(),
+                               "the training state at step " + std::to_string(trainer->steps_done()));
+    if (!root) return;
     const std::string path = checkpoint_path(r.out, trainer->steps_done());
     try {
       trainer->save_checkpoint(path);
@@ -222,8 +278,8 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
                                             << e.what() << (found.empty() ? "" : "; the last good checkpoint is " +
                                                                                      found.front() + " (--resume auto)"));
     }
-    folder.wrote(path);
-    folder.prune(r.keep, path);
+    folder->wrote(path);
+    folder->prune(r.keep, path);
     std::printf("saved %s\n", path.c_str());
     std::fflush(stdout);
   };
@@ -236,12 +292,17 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
   int64_t last_grid_step = -1;
   double train_seconds = 0, timed_from = 0;  // time inside trainer->step(); the time before the timed steps
   auto done = [&]() { return tc.steps > 0 && trainer->steps_done() >= tc.steps; };
-  while (!done() && !interrupted) {
+  bool stopped = false;  // Ctrl-C: every rank stops at the same step (Trainer::set_stop_flag)
+  while (!done()) {
     double loss;
     const auto t_step = std::chrono::steady_clock::now();
     try {
       loss = trainer->step();
+    } catch (const StepInterrupted&) {
+      stopped = true;
+      break;
     } catch (const NonFiniteError& e) {
+      if (!root) return 3;
       std::fprintf(stderr, "error: training stopped: %s\n", e.what());
       const auto found = list_checkpoints(r.out);
       if (!found.empty()) std::fprintf(stderr, "the last good checkpoint is %s (--resume auto)\n", found.front().c_str());
@@ -252,7 +313,9 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
     if (k == first_step + 1) timed_from = train_seconds;
     if (tc.steps == 0 && k == first_step + 1 + kSpeedSteps) {
       const double per_step = (train_seconds - timed_from) / kSpeedSteps;
-      trainer->set_target(std::max(k, target_from_speed(tc.minutes, k, per_step, train_seconds)));
+      int64_t target = std::max(k, target_from_speed(tc.minutes, k, per_step, train_seconds));
+      comm.broadcast(&target, sizeof target, 0);  // rank 0's clock decides for every rank
+      trainer->set_target(target);
       std::printf("--minutes %g: %.1f img/s over steps %lld-%lld, so the target is step %lld\n", tc.minutes,
                   static_cast<double>(tc.batch) / per_step, static_cast<long long>(first_step + 2),
                   static_cast<long long>(k), static_cast<long long>(tc.steps));
@@ -278,7 +341,7 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
       char name[64];
       std::snprintf(name, sizeof name, ddim ? "/samples-%08lld-ddim%lld.png" : "/samples-%08lld.png",
                     static_cast<long long>(k), static_cast<long long>(std::min<int64_t>(kGridDdimSteps, tc.T)));
-      write_samples(*trainer, r.out + name, r.sample_n, ddim);
+      write_samples(*trainer, r.out + name, r.sample_n, ddim, comm);
       if (!ddim) {
         last_grid = r.out + name;
         last_grid_step = k;
@@ -286,12 +349,16 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
     }
   }
   if (trainer->steps_done() != last_saved) save();
-  if (interrupted) {
+  if (many && root && trainer->steps_done() > first_step)
+    std::printf("communication: %.1f s of %.1f s of training steps (%.1f%%) in the ranks' collectives, waiting for "
+                "the slowest rank included\n",
+                trainer->comm_seconds(), train_seconds, 100.0 * trainer->comm_seconds() / train_seconds);
+  if (stopped) {
     if (trainer->steps_done() == first_step) std::printf("interrupted before the first step of this run: nothing new to save\n");
     else std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", r.out.c_str());
     return 0;
   }
-  if (!curve_x.empty()) {
+  if (root && !curve_x.empty()) {
     PlotOptions po;
     po.title = std::string("Training loss (") + loss_name(tc.loss) + ")";
     po.x_label = "step";
@@ -301,10 +368,11 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
     std::printf("wrote %s/loss.svg\n", r.out.c_str());
   }
   if (last_grid_step == trainer->steps_done()) {  // this run's last step drew the same images: copy them
+    if (!root) return 0;
     write_file_atomic(r.out + "/samples.png", read_file_bytes(last_grid));
     std::printf("wrote %s/samples.png (a copy of %s)\n", r.out.c_str(), last_grid.c_str());
   } else {
-    write_samples(*trainer, r.out + "/samples.png", r.sample_n, /*ddim=*/false);
+    write_samples(*trainer, r.out + "/samples.png", r.sample_n, /*ddim=*/false, comm);
   }
   return 0;
 }
