@@ -123,7 +123,10 @@ TEST_SRCS := \
 	tests/ops/test_shape.cpp \
 	tests/model/test_nn.cpp \
 	tests/model/test_unet.cpp \
+	tests/diffusion/test_algorithms.cpp \
 	tests/diffusion/test_diffusion.cpp \
+	tests/diffusion/test_gaussian.cpp \
+	tests/diffusion/test_schedule.cpp \
 	tests/extensions/test_ddim.cpp \
 	tests/extensions/test_guidance.cpp \
 	tests/extensions/test_importance_sampling.cpp \
