@@ -10,6 +10,7 @@
 #   make fuzz                 libFuzzer harnesses (clang) in build/fuzz, FUZZ_SECONDS each
 #   make kill-test            SIGKILL / write-error / SIGINT / NaN tests of ./train_mnist
 #   make install PREFIX=/usr/local    headers, libddpm.a, pkg-config file, CMake package
+#   make install-test         installs into a temp folder and builds examples/sample16 on it
 #
 # The source lists below are explicit; tools/check_sources.sh fails when they differ
 # from the lists in CMakeLists.txt.
@@ -159,7 +160,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data doctest test check-sources check-layers check-derivation clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test install
+.PHONY: all data doctest test check-sources check-layers check-derivation clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test install install-test
 # bench is linked like every tool, but `make bench` also runs it: its rules are below.
 TOOL_BINS := $(filter-out bench,$(TOOLS))
 all: data $(TOOL_BINS) $(BUILD)/bench
@@ -267,6 +268,12 @@ install: $(LIB)
 	install -m 644 cmake/ddpmConfig.cmake $(INSTALL_DIR)/lib/cmake/ddpm/ddpmConfig.cmake
 	$(INSTALL_SUBST) cmake/ddpmConfigVersion.cmake.in > $(INSTALL_DIR)/lib/cmake/ddpm/ddpmConfigVersion.cmake
 	$(INSTALL_SUBST) cmake/ddpmTargets-make.cmake.in > $(INSTALL_DIR)/lib/cmake/ddpm/ddpmTargets.cmake
+
+# `make install-test` (tests/e2e/install_test.sh): installs into a temp folder, builds
+# examples/sample16 on it with CMake and with pkg-config, runs both on a 2-step checkpoint and
+# on the fixture weights, and checks the PNGs. Also CMake's install when build/cmake exists.
+install-test: data train_mnist $(LIB)
+	SIMD=$(SIMD) DDPM_ARCH_FLAGS="$(ARCH_FLAGS)" MAKE="$(MAKE)" bash tests/e2e/install_test.sh
 
 # --- fuzzing: libFuzzer harnesses under tests/fuzz (clang only) -------------------
 # The library is rebuilt with coverage and ASan+UBSan in build/fuzz; each harness runs
