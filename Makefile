@@ -9,6 +9,8 @@
 #                             `make asan-test` is the same
 #   make fuzz                 libFuzzer harnesses (clang) in build/fuzz, FUZZ_SECONDS each
 #   make kill-test            SIGKILL / write-error / SIGINT / NaN tests of ./train_mnist
+#   make install PREFIX=/usr/local    headers, libddpm.a, pkg-config file, CMake package
+#   make install-test         installs into a temp folder and builds examples/sample16 on it
 #
 # The source lists below are explicit; tools/check_sources.sh fails when they differ
 # from the lists in CMakeLists.txt.
@@ -161,7 +163,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data doctest test check-sources check-layers check-derivation clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test
+.PHONY: all data doctest test check-sources check-layers check-derivation clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test install install-test
 # bench is linked like every tool, but `make bench` also runs it: its rules are below.
 TOOL_BINS := $(filter-out bench,$(TOOLS))
 all: data $(TOOL_BINS) $(BUILD)/bench
@@ -235,6 +237,46 @@ clean:
 
 asan-test:
 	$(MAKE) SANITIZE=1 test
+
+# --- install: the library for other projects (docs/library.md) ----------------------------
+# `make install PREFIX=/usr/local` (DESTDIR stages it elsewhere) puts in place, from this
+# build's library ($(BUILD)/libddpm.a):
+#   PREFIX/include/ddpm/...            every header, in the tree the includes name
+#                                      ("ddpm/<layer>/<file>.h"); ddpm/ddpm.h is the public API
+#   PREFIX/lib/libddpm.a
+#   PREFIX/lib/pkgconfig/ddpm.pc       Cflags: -I, -std=c++17 and this build's ARCH_FLAGS
+#   PREFIX/lib/cmake/ddpm/             ddpmConfig.cmake, its version file and ddpmTargets.cmake:
+#                                      find_package(ddpm) and the target ddpm::ddpm
+# CMake's install (CMakeLists.txt) writes the same files from the same templates (cmake/).
+# The SIMD flags go with the library: a -march=native build runs on the CPU family it was
+# built on; SIMD=avx2 or SIMD=scalar make a portable one.
+PREFIX ?= /usr/local
+DDPM_VERSION := 0.1.0
+INSTALL_HDRS := $(sort $(wildcard ddpm/*.h ddpm/*/*.h))
+INSTALL_DIR = $(DESTDIR)$(PREFIX)
+INSTALL_SUBST = sed -e 's|@DDPM_PREFIX@|$(PREFIX)|g' -e 's|@DDPM_VERSION@|$(DDPM_VERSION)|g' \
+	-e 's|@DDPM_ARCH_FLAGS@|$(ARCH_FLAGS)|g'
+ifneq ($(SANITIZE),)
+  ifneq ($(filter install,$(MAKECMDGOALS)),)
+    $(error make install: not from a SANITIZE build (drop SANITIZE=1))
+  endif
+endif
+install: $(LIB)
+	install -d $(INSTALL_DIR)/include/ddpm $(INSTALL_DIR)/lib/pkgconfig $(INSTALL_DIR)/lib/cmake/ddpm
+	@for h in $(INSTALL_HDRS); do install -d $(INSTALL_DIR)/include/$$(dirname $$h) && \
+	  install -m 644 $$h $(INSTALL_DIR)/include/$$h || exit 1; done
+	@echo "installed $(words $(INSTALL_HDRS)) headers in $(INSTALL_DIR)/include/ddpm"
+	install -m 644 $(LIB) $(INSTALL_DIR)/lib/libddpm.a
+	$(INSTALL_SUBST) cmake/ddpm.pc.in > $(INSTALL_DIR)/lib/pkgconfig/ddpm.pc
+	install -m 644 cmake/ddpmConfig.cmake $(INSTALL_DIR)/lib/cmake/ddpm/ddpmConfig.cmake
+	$(INSTALL_SUBST) cmake/ddpmConfigVersion.cmake.in > $(INSTALL_DIR)/lib/cmake/ddpm/ddpmConfigVersion.cmake
+	$(INSTALL_SUBST) cmake/ddpmTargets-make.cmake.in > $(INSTALL_DIR)/lib/cmake/ddpm/ddpmTargets.cmake
+
+# `make install-test` (tests/e2e/install_test.sh): installs into a temp folder, builds
+# examples/sample16 on it with CMake and with pkg-config, runs both on a 2-step checkpoint and
+# on the fixture weights, and checks the PNGs. Also CMake's install when build/cmake exists.
+install-test: data train_mnist $(LIB)
+	SIMD=$(SIMD) DDPM_ARCH_FLAGS="$(ARCH_FLAGS)" MAKE="$(MAKE)" bash tests/e2e/install_test.sh
 
 # --- fuzzing: libFuzzer harnesses under tests/fuzz (clang only) -------------------
 # The library is rebuilt with coverage and ASan+UBSan in build/fuzz; each harness runs
