@@ -93,6 +93,7 @@ LIB_SRCS := \
 	ddpm/app/config_flags.cpp \
 	ddpm/app/figures.cpp \
 	ddpm/app/flags.cpp \
+	ddpm/app/progress.cpp \
 	ddpm/app/run_folder.cpp \
 	ddpm/app/sampling.cpp \
 	ddpm/app/train_run.cpp
