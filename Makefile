@@ -90,11 +90,13 @@ LIB_SRCS := \
 	ddpm/eval/evaluate.cpp \
 	ddpm/eval/linalg.cpp \
 	ddpm/eval/metrics.cpp \
+	ddpm/app/checkpoint_model.cpp \
 	ddpm/app/config_flags.cpp \
 	ddpm/app/figures.cpp \
 	ddpm/app/flags.cpp \
 	ddpm/app/progress.cpp \
 	ddpm/app/run_folder.cpp \
+	ddpm/app/sample_run.cpp \
 	ddpm/app/sampling.cpp \
 	ddpm/app/train_run.cpp
 

@@ -47,6 +47,13 @@ bool Flags::given(const std::string& name) const {
   return false;
 }
 
+std::set<std::string> Flags::given_names() const {
+  std::set<std::string> names;
+  for (const Flag& f : flags_)
+    if (f.given) names.insert(f.name);
+  return names;
+}
+
 // Levenshtein distance, for "did you mean".
 static size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);

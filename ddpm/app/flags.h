@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ class Flags {
   std::string help() const;
   // True if the flag was given on the command line (not just defaulted).
   bool given(const std::string& name) const;
+  // The names of every flag given on the command line, for checks that depend on whether a
+  // flag was given rather than on its value ("--ddim-steps needs --sampler ddim").
+  std::set<std::string> given_names() const;
 
  private:
   enum class Kind { integer, real, text, boolean };

@@ -292,7 +292,7 @@ TEST_CASE("sample: the shared sampler flags are checked, and a checkpoint's vari
     Flags flags("t", "");
     add_sampler_flags(flags, choice);
     REQUIRE(flags.parse(args));
-    check_sampler_flags(flags, *choice);
+    check_sampler_flags(flags.given_names(), *choice);
   };
   SamplerChoice c;
   parse({"--sampler", "ddim", "--ddim-steps", "20", "--spacing", "linspace", "--eta", "1", "--clip-x0"}, &c);
