@@ -92,6 +92,7 @@ LIB_SRCS := \
 	ddpm/eval/metrics.cpp \
 	ddpm/app/checkpoint_model.cpp \
 	ddpm/app/config_flags.cpp \
+	ddpm/app/eval_run.cpp \
 	ddpm/app/figures.cpp \
 	ddpm/app/flags.cpp \
 	ddpm/app/progress.cpp \
