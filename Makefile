@@ -99,6 +99,7 @@ LIB_SRCS := \
 	ddpm/app/run_folder.cpp \
 	ddpm/app/sample_run.cpp \
 	ddpm/app/sampling.cpp \
+	ddpm/app/schedule_run.cpp \
 	ddpm/app/train_run.cpp
 
 # --- test sources ----------------------------------------------------------
