@@ -6,56 +6,23 @@
 #include <memory>
 
 #include "ddpm/core/check.h"
+#include "ddpm/app/checkpoint_model.h"
 #include "ddpm/app/figures.h"
 #include "ddpm/app/sampling.h"
 #include "ddpm/io/safetensors.h"
 #include "ddpm/extensions/prediction_targets.h"
 #include "ddpm/train/trainer.h"
+#include "tests/app/app_testing.h"
 #include "tests/temp_dir.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
+using testing::bit_equal;
 using testing::randn;
+using testing::save_minimal_checkpoint;
 using testing::TempDir;
 
 namespace {
-
-// Saves a minimal U-Net as a training checkpoint would: weights, EMA weights ("ema."
-// prefix, a different perturbation so the two are told apart) and the config metadata.
-// The zero-initialized layers are perturbed too, so eps_theta depends on x_t, t and labels.
-void save_minimal_checkpoint(const std::string& path, int64_t num_classes, int64_t T,
-                             const std::string& predict = "eps") {
-  UNetConfig c = unet_config("minimal");
-  c.num_classes = num_classes;
-  UNet net(c, 3);
-  Generator gen(17);
-  NamedTensors tensors, ema;
-  for (Parameter* p : net.parameters()) {
-    Tensor w = p->var->value.clone();
-    for (int64_t i = 0; i < w.numel(); i++) w[i] += 0.05f * gen.normal();
-    Tensor e = w.clone();
-    for (int64_t i = 0; i < e.numel(); i++) e[i] += 0.05f * gen.normal();
-    tensors.emplace_back(p->name, w);
-    ema.emplace_back("ema." + p->name, e);
-  }
-  tensors.insert(tensors.end(), ema.begin(), ema.end());
-  TrainConfig tc;
-  tc.model = "minimal";
-  tc.schedule = "linear";
-  tc.T = T;
-  tc.conditional = num_classes > 0;
-  tc.predict = parse_target(predict);
-  std::map<std::string, std::string> meta = c.to_metadata();
-  for (auto& kv : tc.to_metadata()) meta.insert(kv);
-  save_safetensors(path, tensors, meta);
-}
-
-bool bit_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape()) return false;
-  for (int64_t i = 0; i < a.numel(); i++)
-    if (!(a[i] == b[i])) return false;
-  return true;
-}
 
 // Image `i` of x [N, ...] equals image `j` of y [M, ...], bit for bit.
 bool image_equal(const Tensor& x, int64_t i, const Tensor& y, int64_t j) {
@@ -64,20 +31,6 @@ bool image_equal(const Tensor& x, int64_t i, const Tensor& y, int64_t j) {
   for (int64_t k = 0; k < D; k++)
     if (!(x[i * D + k] == y[j * D + k])) return false;
   return true;
-}
-
-struct Loaded {
-  std::unique_ptr<UNet> model;
-  std::map<std::string, std::string> meta;
-  bool ema = false;
-  Schedule schedule;
-};
-
-Loaded load(const std::string& path, bool use_ema = true) {
-  Loaded l;
-  l.model = load_model(path, use_ema, &l.meta, &l.ema);
-  l.schedule = make_schedule(l.meta.at("train.schedule"), std::stoll(l.meta.at("train.T")));
-  return l;
 }
 
 }  // namespace
@@ -95,7 +48,7 @@ TEST_CASE("sample: images from a checkpoint are bit-identical for batch sizes 1,
   TempDir dir;
   const std::string path = dir / "ckpt.safetensors";
   save_minimal_checkpoint(path, 0, 10);
-  Loaded l = load(path);
+  LoadedModel l = load_checkpoint_model(path, true);
   CHECK(l.ema);
   const Shape image{1, 8, 8};
   const int64_t n = 5;
@@ -119,7 +72,7 @@ TEST_CASE("sample: images from a checkpoint are bit-identical for batch sizes 1,
   CHECK(bit_equal(sample(l.schedule, unet_model(*l.model, l.schedule), {n, 1, 8, 8}, 4).x0, all.x0));
   // The model matters (the perturbed net is not the zero predictor): the EMA and the raw
   // weights give different images, and so does another seed.
-  Loaded raw = load(path, false);
+  LoadedModel raw = load_checkpoint_model(path, false);
   CHECK_FALSE(raw.ema);
   BatchModelFn raw_eps = [&](int64_t, int64_t) { return unet_model(*raw.model, raw.schedule); };
   BatchedSampleOptions o;
@@ -132,8 +85,8 @@ TEST_CASE("sample: the DDIM sampler of ./sample equals ddim_sample, is batch ind
   TempDir dir;
   const std::string path = dir / "v.safetensors";
   save_minimal_checkpoint(path, 0, 10, "v");
-  Loaded l = load(path);
-  const PredictionTarget predict = prediction_target(l.meta);  // what ./sample reads
+  LoadedModel l = load_checkpoint_model(path, true);
+  const PredictionTarget predict = prediction_target(l.metadata);  // what ./sample reads
   REQUIRE(predict == PredictionTarget::v);
   const Shape image{1, 8, 8};
   const int64_t n = 5;
@@ -189,7 +142,7 @@ TEST_CASE("sample: class labels follow the global image index across batches, an
   TempDir dir;
   const std::string path = dir / "cond.safetensors";
   save_minimal_checkpoint(path, 10, 10);
-  Loaded l = load(path);
+  LoadedModel l = load_checkpoint_model(path, true);
   REQUIRE(l.model->config().num_classes == 10);
   const Shape image{1, 8, 8};
   const std::vector<int64_t> labels = class_grid_labels(3, 2);  // rows of classes 0, 1, 2
@@ -226,7 +179,7 @@ TEST_CASE("sample: the chain has one entry per kept t, from x_T to x_0, and its 
   TempDir dir;
   const std::string path = dir / "ckpt.safetensors";
   save_minimal_checkpoint(path, 0, 12);
-  Loaded l = load(path);
+  LoadedModel l = load_checkpoint_model(path, true);
   const int64_t n = 7, rows = 4, K = 5;
   BatchModelFn eps = [&](int64_t, int64_t) { return unet_model(*l.model, l.schedule); };
   BatchedSampleOptions o;
