@@ -140,9 +140,12 @@ TEST_SRCS := \
 	tests/eval/test_evaluate.cpp \
 	tests/eval/test_linalg.cpp \
 	tests/eval/test_metrics.cpp \
+	tests/app/test_eval_run.cpp \
 	tests/app/test_flags.cpp \
 	tests/app/test_run_folder.cpp \
+	tests/app/test_sample_run.cpp \
 	tests/app/test_sampling.cpp \
+	tests/app/test_schedule_run.cpp \
 	tests/e2e/test_beyond_train.cpp \
 	tests/e2e/test_crosscheck.cpp \
 	tests/e2e/test_default_path.cpp \
