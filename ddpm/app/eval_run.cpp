@@ -19,43 +19,32 @@
 namespace ddpm {
 
 EvalRunFlags::EvalRunFlags(EvalRun* run)
-    : run_(run),
-      flags_("eval",
-             "Measure sample quality (FLD, precision/recall, class balance in an MNIST classifier's features) and "
-             "likelihood (VLB bits/dim).") {
+    : Flags("eval",
+            "Measure sample quality (FLD, precision/recall, class balance in an MNIST classifier's features) and "
+            "likelihood (VLB bits/dim).") {
   EvalRun& r = *run;
-  flags_.add("--train-classifier", &r.train_classifier, "train the evaluation classifier and save it to --classifier");
-  flags_.add("--classifier", &r.classifier, "the evaluation classifier's safetensors file");
-  flags_.add("--epochs", &r.epochs, "with --train-classifier: training epochs");
-  flags_.add("--checkpoint", &r.checkpoint, "a ./train_mnist checkpoint to sample from (or to compute --nll for)");
-  flags_.add("--ema", &r.use_ema, "use the checkpoint's EMA weights (if it has them)");
-  flags_.add("--samples", &r.samples, "a safetensors file with a tensor \"samples\" [N, 1, 28, 28] in [-1, 1]");
-  flags_.add("--n", &r.n, "with --checkpoint: images to sample (FLD depends on N; every figure states it)");
-  flags_.add("--batch", &r.batch, "images per sampling or VLB batch");
-  flags_.add("--variance", &r.variance,
-             "sigma_t^2: fixed_large (beta), fixed_small (beta-tilde) or learned_range; default: learned_range for a "
-             "--learned-variance checkpoint, else the checkpoint's train.variance");
-  add_sampler_flags(flags_, &r.sampler);
-  flags_.add("--class", &r.class_label,
-             "with --checkpoint of a conditional model: the class of every image (-1: image i has class i mod 10)");
-  flags_.add("--guidance", &r.guidance, "with --checkpoint of a conditional model: classifier-free guidance w");
-  flags_.add("--nll", &r.nll, "compute the VLB in bits/dim on MNIST test images (needs --checkpoint)");
-  flags_.add("--nll-n", &r.nll_n, "with --nll: the first M MNIST test images");
-  flags_.add("--nll-stride", &r.nll_stride, "with --nll: 1 evaluates every L_{t-1}; k > 1 an estimate from every k-th");
-  flags_.add("--seed", &r.seed, "seed for sampling, the VLB noise, subsets, the noise row and the classifier");
-  flags_.add("--data", &r.data_dir, "folder with the MNIST IDX files");
-  flags_.add("--threads", &r.threads, "worker threads (results do not depend on it)");
-}
-
-bool EvalRunFlags::parse(int argc, const char* const* argv) {
-  std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
-  return parse(args);
-}
-
-bool EvalRunFlags::parse(const std::vector<std::string>& args) {
-  if (!flags_.parse(args)) return false;
-  run_->given = flags_.given_names();
-  return true;
+  add("--train-classifier", &r.train_classifier, "train the evaluation classifier and save it to --classifier");
+  add("--classifier", &r.classifier, "the evaluation classifier's safetensors file");
+  add("--epochs", &r.epochs, "with --train-classifier: training epochs");
+  add("--checkpoint", &r.checkpoint, "a ./train_mnist checkpoint to sample from (or to compute --nll for)");
+  add("--ema", &r.use_ema, "use the checkpoint's EMA weights (if it has them)");
+  add("--samples", &r.samples, "a safetensors file with a tensor \"samples\" [N, 1, 28, 28] in [-1, 1]");
+  add("--n", &r.n, "with --checkpoint: images to sample (FLD depends on N; every figure states it)");
+  add("--batch", &r.batch, "images per sampling or VLB batch");
+  add("--variance", &r.variance,
+      "sigma_t^2: fixed_large (beta), fixed_small (beta-tilde) or learned_range; default: learned_range for a "
+      "--learned-variance checkpoint, else the checkpoint's train.variance");
+  add_sampler_flags(*this, &r.sampler);
+  add("--class", &r.class_label,
+      "with --checkpoint of a conditional model: the class of every image (-1: image i has class i mod 10)");
+  add("--guidance", &r.guidance, "with --checkpoint of a conditional model: classifier-free guidance w");
+  add("--nll", &r.nll, "compute the VLB in bits/dim on MNIST test images (needs --checkpoint)");
+  add("--nll-n", &r.nll_n, "with --nll: the first M MNIST test images");
+  add("--nll-stride", &r.nll_stride, "with --nll: 1 evaluates every L_{t-1}; k > 1 an estimate from every k-th");
+  add("--seed", &r.seed, "seed for sampling, the VLB noise, subsets, the noise row and the classifier");
+  add("--data", &r.data_dir, "folder with the MNIST IDX files");
+  add("--threads", &r.threads, "worker threads (results do not depend on it)");
+  record_given(&r.given);
 }
 
 namespace {

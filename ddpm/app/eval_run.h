@@ -45,21 +45,15 @@ struct EvalRun {
   int64_t seed = 0;
   std::string data_dir = "data/mnist";
   int64_t threads = default_threads();
-  std::set<std::string> given;  // the flags the command line set (Flags::given_names)
+  std::set<std::string> given;  // the flags the command line set (Flags::record_given)
 };
 
-// ./eval's flags bound to `run`. Construct, then parse; false means --help was asked
-// (help() has the text).
-class EvalRunFlags {
+// ./eval's flags, each bound to its field of `run`; the names of those given go to
+// run->given. Construct, then parse(argc, argv); false means --help was asked (help() has
+// the text).
+class EvalRunFlags : public Flags {
  public:
   explicit EvalRunFlags(EvalRun* run);
-  bool parse(int argc, const char* const* argv);
-  bool parse(const std::vector<std::string>& args);
-  std::string help() const { return flags_.help(); }
-
- private:
-  EvalRun* run_;
-  Flags flags_;
 };
 
 // Runs the evaluation; the report goes to stdout, progress to stderr. Returns the exit code:

@@ -47,13 +47,6 @@ bool Flags::given(const std::string& name) const {
   return false;
 }
 
-std::set<std::string> Flags::given_names() const {
-  std::set<std::string> names;
-  for (const Flag& f : flags_)
-    if (f.given) names.insert(f.name);
-  return names;
-}
-
 // Levenshtein distance, for "did you mean".
 static size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
@@ -101,6 +94,7 @@ void Flags::set(Flag& f, const std::string& value) {
       break;
   }
   f.given = true;
+  if (given_names_) given_names_->insert(f.name);
 }
 
 bool Flags::parse(int argc, const char* const* argv) {
@@ -164,6 +158,13 @@ std::string Flags::help() const {
        << ")\n";
   }
   return os.str();
+}
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) items.push_back(item);
+  return items;
 }
 
 int64_t default_threads() {

@@ -32,9 +32,10 @@ class Flags {
   std::string help() const;
   // True if the flag was given on the command line (not just defaulted).
   bool given(const std::string& name) const;
-  // The names of every flag given on the command line, for checks that depend on whether a
-  // flag was given rather than on its value ("--ddim-steps needs --sampler ddim").
-  std::set<std::string> given_names() const;
+  // From now on, parse() also adds the name of each flag it sets to *names (a tool's options
+  // struct keeps them), for checks that depend on whether a flag was given rather than on
+  // its value ("--ddim-steps needs --sampler ddim").
+  void record_given(std::set<std::string>* names) { given_names_ = names; }
 
  private:
   enum class Kind { integer, real, text, boolean };
@@ -48,7 +49,12 @@ class Flags {
   void set(Flag& f, const std::string& value);
   std::string program_, description_;
   std::vector<Flag> flags_;
+  std::set<std::string>* given_names_ = nullptr;
 };
+
+// The items of a comma-separated flag value ("0,0.5,2"), split as std::getline splits:
+// "1,,2" has an empty item, a trailing comma adds none, "" has no items.
+std::vector<std::string> split_commas(const std::string& text);
 
 // --threads, the same in every tool. The default is the machine's cores, at most
 // kMaxThreads (parallel.h: the pool's bound); check_threads_flag refuses a value outside

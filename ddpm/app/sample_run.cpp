@@ -22,58 +22,45 @@
 namespace ddpm {
 
 SampleRunFlags::SampleRunFlags(SampleRun* run)
-    : run_(run),
-      flags_("sample",
-             "Draw images from a checkpoint with Algorithm 2 of Ho et al. 2020 and write the figures:\n"
-             "DIR/samples.png always (with a checkpoint), and chain.png, chain.gif, forward.png and\n"
-             "class_grid.png when asked. Images do not depend on --batch or --threads.") {
+    : Flags("sample",
+            "Draw images from a checkpoint with Algorithm 2 of Ho et al. 2020 and write the figures:\n"
+            "DIR/samples.png always (with a checkpoint), and chain.png, chain.gif, forward.png and\n"
+            "class_grid.png when asked. Images do not depend on --batch or --threads.") {
   SampleRun& r = *run;
-  flags_.add("--checkpoint", &r.checkpoint, "a ./train_mnist checkpoint (.safetensors); not needed for --forward alone");
-  flags_.add("--n", &r.n, "number of images in samples.png");
-  flags_.add("--batch", &r.batch, "images per sampling batch (memory vs. speed; results are the same)");
-  flags_.add("--seed", &r.seed, "seed of the sampling noise (and of the forward-process noise)");
-  flags_.add("--variance", &r.variance,
-             "sigma_t^2: fixed_large (beta_t), fixed_small (beta-tilde_t) or learned_range; empty: learned_range for a "
-             "--learned-variance checkpoint, else its train.variance");
-  flags_.add("--ema", &r.use_ema, "use the EMA weights when the checkpoint has them (--no-ema: the raw weights)");
-  flags_.add("--class", &r.class_label,
-             "conditional models: the class of every image (0-9), or 'null'; empty: image i gets class i mod 10");
-  flags_.add("--guidance", &r.guidance,
-             "conditional models: classifier-free guidance w, eps = (1+w) eps(x,c) - w eps(x,null)");
-  flags_.add("--guidance-list", &r.guidance_list,
-             "with --class-grid: guidance weights like 0,0.5,2, one class_grid_w<w>.png each (same x_T for every w)");
-  add_sampler_flags(flags_, &r.sampler);
-  flags_.add("--save-samples", &r.save_samples,
-             "also write the samples to this safetensors file: \"samples\" [N, 1, 28, 28] clamped to [-1, 1] and, for "
-             "a conditional model, \"labels\" [N] (the requested class; 10 = null) for ./eval --samples");
-  flags_.add("--class-grid", &r.class_grid,
-             "conditional models: write class_grid.png, one row per class, --fig-cols images each");
-  flags_.add("--chain", &r.chain, "write chain.png: --fig-rows samples (rows) at --fig-cols evenly spaced t from T to 0");
-  flags_.add("--gif", &r.gif, "write chain.gif: the samples.png grid from x_T to x_0 in --gif-frames frames");
-  flags_.add("--gif-frames", &r.gif_frames, "frames of chain.gif (evenly spaced t from T to 0)");
-  flags_.add("--forward", &r.forward,
-             "write forward.png: --fig-rows test digits at --fig-cols evenly spaced t from 0 to T");
-  flags_.add("--fig-rows", &r.fig_rows, "rows of chain.png and forward.png");
-  flags_.add("--fig-cols", &r.fig_cols,
-             "columns (timesteps) of chain.png and forward.png; images per row of class_grid.png");
-  flags_.add("--data", &r.data_dir, "folder with the MNIST test files, for --forward");
-  flags_.add("--schedule", &r.schedule,
-             "beta schedule for --forward without --checkpoint: linear, cosine, sigmoid, quadratic");
-  flags_.add("--T", &r.T, "number of diffusion steps (1.." + std::to_string(kMaxT) + ") for --forward without --checkpoint");
-  flags_.add("--threads", &r.threads, "worker threads (results do not depend on it)");
-  flags_.add("--out", &r.out, "output folder");
-  flags_.add("--log-every", &r.log_every, "print progress every N timesteps");
-}
-
-bool SampleRunFlags::parse(int argc, const char* const* argv) {
-  std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
-  return parse(args);
-}
-
-bool SampleRunFlags::parse(const std::vector<std::string>& args) {
-  if (!flags_.parse(args)) return false;
-  run_->given = flags_.given_names();
-  return true;
+  add("--checkpoint", &r.checkpoint, "a ./train_mnist checkpoint (.safetensors); not needed for --forward alone");
+  add("--n", &r.n, "number of images in samples.png");
+  add("--batch", &r.batch, "images per sampling batch (memory vs. speed; results are the same)");
+  add("--seed", &r.seed, "seed of the sampling noise (and of the forward-process noise)");
+  add("--variance", &r.variance,
+      "sigma_t^2: fixed_large (beta_t), fixed_small (beta-tilde_t) or learned_range; empty: learned_range for a "
+      "--learned-variance checkpoint, else its train.variance");
+  add("--ema", &r.use_ema, "use the EMA weights when the checkpoint has them (--no-ema: the raw weights)");
+  add("--class", &r.class_label,
+      "conditional models: the class of every image (0-9), or 'null'; empty: image i gets class i mod 10");
+  add("--guidance", &r.guidance,
+      "conditional models: classifier-free guidance w, eps = (1+w) eps(x,c) - w eps(x,null)");
+  add("--guidance-list", &r.guidance_list,
+      "with --class-grid: guidance weights like 0,0.5,2, one class_grid_w<w>.png each (same x_T for every w)");
+  add_sampler_flags(*this, &r.sampler);
+  add("--save-samples", &r.save_samples,
+      "also write the samples to this safetensors file: \"samples\" [N, 1, 28, 28] clamped to [-1, 1] and, for "
+      "a conditional model, \"labels\" [N] (the requested class; 10 = null) for ./eval --samples");
+  add("--class-grid", &r.class_grid,
+      "conditional models: write class_grid.png, one row per class, --fig-cols images each");
+  add("--chain", &r.chain, "write chain.png: --fig-rows samples (rows) at --fig-cols evenly spaced t from T to 0");
+  add("--gif", &r.gif, "write chain.gif: the samples.png grid from x_T to x_0 in --gif-frames frames");
+  add("--gif-frames", &r.gif_frames, "frames of chain.gif (evenly spaced t from T to 0)");
+  add("--forward", &r.forward, "write forward.png: --fig-rows test digits at --fig-cols evenly spaced t from 0 to T");
+  add("--fig-rows", &r.fig_rows, "rows of chain.png and forward.png");
+  add("--fig-cols", &r.fig_cols, "columns (timesteps) of chain.png and forward.png; images per row of class_grid.png");
+  add("--data", &r.data_dir, "folder with the MNIST test files, for --forward");
+  add("--schedule", &r.schedule,
+      "beta schedule for --forward without --checkpoint: linear, cosine, sigmoid, quadratic");
+  add("--T", &r.T, "number of diffusion steps (1.." + std::to_string(kMaxT) + ") for --forward without --checkpoint");
+  add("--threads", &r.threads, "worker threads (results do not depend on it)");
+  add("--out", &r.out, "output folder");
+  add("--log-every", &r.log_every, "print progress every N timesteps");
+  record_given(&r.given);
 }
 
 namespace {
@@ -112,9 +99,7 @@ ClassChoice parse_class(const std::string& s, int64_t classes) {
 // "0,0.5,2" -> {0, 0.5, 2}.
 std::vector<double> parse_list(const std::string& flag, const std::string& text) {
   std::vector<double> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
+  for (const std::string& item : split_commas(text)) {
     char* end = nullptr;
     const double v = std::strtod(item.c_str(), &end);
     DDPM_CHECK(!item.empty() && *end == '\0' && std::isfinite(v),

@@ -42,21 +42,15 @@ struct SampleRun {
   int64_t T = 1000;
   int64_t threads = default_threads();
   int64_t log_every = 100;
-  std::set<std::string> given;  // the flags the command line set (Flags::given_names)
+  std::set<std::string> given;  // the flags the command line set (Flags::record_given)
 };
 
-// ./sample's flags bound to `run`. Construct, then parse; false means --help was asked
-// (help() has the text).
-class SampleRunFlags {
+// ./sample's flags, each bound to its field of `run`; the names of those given go to
+// run->given. Construct, then parse(argc, argv); false means --help was asked (help() has
+// the text).
+class SampleRunFlags : public Flags {
  public:
   explicit SampleRunFlags(SampleRun* run);
-  bool parse(int argc, const char* const* argv);
-  bool parse(const std::vector<std::string>& args);
-  std::string help() const { return flags_.help(); }
-
- private:
-  SampleRun* run_;
-  Flags flags_;
 };
 
 // Writes the figures. Returns the exit code (0); failures throw ddpm::Error.

@@ -85,7 +85,7 @@ struct SamplerChoice {
 };
 void add_sampler_flags(Flags& flags, SamplerChoice* choice);
 // Checks the names and eta, and that --ddim-steps, --eta and --spacing come with --sampler ddim
-// (`given`: the flags the command line set, Flags::given_names()).
+// (`given`: the flags the command line set, Flags::record_given).
 void check_sampler_flags(const std::set<std::string>& given, const SamplerChoice& choice);
 // ddpm_sampler or ddim_sampler; checks 1 <= S <= T first. The schedule must outlive it.
 Sampler make_sampler(const Schedule& s, uint64_t seed, const SamplerChoice& choice);

@@ -9,20 +9,20 @@
 namespace ddpm {
 
 ScheduleRunFlags::ScheduleRunFlags(ScheduleRun* run)
-    : flags_("schedule",
-             "Prints the schedule as CSV on stdout, one row per t = 0..T (t = 0 holds beta = 0,\n"
-             "alpha_bar = 1), with columns t, beta, alpha, alpha_bar, alpha_bar_prev, sqrt_alpha_bar,\n"
-             "sqrt_one_minus_alpha_bar, sqrt_recip_alpha, eps_coef, posterior_variance,\n"
-             "posterior_log_variance_clipped, posterior_mean_coef1, posterior_mean_coef2.") {
+    : Flags("schedule",
+            "Prints the schedule as CSV on stdout, one row per t = 0..T (t = 0 holds beta = 0,\n"
+            "alpha_bar = 1), with columns t, beta, alpha, alpha_bar, alpha_bar_prev, sqrt_alpha_bar,\n"
+            "sqrt_one_minus_alpha_bar, sqrt_recip_alpha, eps_coef, posterior_variance,\n"
+            "posterior_log_variance_clipped, posterior_mean_coef1, posterior_mean_coef2.") {
   ScheduleRun& r = *run;
-  flags_.add("--schedule", &r.schedule, "linear, cosine, sigmoid or quadratic");
-  flags_.add("--T", &r.T, "number of diffusion steps, 1.." + std::to_string(kMaxT));
-  flags_.add("--beta-start", &r.options.beta_start, "beta_1 of linear, quadratic and sigmoid");
-  flags_.add("--beta-end", &r.options.beta_end, "beta_T of linear and quadratic, top of sigmoid");
-  flags_.add("--svg-dir", &r.svg_dir,
-             "also write DIR/schedule_beta.svg and DIR/schedule_alpha_bar.svg: beta_t and alpha_bar_t of all four "
-             "schedules at this T");
-  flags_.add("--csv", &r.csv, "print the CSV (--no-csv: only the SVGs)");
+  add("--schedule", &r.schedule, "linear, cosine, sigmoid or quadratic");
+  add("--T", &r.T, "number of diffusion steps, 1.." + std::to_string(kMaxT));
+  add("--beta-start", &r.options.beta_start, "beta_1 of linear, quadratic and sigmoid");
+  add("--beta-end", &r.options.beta_end, "beta_T of linear and quadratic, top of sigmoid");
+  add("--svg-dir", &r.svg_dir,
+      "also write DIR/schedule_beta.svg and DIR/schedule_alpha_bar.svg: beta_t and alpha_bar_t of all four "
+      "schedules at this T");
+  add("--csv", &r.csv, "print the CSV (--no-csv: only the SVGs)");
 }
 
 std::string schedule_csv(const Schedule& s) {

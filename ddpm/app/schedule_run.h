@@ -23,17 +23,11 @@ struct ScheduleRun {
   bool csv = true;
 };
 
-// ./schedule's flags bound to `run`. Construct, then parse; false means --help was asked
-// (help() has the text).
-class ScheduleRunFlags {
+// ./schedule's flags, each bound to its field of `run`. Construct, then parse(argc, argv);
+// false means --help was asked (help() has the text).
+class ScheduleRunFlags : public Flags {
  public:
   explicit ScheduleRunFlags(ScheduleRun* run);
-  bool parse(int argc, const char* const* argv) { return flags_.parse(argc, argv); }
-  bool parse(const std::vector<std::string>& args) { return flags_.parse(args); }
-  std::string help() const { return flags_.help(); }
-
- private:
-  Flags flags_;
 };
 
 // The header line "t,beta,alpha,...", then one row per t = 0..T, each value as %.10g.
