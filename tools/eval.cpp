@@ -22,25 +22,10 @@
 //                                             test images, L_T, sum L_{t-1} and L_0 apart
 //                                             (learned_range for a --learned-variance model)
 // The checkpoint's prediction target (eps, x0 or v) is read from its metadata.
-#include <cstdio>
-
-#include "ddpm/app/eval_run.h"
 #include "ddpm/app/flags.h"
+#include "ddpm/app/eval_run.h"
 
-using namespace ddpm;
-
-namespace {
-
-int run(int argc, char** argv) {
-  EvalRun options;
-  EvalRunFlags flags(&options);
-  if (!flags.parse(argc, argv)) {
-    std::printf("%s", flags.help().c_str());
-    return 0;
-  }
-  return eval_run(options);
+int main(int argc, char** argv) {
+  using namespace ddpm;
+  return run_tool(parse_and_run<EvalRun, EvalRunFlags, eval_run>, argc, argv);
 }
-
-}  // namespace
-
-int main(int argc, char** argv) { return run_tool(run, argc, argv); }

@@ -16,25 +16,10 @@
 //
 // The noise of image i is keyed by (seed, t, i), so --batch and --threads never change
 // the images; image i of samples.png is row i of chain.png.
-#include <cstdio>
-
 #include "ddpm/app/flags.h"
 #include "ddpm/app/sample_run.h"
 
-using namespace ddpm;
-
-namespace {
-
-int run(int argc, char** argv) {
-  SampleRun options;
-  SampleRunFlags flags(&options);
-  if (!flags.parse(argc, argv)) {
-    std::printf("%s", flags.help().c_str());
-    return 0;
-  }
-  return sample_run(options);
+int main(int argc, char** argv) {
+  using namespace ddpm;
+  return run_tool(parse_and_run<SampleRun, SampleRunFlags, sample_run>, argc, argv);
 }
-
-}  // namespace
-
-int main(int argc, char** argv) { return run_tool(run, argc, argv); }

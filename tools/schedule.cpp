@@ -4,25 +4,10 @@
 //
 //   ./schedule --schedule cosine --T 1000 > cosine.csv
 //   ./schedule --svg-dir out/            # writes out/schedule_beta.svg and out/schedule_alpha_bar.svg
-#include <cstdio>
-
 #include "ddpm/app/flags.h"
 #include "ddpm/app/schedule_run.h"
 
-using namespace ddpm;
-
-namespace {
-
-int run(int argc, char** argv) {
-  ScheduleRun options;
-  ScheduleRunFlags flags(&options);
-  if (!flags.parse(argc, argv)) {
-    std::printf("%s", flags.help().c_str());
-    return 0;
-  }
-  return schedule_run(options);
+int main(int argc, char** argv) {
+  using namespace ddpm;
+  return run_tool(parse_and_run<ScheduleRun, ScheduleRunFlags, schedule_run>, argc, argv);
 }
-
-}  // namespace
-
-int main(int argc, char** argv) { return run_tool(run, argc, argv); }

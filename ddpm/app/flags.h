@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <set>
 #include <string>
 #include <vector>
@@ -66,5 +67,20 @@ int check_threads_flag(int64_t threads);
 // The body of every tool's main(): returns run(argc, argv), or prints "error: <what>" to
 // stderr and returns 1 when it throws.
 int run_tool(int (*run)(int argc, char** argv), int argc, char** argv);
+
+// The run(argc, argv) of a tool whose work is Run(options): parses the command line into an
+// Options with its OptionsFlags (a Flags bound to it), prints the help and returns 0 when
+// --help is asked, else returns Run(options). A tool's main is then
+//   return run_tool(parse_and_run<SampleRun, SampleRunFlags, sample_run>, argc, argv);
+template <typename Options, typename OptionsFlags, int (*Run)(const Options&)>
+int parse_and_run(int argc, char** argv) {
+  Options options;
+  OptionsFlags flags(&options);
+  if (!flags.parse(argc, argv)) {
+    std::printf("%s", flags.help().c_str());
+    return 0;
+  }
+  return Run(options);
+}
 
 }  // namespace ddpm

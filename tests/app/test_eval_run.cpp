@@ -58,12 +58,7 @@ int run_eval(const std::vector<std::string>& args, std::string* report = nullptr
 }
 
 std::string eval_error(const std::vector<std::string>& args) {
-  try {
-    run_eval(args);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
+  return testing::error_of([&] { run_eval(args); });
 }
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }

@@ -148,14 +148,7 @@ TEST_CASE("sample_run: flags are checked before any work, and the checkpoint's s
   TempDir dir;
   const std::string ckpt = dir / "ckpt.safetensors", out = dir / "out";
   save_minimal_checkpoint(ckpt, 0, 10);
-  auto error = [&](const std::vector<std::string>& args) {
-    try {
-      run_quietly(parse(args));
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
+  auto error = [](const std::vector<std::string>& args) { return testing::error_of([&] { run_quietly(parse(args)); }); };
   CHECK(contains(error({"--out", out}), "--checkpoint PATH is required (only --forward works without one)"));
   CHECK(contains(error({"--forward", "--chain", "--out", out}), "--chain needs --checkpoint PATH"));
   CHECK(contains(error({"--checkpoint", ckpt, "--sampler", "ddim", "--gif", "--out", out}),

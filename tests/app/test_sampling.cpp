@@ -2,6 +2,7 @@
 // the denoising-chain and forward-process figures. A minimal U-Net (8x8 images) with
 // perturbed weights stands in for a trained model; T is 10, so the file runs fast.
 #include <cmath>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -33,6 +34,21 @@ bool image_equal(const Tensor& x, int64_t i, const Tensor& y, int64_t j) {
   return true;
 }
 
+// Runs of 1, 3 and all n images per batch give the same images [n, 1, 8, 8] and the same K
+// chain entries, bit for bit. Returns the run of all n at once.
+SampleResult same_for_batches_1_3_and_all(const std::function<SampleResult(int64_t batch)>& run, int64_t n, size_t K) {
+  SampleResult all = run(n), one = run(1), three = run(3);
+  REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
+  CHECK(bit_equal(one.x0, all.x0));
+  CHECK(bit_equal(three.x0, all.x0));
+  REQUIRE((all.chain.size() == K && one.chain.size() == K && three.chain.size() == K));
+  for (size_t k = 0; k < K; k++) {
+    CHECK(bit_equal(one.chain[k], all.chain[k]));
+    CHECK(bit_equal(three.chain[k], all.chain[k]));
+  }
+  return all;
+}
+
 }  // namespace
 
 TEST_CASE("sample: evenly_spaced_t spans both ends, rounds, and caps the count") {
@@ -59,15 +75,7 @@ TEST_CASE("sample: images from a checkpoint are bit-identical for batch sizes 1,
     o.sample.keep_t = {10, 5, 0};
     return sample_in_batches(ddpm_sampler(l.schedule, 4), eps, n, image, o);
   };
-  SampleResult all = run(n), one = run(1), three = run(3);
-  REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
-  CHECK(bit_equal(one.x0, all.x0));
-  CHECK(bit_equal(three.x0, all.x0));
-  REQUIRE(three.chain.size() == 3);
-  for (size_t k = 0; k < 3; k++) {
-    CHECK(bit_equal(one.chain[k], all.chain[k]));
-    CHECK(bit_equal(three.chain[k], all.chain[k]));
-  }
+  const SampleResult all = same_for_batches_1_3_and_all(run, n, 3);
   // The same images as one direct call of Algorithm 2.
   CHECK(bit_equal(sample(l.schedule, unet_model(*l.model, l.schedule), {n, 1, 8, 8}, 4).x0, all.x0));
   // The model matters (the perturbed net is not the zero predictor): the EMA and the raw
@@ -111,15 +119,7 @@ TEST_CASE("sample: the DDIM sampler of ./sample equals ddim_sample, is batch ind
     o.sample.keep_t = {10, tau[1], 0};
     return sample_in_batches(sampler, eps, n, image, o);
   };
-  SampleResult all = run(n), one = run(1), three = run(3);
-  REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
-  CHECK(bit_equal(one.x0, all.x0));
-  CHECK(bit_equal(three.x0, all.x0));
-  REQUIRE(all.chain.size() == 3);
-  for (size_t k = 0; k < 3; k++) {
-    CHECK(bit_equal(one.chain[k], all.chain[k]));
-    CHECK(bit_equal(three.chain[k], all.chain[k]));
-  }
+  const SampleResult all = same_for_batches_1_3_and_all(run, n, 3);
   // One direct call of the library's DDIM on the converted model gives the same images.
   DdimOptions direct = ddim;
   direct.keep_t = {10, tau[1], 0};
