@@ -66,13 +66,15 @@ TEST_CASE("schedule_run: --svg-dir writes beta_t and alpha_bar_t of the four sch
   CHECK(out.text().empty());
   CHECK(note.text() == "schedule: wrote " + svg_dir + "/schedule_beta.svg and " + svg_dir + "/schedule_alpha_bar.svg\n");
   CHECK(testing::list_files(svg_dir) == std::vector<std::string>{"schedule_alpha_bar.svg", "schedule_beta.svg"});
-  const std::vector<uint8_t> bytes = testing::read_bytes(svg_dir + "/schedule_beta.svg");
-  const std::string beta_svg(bytes.begin(), bytes.end());
-  CHECK(beta_svg.find("beta_t, T = 20") != std::string::npos);
-  size_t polylines = 0;
-  for (size_t at = 0; (at = beta_svg.find("<polyline", at)) != std::string::npos; at++) polylines++;
-  CHECK(polylines == schedule_names().size());
-  for (const std::string& name : schedule_names()) CHECK(beta_svg.find(">" + name + "<") != std::string::npos);
+  for (const std::string quantity : {"beta", "alpha_bar"}) {
+    const std::vector<uint8_t> bytes = testing::read_bytes(svg_dir + "/schedule_" + quantity + ".svg");
+    const std::string svg(bytes.begin(), bytes.end());
+    CHECK(svg.find(">" + quantity + "_t, T = 20<") != std::string::npos);  // the title
+    size_t polylines = 0;
+    for (size_t at = 0; (at = svg.find("<polyline", at)) != std::string::npos; at++) polylines++;
+    CHECK(polylines == schedule_names().size());
+    for (const std::string& name : schedule_names()) CHECK(svg.find(">" + name + "<") != std::string::npos);
+  }
 
   // A path under a file cannot be a folder.
   testing::write_bytes(dir / "file", {1});
