@@ -92,11 +92,16 @@ LIB_SRCS := \
 	ddpm/eval/evaluate.cpp \
 	ddpm/eval/linalg.cpp \
 	ddpm/eval/metrics.cpp \
+	ddpm/app/checkpoint_model.cpp \
 	ddpm/app/config_flags.cpp \
+	ddpm/app/eval_run.cpp \
 	ddpm/app/figures.cpp \
 	ddpm/app/flags.cpp \
+	ddpm/app/progress.cpp \
 	ddpm/app/run_folder.cpp \
+	ddpm/app/sample_run.cpp \
 	ddpm/app/sampling.cpp \
+	ddpm/app/schedule_run.cpp \
 	ddpm/app/train_run.cpp
 
 # --- test sources ----------------------------------------------------------
@@ -140,9 +145,12 @@ TEST_SRCS := \
 	tests/eval/test_evaluate.cpp \
 	tests/eval/test_linalg.cpp \
 	tests/eval/test_metrics.cpp \
+	tests/app/test_eval_run.cpp \
 	tests/app/test_flags.cpp \
 	tests/app/test_run_folder.cpp \
+	tests/app/test_sample_run.cpp \
 	tests/app/test_sampling.cpp \
+	tests/app/test_schedule_run.cpp \
 	tests/app/test_train_run.cpp \
 	tests/e2e/test_beyond_train.cpp \
 	tests/e2e/test_crosscheck.cpp \

@@ -570,9 +570,7 @@ void write_json(const std::string& path, const Report& report) {
 // tool's --threads is, check_threads_flag).
 std::vector<int64_t> parse_int_list(const std::string& flag, const std::string& s) {
   std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
+  for (const std::string& item : split_commas(s)) {
     char* end = nullptr;
     errno = 0;
     const long long v = std::strtoll(item.c_str(), &end, 10);
@@ -614,9 +612,7 @@ int run(int argc, char** argv) {
   for (int64_t t : parse_int_list("--threads", threads)) opt.threads.push_back(check_threads_flag(t));
   opt.batches.clear();
   for (int64_t b : parse_int_list("--batches", batches)) opt.batches.push_back(static_cast<int>(b));
-  opt.models.clear();
-  std::stringstream ss(models);
-  for (std::string m; std::getline(ss, m, ',');) opt.models.push_back(m);
+  opt.models = split_commas(models);
   std::printf("bench: SIMD target %s, threads", simd::kTarget);
   for (int t : opt.threads) std::printf(" %d", t);
   std::printf(", median of %d runs\n", opt.reps);

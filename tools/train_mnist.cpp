@@ -3,7 +3,6 @@
 // ddpm/app/train_run.h's train_run.
 #include <atomic>
 #include <csignal>
-#include <cstdio>
 
 #include "ddpm/app/flags.h"
 #include "ddpm/app/train_run.h"
@@ -21,13 +20,7 @@ void on_sigint(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
-int run(int argc, char** argv) {
-  TrainRun options;
-  TrainRunFlags flags(&options);
-  if (!flags.parse(argc, argv)) {
-    std::printf("%s", flags.help().c_str());
-    return 0;
-  }
+int train(const TrainRun& options) {
   // A file size limit (ulimit -f) would kill us with SIGXFSZ; ignored, the write fails with
   // EFBIG and the checkpoint writer reports it.
   std::signal(SIGXFSZ, SIG_IGN);
@@ -38,4 +31,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return run_tool(run, argc, argv); }
+int main(int argc, char** argv) { return run_tool(parse_and_run<TrainRun, TrainRunFlags, train>, argc, argv); }

@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -31,6 +33,10 @@ class Flags {
   std::string help() const;
   // True if the flag was given on the command line (not just defaulted).
   bool given(const std::string& name) const;
+  // From now on, parse() also adds the name of each flag it sets to *names (a tool's options
+  // struct keeps them), for checks that depend on whether a flag was given rather than on
+  // its value ("--ddim-steps needs --sampler ddim").
+  void record_given(std::set<std::string>* names) { given_names_ = names; }
 
  private:
   enum class Kind { integer, real, text, boolean };
@@ -44,7 +50,12 @@ class Flags {
   void set(Flag& f, const std::string& value);
   std::string program_, description_;
   std::vector<Flag> flags_;
+  std::set<std::string>* given_names_ = nullptr;
 };
+
+// The items of a comma-separated flag value ("0,0.5,2"), split as std::getline splits:
+// "1,,2" has an empty item, a trailing comma adds none, "" has no items.
+std::vector<std::string> split_commas(const std::string& text);
 
 // --threads, the same in every tool. The default is the machine's cores, at most
 // kMaxThreads (parallel.h: the pool's bound); check_threads_flag refuses a value outside
@@ -56,5 +67,20 @@ int check_threads_flag(int64_t threads);
 // The body of every tool's main(): returns run(argc, argv), or prints "error: <what>" to
 // stderr and returns 1 when it throws.
 int run_tool(int (*run)(int argc, char** argv), int argc, char** argv);
+
+// The run(argc, argv) of a tool whose work is Run(options): parses the command line into an
+// Options with its OptionsFlags (a Flags bound to it), prints the help and returns 0 when
+// --help is asked, else returns Run(options). A tool's main is then
+//   return run_tool(parse_and_run<SampleRun, SampleRunFlags, sample_run>, argc, argv);
+template <typename Options, typename OptionsFlags, int (*Run)(const Options&)>
+int parse_and_run(int argc, char** argv) {
+  Options options;
+  OptionsFlags flags(&options);
+  if (!flags.parse(argc, argv)) {
+    std::printf("%s", flags.help().c_str());
+    return 0;
+  }
+  return Run(options);
+}
 
 }  // namespace ddpm

@@ -117,11 +117,11 @@ void add_sampler_flags(Flags& flags, SamplerChoice* choice) {
   flags.add("--clip-x0", &choice->clip_x0, "clip the predicted x_0 to [-1, 1] at each step (a departure from Algorithm 2)");
 }
 
-void check_sampler_flags(const Flags& flags, const SamplerChoice& choice) {
+void check_sampler_flags(const std::set<std::string>& given, const SamplerChoice& choice) {
   DDPM_CHECK(choice.sampler == "ddpm" || choice.sampler == "ddim",
              "--sampler '" << choice.sampler << "': use ddpm or ddim");
   if (choice.sampler != "ddim")
-    for (const char* f : {"--ddim-steps", "--eta", "--spacing"}) DDPM_CHECK(!flags.given(f), f << " needs --sampler ddim");
+    for (const char* f : {"--ddim-steps", "--eta", "--spacing"}) DDPM_CHECK(!given.count(f), f << " needs --sampler ddim");
   parse_spacing(choice.spacing);  // throws on an unknown name
   DDPM_CHECK(std::isfinite(choice.eta) && choice.eta >= 0, "--eta " << choice.eta << " must be a finite number >= 0");
 }

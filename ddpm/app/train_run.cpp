@@ -1,7 +1,6 @@
 #include "ddpm/app/train_run.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -9,6 +8,7 @@
 #include <thread>
 
 #include "ddpm/app/figures.h"
+#include "ddpm/app/progress.h"
 #include "ddpm/app/run_folder.h"
 #include "ddpm/app/sampling.h"
 #include "ddpm/core/check.h"
@@ -62,19 +62,6 @@ namespace {
 
 constexpr int64_t kGridDdimSteps = 50;  // the --grid-sampler ddim grids
 
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  long s = std::lround(seconds);
-  char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
-  else std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
-  return buf;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 // Every flag of the run checked before any work; the config's own bounds are validate()'s.
 void check_run_flags(const TrainRun& r) {
   DDPM_CHECK(r.keep >= 1, "--keep " << r.keep << " must be at least 1");
@@ -92,7 +79,7 @@ void check_run_flags(const TrainRun& r) {
 // The grid of `n` EMA samples, written to `path`: Algorithm 2, or DDIM with 50 steps when
 // `ddim` (the cheap grids during training; their file names say so).
 void write_samples(Trainer& trainer, const std::string& path, int64_t n, bool ddim) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   std::unique_ptr<UNet> ema = trainer.ema_model();
   const UNetConfig& c = ema->config();
   const TrainConfig& tc = trainer.config();
@@ -238,7 +225,7 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
   auto done = [&]() { return tc.steps > 0 && trainer->steps_done() >= tc.steps; };
   while (!done() && !interrupted) {
     double loss;
-    const auto t_step = std::chrono::steady_clock::now();
+    const auto t_step = Clock::now();
     try {
       loss = trainer->step();
     } catch (const NonFiniteError& e) {
