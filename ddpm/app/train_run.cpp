@@ -165,6 +165,138 @@ int64_t target_from_speed(double minutes, int64_t now, double seconds_per_step, 
   return now + static_cast<int64_t>(std::floor(left / seconds_per_step));
 }
 
+// The loop of one run and what it does around each step: progress, the --minutes target,
+// checkpoints, grids; then the loss curve and the final grid.
+class TrainLoop {
+ public:
+  TrainLoop(const TrainRun& run, Trainer& trainer, RunFolder& folder)
+      : r_(run), trainer_(trainer), folder_(folder), tc_(trainer.config()), first_step_(trainer.steps_done()),
+        last_saved_(first_step_) {}
+
+  // Trains until the target step or `interrupted`. Returns the exit code (3: a non-finite
+  // loss or gradient stopped it).
+  int run(const std::atomic<bool>& interrupted) {
+    while (!(tc_.steps > 0 && trainer_.steps_done() >= tc_.steps) && !interrupted) {
+      const auto t0 = Clock::now();
+      double loss;
+      try {
+        loss = trainer_.step();
+      } catch (const NonFiniteError& e) {
+        std::fprintf(stderr, "error: training stopped: %s\n", e.what());
+        const auto found = list_checkpoints(r_.out);
+        if (!found.empty()) std::fprintf(stderr, "the last good checkpoint is %s (--resume auto)\n", found.front().c_str());
+        return 3;
+      }
+      train_seconds_ += seconds_since(t0);
+      after_step(loss);
+    }
+    if (trainer_.steps_done() != last_saved_) save();
+    if (interrupted) {
+      if (trainer_.steps_done() == first_step_) std::printf("interrupted before the first step of this run: nothing new to save\n");
+      else std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", r_.out.c_str());
+      return 0;
+    }
+    finish();
+    return 0;
+  }
+
+ private:
+  std::string target_text() const { return tc_.steps > 0 ? std::to_string(tc_.steps) : "?"; }
+
+  void after_step(double loss) {
+    const int64_t k = trainer_.steps_done();
+    if (k == first_step_ + 1) timed_from_ = train_seconds_;
+    if (tc_.steps == 0 && k == first_step_ + 1 + kSpeedSteps) choose_target(k);
+    smoothed_ = std::isnan(smoothed_) ? loss : 0.98 * smoothed_ + 0.02 * loss;
+    curve_x_.push_back(static_cast<double>(k));
+    curve_y_.push_back(loss);
+    if (k % r_.log_every == 0 || k == tc_.steps) progress(k, loss);
+    if (k % r_.ckpt_every == 0) save();
+    if (r_.sample_every > 0 && k % r_.sample_every == 0) grid(k);
+  }
+
+  // --minutes: the target from the speed of the kSpeedSteps steps after the first.
+  void choose_target(int64_t k) {
+    const double per_step = (train_seconds_ - timed_from_) / kSpeedSteps;
+    trainer_.set_target(std::max(k, target_from_speed(tc_.minutes, k, per_step, train_seconds_)));
+    std::printf("--minutes %g: %.1f img/s over steps %lld-%lld, so the target is step %lld\n", tc_.minutes,
+                static_cast<double>(tc_.batch) / per_step, static_cast<long long>(first_step_ + 2),
+                static_cast<long long>(k), static_cast<long long>(tc_.steps));
+    std::fflush(stdout);
+  }
+
+  void progress(int64_t k, double loss) {
+    const double per_step = train_seconds_ / static_cast<double>(k - first_step_);
+    std::printf("step %6lld/%s  epoch %.2f  loss %.4f (smoothed %.4f)  %.1f img/s  training %s  eta %s\n",
+                static_cast<long long>(k), target_text().c_str(), trainer_.epoch_progress(), loss, smoothed_,
+                static_cast<double>(tc_.batch) / per_step, format_duration(train_seconds_).c_str(),
+                tc_.steps > 0 ? format_duration(per_step * static_cast<double>(tc_.steps - k)).c_str() : "?");
+    std::fflush(stdout);
+  }
+
+  // A checkpoint; older ones of this process are removed only after it is safely on disk.
+  // A failed write stops training, naming the newest good checkpoint.
+  void save() {
+    const std::string path = checkpoint_path(r_.out, trainer_.steps_done());
+    try {
+      trainer_.save_checkpoint(path);
+    } catch (const Error& e) {
+      const auto found = list_checkpoints(r_.out);
+      DDPM_FAIL("training stopped at step " << trainer_.steps_done() << ": cannot write checkpoint " << path << ": "
+                                            << e.what() << (found.empty() ? "" : "; the last good checkpoint is " +
+                                                                                     found.front() + " (--resume auto)"));
+    }
+    folder_.wrote(path);
+    folder_.prune(r_.keep, path);
+    last_saved_ = trainer_.steps_done();
+    std::printf("saved %s\n", path.c_str());
+    std::fflush(stdout);
+  }
+
+  void grid(int64_t k) {
+    const bool ddim = r_.grid_sampler == "ddim";
+    char name[64];
+    std::snprintf(name, sizeof name, ddim ? "/samples-%08lld-ddim%lld.png" : "/samples-%08lld.png",
+                  static_cast<long long>(k), static_cast<long long>(std::min<int64_t>(kGridDdimSteps, tc_.T)));
+    write_samples(trainer_, r_.out + name, r_.sample_n, ddim);
+    if (!ddim) {
+      last_grid_ = r_.out + name;
+      last_grid_step_ = k;
+    }
+  }
+
+  // loss.svg and samples.png (Algorithm 2; a copy when this run's last step drew it).
+  void finish() {
+    if (!curve_x_.empty()) {
+      PlotOptions po;
+      po.title = std::string("Training loss (") + loss_name(tc_.loss) + ")";
+      po.x_label = "step";
+      po.y_label = "loss";
+      po.log_y = true;
+      write_line_plot(r_.out + "/loss.svg", {PlotSeries{"loss (per step)", curve_x_, curve_y_, ""}}, po);
+      std::printf("wrote %s/loss.svg\n", r_.out.c_str());
+    }
+    if (last_grid_step_ == trainer_.steps_done()) {
+      write_file_atomic(r_.out + "/samples.png", read_file_bytes(last_grid_));
+      std::printf("wrote %s/samples.png (a copy of %s)\n", r_.out.c_str(), last_grid_.c_str());
+    } else {
+      write_samples(trainer_, r_.out + "/samples.png", r_.sample_n, /*ddim=*/false);
+    }
+  }
+
+  const TrainRun& r_;
+  Trainer& trainer_;
+  RunFolder& folder_;
+  const TrainConfig& tc_;
+  const int64_t first_step_;
+  int64_t last_saved_;
+  std::vector<double> curve_x_, curve_y_;
+  double smoothed_ = NAN;
+  double train_seconds_ = 0, timed_from_ = 0;  // time inside Trainer::step(); the time before the timed steps
+  std::string last_grid_;                      // the Algorithm 2 grid this run wrote last, and its step
+  int64_t last_grid_step_ = -1;
+};
+
 }  // namespace
 
 int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
@@ -186,114 +318,15 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
   if (!aside.empty()) std::printf("--overwrite: moved the earlier checkpoints of %s into %s/\n", r.out.c_str(), aside.c_str());
   const TrainConfig& tc = trainer->config();
   check_target(r, *trainer);
-  auto target_text = [&]() {
-    return tc.steps > 0 ? std::to_string(tc.steps) : "?";
-  };
-  std::printf("model %s (%lld parameters), %s schedule T=%lld, batch %lld, lr %g (%s), EMA %g, %d threads, target %s%s\n",
+  std::printf("model %s (%lld parameters), %s schedule T=%lld, batch %lld, lr %g (%s), EMA %g, %d threads, %s\n",
               tc.model.c_str(), static_cast<long long>(trainer->model().num_parameters()), tc.schedule.c_str(),
               static_cast<long long>(tc.T), static_cast<long long>(tc.batch), tc.lr, lr_schedule_name(tc.lr_schedule),
-              tc.ema, num_threads(), tc.steps > 0 ? ("step " + target_text()).c_str() : "step: chosen by --minutes",
-              tc.minutes > 0 && tc.steps == 0 ? (" after " + std::to_string(kSpeedSteps + 1) + " steps").c_str() : "");
+              tc.ema, num_threads(),
+              tc.steps > 0 ? ("target step " + std::to_string(tc.steps)).c_str()
+                           : ("target step chosen by --minutes after " + std::to_string(kSpeedSteps + 1) + " steps").c_str());
   std::fflush(stdout);
   if (r.inject_nan_at > 0) trainer->inject_nan(r.inject_nan_at);
-
-  // A checkpoint; older ones of this process are removed only after it is safely on disk.
-  // A failed write stops training, naming the newest good checkpoint.
-  auto save = [&]() {
-    const std::string path = checkpoint_path(r.out, trainer->steps_done());
-    try {
-      trainer->save_checkpoint(path);
-    } catch (const Error& e) {
-      const auto found = list_checkpoints(r.out);
-      DDPM_FAIL("training stopped at step " << trainer->steps_done() << ": cannot write checkpoint " << path << ": "
-                                            << e.what() << (found.empty() ? "" : "; the last good checkpoint is " +
-                                                                                     found.front() + " (--resume auto)"));
-    }
-    folder.wrote(path);
-    folder.prune(r.keep, path);
-    std::printf("saved %s\n", path.c_str());
-    std::fflush(stdout);
-  };
-
-  std::vector<double> curve_x, curve_y;
-  double smoothed = NAN;
-  const int64_t first_step = trainer->steps_done();
-  int64_t last_saved = first_step;
-  std::string last_grid;  // the Algorithm 2 grid this run wrote last, and its step (-1: none yet)
-  int64_t last_grid_step = -1;
-  double train_seconds = 0, timed_from = 0;  // time inside trainer->step(); the time before the timed steps
-  auto done = [&]() { return tc.steps > 0 && trainer->steps_done() >= tc.steps; };
-  while (!done() && !interrupted) {
-    double loss;
-    const auto t_step = Clock::now();
-    try {
-      loss = trainer->step();
-    } catch (const NonFiniteError& e) {
-      std::fprintf(stderr, "error: training stopped: %s\n", e.what());
-      const auto found = list_checkpoints(r.out);
-      if (!found.empty()) std::fprintf(stderr, "the last good checkpoint is %s (--resume auto)\n", found.front().c_str());
-      return 3;
-    }
-    train_seconds += seconds_since(t_step);
-    const int64_t k = trainer->steps_done();
-    if (k == first_step + 1) timed_from = train_seconds;
-    if (tc.steps == 0 && k == first_step + 1 + kSpeedSteps) {
-      const double per_step = (train_seconds - timed_from) / kSpeedSteps;
-      trainer->set_target(std::max(k, target_from_speed(tc.minutes, k, per_step, train_seconds)));
-      std::printf("--minutes %g: %.1f img/s over steps %lld-%lld, so the target is step %lld\n", tc.minutes,
-                  static_cast<double>(tc.batch) / per_step, static_cast<long long>(first_step + 2),
-                  static_cast<long long>(k), static_cast<long long>(tc.steps));
-      std::fflush(stdout);
-    }
-    smoothed = std::isnan(smoothed) ? loss : 0.98 * smoothed + 0.02 * loss;
-    curve_x.push_back(static_cast<double>(k));
-    curve_y.push_back(loss);
-    if (k % r.log_every == 0 || k == tc.steps) {
-      const double per_step = train_seconds / static_cast<double>(k - first_step);
-      std::printf("step %6lld/%s  epoch %.2f  loss %.4f (smoothed %.4f)  %.1f img/s  training %s  eta %s\n",
-                  static_cast<long long>(k), target_text().c_str(), trainer->epoch_progress(), loss, smoothed,
-                  static_cast<double>(tc.batch) / per_step, format_duration(train_seconds).c_str(),
-                  tc.steps > 0 ? format_duration(per_step * static_cast<double>(tc.steps - k)).c_str() : "?");
-      std::fflush(stdout);
-    }
-    if (k % r.ckpt_every == 0) {
-      save();
-      last_saved = k;
-    }
-    if (r.sample_every > 0 && k % r.sample_every == 0) {
-      const bool ddim = r.grid_sampler == "ddim";
-      char name[64];
-      std::snprintf(name, sizeof name, ddim ? "/samples-%08lld-ddim%lld.png" : "/samples-%08lld.png",
-                    static_cast<long long>(k), static_cast<long long>(std::min<int64_t>(kGridDdimSteps, tc.T)));
-      write_samples(*trainer, r.out + name, r.sample_n, ddim);
-      if (!ddim) {
-        last_grid = r.out + name;
-        last_grid_step = k;
-      }
-    }
-  }
-  if (trainer->steps_done() != last_saved) save();
-  if (interrupted) {
-    if (trainer->steps_done() == first_step) std::printf("interrupted before the first step of this run: nothing new to save\n");
-    else std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", r.out.c_str());
-    return 0;
-  }
-  if (!curve_x.empty()) {
-    PlotOptions po;
-    po.title = std::string("Training loss (") + loss_name(tc.loss) + ")";
-    po.x_label = "step";
-    po.y_label = "loss";
-    po.log_y = true;
-    write_line_plot(r.out + "/loss.svg", {PlotSeries{"loss (per step)", curve_x, curve_y, ""}}, po);
-    std::printf("wrote %s/loss.svg\n", r.out.c_str());
-  }
-  if (last_grid_step == trainer->steps_done()) {  // this run's last step drew the same images: copy them
-    write_file_atomic(r.out + "/samples.png", read_file_bytes(last_grid));
-    std::printf("wrote %s/samples.png (a copy of %s)\n", r.out.c_str(), last_grid.c_str());
-  } else {
-    write_samples(*trainer, r.out + "/samples.png", r.sample_n, /*ddim=*/false);
-  }
-  return 0;
+  return TrainLoop(r, *trainer, folder).run(interrupted);
 }
 
 }  // namespace ddpm
