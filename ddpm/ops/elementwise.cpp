@@ -34,18 +34,20 @@ simd::Vec silu_grad_vec(simd::Vec dout, simd::Vec x) {
 
 }  // namespace
 
-void silu_forward(float* out, const float* x, int64_t n) {
+void silu_forward_serial(float* out, const float* x, int64_t n) {
   using namespace simd;
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
-    int64_t i = i0;
-    for (; i + kLanes <= i1; i += kLanes) store(out + i, silu_vec(load(x + i)));
-    if (i < i1) {  // tail, zero-padded
-      float xb[kLanes] = {}, ob[kLanes];
-      std::copy(x + i, x + i1, xb);
-      store(ob, silu_vec(load(xb)));
-      std::copy(ob, ob + (i1 - i), out + i);
-    }
-  }, 4096);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) store(out + i, silu_vec(load(x + i)));
+  if (i < n) {  // tail, zero-padded
+    float xb[kLanes] = {}, ob[kLanes];
+    std::copy(x + i, x + n, xb);
+    store(ob, silu_vec(load(xb)));
+    std::copy(ob, ob + (n - i), out + i);
+  }
+}
+
+void silu_forward(float* out, const float* x, int64_t n) {
+  parallel_for(n, [&](int64_t i0, int64_t i1) { silu_forward_serial(out + i0, x + i0, i1 - i0); }, 4096);
 }
 
 void silu_backward(float* dx, const float* dout, const float* x, int64_t n) {

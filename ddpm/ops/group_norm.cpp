@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ddpm/core/check.h"
+#include "ddpm/ops/conv.h"
 #include "ddpm/ops/elementwise.h"
 #include "ddpm/core/parallel.h"
 #include "ddpm/core/profile.h"
@@ -92,30 +93,32 @@ void normalize_group(float* out, const float* x, float m, float r, const float* 
   }
 }
 
+// The statistics of one group's M values xg.
+// mean = (1/M) sum x;  var = (1/M) sum (x - mean)^2   (two passes)
+// Pass 1 gives a first mean m0. Pass 2 sums d = x - m0, small numbers whatever
+// the mean, so float lanes lose little:
+//   mean = m0 + (sum d) / M,   M var = sum d^2 - (sum d)^2 / M   (exact for any m0)
+void group_stats(const float* xg, int64_t M, float eps, float* mean, float* rstd) {
+  double s, unused;
+  sums_shifted(xg, M, 0.0f, &s, &unused);
+  const float m0 = M > 0 ? static_cast<float>(s / M) : 0.0f;
+  double sd, ss;
+  sums_shifted(xg, M, m0, &sd, &ss);
+  const double var = M > 0 ? std::max(0.0, (ss - sd * sd / M) / M) : 0.0;
+  *mean = M > 0 ? static_cast<float>(m0 + sd / M) : 0.0f;
+  *rstd = static_cast<float>(1.0 / std::sqrt(var + eps));  // rstd = 1 / sqrt(var + eps)
+}
+
 }  // namespace
 
 void group_norm_forward(float* out, float* mean, float* rstd, const float* x, const float* gamma, const float* beta,
                         int64_t N, int64_t C, int64_t HW, int64_t G, float eps) {
-  using namespace simd;
   const int64_t Cg = C / G, M = Cg * HW;
   parallel_for(N * G, [&](int64_t ng0, int64_t ng1) {
     for (int64_t ng = ng0; ng < ng1; ng++) {
       const int64_t g = ng % G;
-      const float* xg = x + ng * M;
-      float* outg = out + ng * M;
-      // mean = (1/M) sum x;  var = (1/M) sum (x - mean)^2   (two passes)
-      // Pass 1 gives a first mean m0. Pass 2 sums d = x - m0, small numbers whatever
-      // the mean, so float lanes lose little:
-      //   mean = m0 + (sum d) / M,   M var = sum d^2 - (sum d)^2 / M   (exact for any m0)
-      double s, unused;
-      sums_shifted(xg, M, 0.0f, &s, &unused);
-      const float m0 = M > 0 ? static_cast<float>(s / M) : 0.0f;
-      double sd, ss;
-      sums_shifted(xg, M, m0, &sd, &ss);
-      const double var = M > 0 ? std::max(0.0, (ss - sd * sd / M) / M) : 0.0;
-      mean[ng] = M > 0 ? static_cast<float>(m0 + sd / M) : 0.0f;
-      rstd[ng] = static_cast<float>(1.0 / std::sqrt(var + eps));  // rstd = 1 / sqrt(var + eps)
-      normalize_group(outg, xg, mean[ng], rstd[ng], gamma + g * Cg, beta + g * Cg, Cg, HW);
+      group_stats(x + ng * M, M, eps, &mean[ng], &rstd[ng]);
+      normalize_group(out + ng * M, x + ng * M, mean[ng], rstd[ng], gamma + g * Cg, beta + g * Cg, Cg, HW);
     }
   });
 }
@@ -271,6 +274,30 @@ void group_norm_silu_backward(float* dx, float* dgamma, float* dbeta, const floa
   });
   silu_backward(dy.data(), dout, y.data(), n);  // dy = dout * silu'(y)   (out = silu(y))
   group_norm_backward(dx, dgamma, dbeta, dy.data(), x, mean, rstd, gamma, N, C, HW, G);
+}
+
+void group_norm_silu_planes_forward(float* planes, float* mean, float* rstd, const float* x, const float* gamma,
+                                    const float* beta, int64_t N, int64_t C, int64_t HW, int64_t G, float eps,
+                                    const ConvPlanes& p) {
+  const int64_t Cg = C / G, M = Cg * HW, image = C * p.channel_floats();
+  DDPM_CHECK(p.planes == 3 && p.C == C && p.H * p.W == HW,
+             "group_norm_silu_planes_forward: wants the planes of a stride-1 3x3 convolution of [" << C << ", " << HW
+                                                                                                 << "] values");
+  parallel_for(N * G, [&](int64_t ng0, int64_t ng1) {
+    for (int64_t ng = ng0; ng < ng1; ng++) {
+      const int64_t n = ng / G, g = ng % G;
+      group_stats(x + ng * M, M, eps, &mean[ng], &rstd[ng]);
+      for (int64_t c = g * Cg; c < (g + 1) * Cg; c++) {
+        // y = xhat * gamma + beta, then silu(y), into the planes' image: group_norm_silu_forward's
+        // own kernels, one channel at a time
+        float* dst = planes + n * image + c * p.channel_floats();
+        float* y = conv2d_center_plane(dst, p);
+        normalize_group(y, x + (n * C + c) * HW, mean[ng], rstd[ng], gamma + c, beta + c, 1, HW);
+        silu_forward_serial(y, y, HW);
+        conv2d_finish_planes(dst, p);
+      }
+    }
+  });
 }
 
 template <typename T>
