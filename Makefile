@@ -62,6 +62,7 @@ LIB_SRCS := \
 	ddpm/ops/embedding.cpp \
 	ddpm/model/nn.cpp \
 	ddpm/model/unet.cpp \
+	ddpm/model/unet_inference.cpp \
 	ddpm/io/file.cpp \
 	ddpm/io/json.cpp \
 	ddpm/io/safetensors.cpp \
@@ -111,6 +112,7 @@ TEST_SRCS := \
 	tests/ops/test_embedding.cpp \
 	tests/model/test_nn.cpp \
 	tests/model/test_unet.cpp \
+	tests/model/test_unet_inference.cpp \
 	tests/io/test_json.cpp \
 	tests/io/test_safetensors.cpp \
 	tests/io/test_png.cpp \
