@@ -25,16 +25,19 @@ namespace ddpm {
 struct UNetInference::Conv {
   int64_t C = 0, OC = 0, K = 1, stride = 1, pad = 0;
   std::vector<float> packed, bias;  // conv2d_pack_weights of [OC, C*K*K]; [OC]
+  std::vector<float> upsampled;     // an Upsample conv's conv2d_pack_upsampled_weights, or empty
   Conv() = default;
-  explicit Conv(const ddpm::Conv2d& m)
+  explicit Conv(const ddpm::Conv2d& m, bool upsample = false)
       : C(m.weight.var->value.size(1)),
         OC(m.weight.var->value.size(0)),
         K(m.weight.var->value.size(2)),
         stride(m.stride),
         pad(m.pad),
         packed(m.weight.var->value.numel()),
-        bias(m.bias.var->value.to_vector()) {
+        bias(m.bias.var->value.to_vector()),
+        upsampled(upsample ? 16 * OC * C : 0) {
     conv2d_pack_weights(packed.data(), m.weight.var->value.data(), OC, C * K * K);
+    if (upsample) conv2d_pack_upsampled_weights(upsampled.data(), m.weight.var->value.data(), OC, C);
   }
 };
 
@@ -204,9 +207,12 @@ struct UNetInference::Image {
     return out;
   }
 
-  // conv(x), writing x's planes first (stride 2 and conv_in; Upsample when upsampled).
+  // conv(x), writing x's planes first (stride 2 and conv_in). upsampled: the Upsample,
+  // conv(upsample_nearest2x(x)): exact, nearest x2 written into the conv's planes; else the
+  // four 2x2 phase convolutions of x (conv2d_upsampled_forward).
   Act conv(const Conv& conv, View x, bool upsampled = false) {
-    const int64_t H = upsampled ? 2 * x.H : x.H, W = upsampled ? 2 * x.W : x.W;
+    const bool phases = upsampled && !conv.upsampled.empty();
+    const int64_t H = upsampled && !phases ? 2 * x.H : x.H, W = upsampled && !phases ? 2 * x.W : x.W;
     const ConvPlanes p = conv2d_planes(x.C, H, W, conv.K, conv.stride, conv.pad);
     if (p.planes == 1) return conv_from(conv, x.data, p);
     float* planes = ws.get(x.C * p.channel_floats());
@@ -214,13 +220,22 @@ struct UNetInference::Image {
       ProfileScope timer(ProfileOp::elementwise);
       for (int64_t c = 0; c < x.C; c++) {
         float* dst = planes + c * p.channel_floats();
-        if (upsampled)
+        if (upsampled && !phases)
           conv2d_write_planes_upsampled(dst, x.data + c * x.HW(), p);
         else
           conv2d_write_planes(dst, x.data + c * x.HW(), p);
       }
     }
-    Act out = conv_from(conv, planes, p);
+    Act out;
+    if (phases) {
+      out = Act(ws, conv.OC, 2 * x.H, 2 * x.W);
+      // the flops done: 4 phases of x.HW() positions, 2x2 taps each
+      ProfileScope timer(ProfileOp::conv_forward, 2.0 * conv.OC * 4 * x.HW() * conv.C * 4, 2 * x.H);
+      conv2d_upsampled_forward(out.data(), channels(planes, conv.C, p.channel_floats()), p, conv.upsampled.data(),
+                               conv.bias.data(), conv.OC);
+    } else {
+      out = conv_from(conv, planes, p);
+    }
     ws.put(planes, x.C * p.channel_floats());
     return out;
   }
@@ -351,24 +366,24 @@ struct UNetInference::Image {
 
 // ---------------------------------------------------------------------------
 
-UNetInference::UNetInference(const UNet& model) : config_(model.config_) {
+UNetInference::UNetInference(const UNet& model, bool exact) : config_(model.config_) {
   temb_dense0_ = std::make_unique<Linear>(model.temb_dense0);
   temb_dense1_ = std::make_unique<Linear>(model.temb_dense1);
   if (config_.num_classes > 0) class_emb_ = model.class_emb.var->value.to_vector();
   conv_in_ = std::make_unique<Conv>(model.conv_in);
-  auto level = [&](const UNet::Level& m) {
+  auto level = [&](const UNet::Level& m, bool upsample) {
     Level l;
     for (const ddpm::ResBlock& b : m.blocks) l.blocks.emplace_back(b, res_blocks_++);
     for (const ddpm::AttnBlock& a : m.attns) l.attns.emplace_back(a);
     l.has_resample = m.has_resample;
-    if (m.has_resample) l.resample = Conv(m.resample);
+    if (m.has_resample) l.resample = Conv(m.resample, upsample && !exact);
     return l;
   };
-  for (const UNet::Level& m : model.down) down_.push_back(level(m));
+  for (const UNet::Level& m : model.down) down_.push_back(level(m, false));
   mid_block1_ = std::make_unique<ResBlock>(model.mid_block1, res_blocks_++);
   mid_attn_ = std::make_unique<AttnBlock>(model.mid_attn);
   mid_block2_ = std::make_unique<ResBlock>(model.mid_block2, res_blocks_++);
-  for (const UNet::Level& m : model.up) up_.push_back(level(m));  // up_[i] is level i, run from the last
+  for (const UNet::Level& m : model.up) up_.push_back(level(m, true));  // up_[i] is level i, run from the last
   norm_out_ = std::make_unique<Norm>(model.norm_out);
   conv_out_ = std::make_unique<Conv>(model.conv_out);
 }

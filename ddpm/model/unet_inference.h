@@ -8,14 +8,18 @@
 //     is done, to a per-thread workspace that hands it out again (after the first image
 //     no memory comes from the system);
 //   - fuses what the tape keeps apart: GroupNorm + SiLU write the next convolution's
-//     input planes directly (group_norm_silu_planes_forward), nearest upsampling is the
-//     Upsample conv's plane writer, and the conv bias, the time-embedding add and the
-//     residual add run in the convolution's epilogue (conv2d_planes_forward); the skip
-//     add runs in place in the skip conv's output;
+//     input planes directly (group_norm_silu_planes_forward), the conv bias, the
+//     time-embedding add and the residual add run in the convolution's epilogue
+//     (conv2d_planes_forward), the skip add in place in the skip conv's output, and the
+//     Upsample's nearest x2 and 3x3 conv are one op: four 2x2 convolutions of the small
+//     image (conv2d_upsampled_forward), 2.25x fewer multiplies;
 //   - runs images in parallel, each image's whole pass on one thread (the convolutions'
 //     direct kernel is single-threaded), so threads never meet inside a pass.
-// The values are bit-identical to UNet::forward in eval mode, for any thread count: every
-// kernel does the training pass's arithmetic in its order (tests/model/test_unet_inference.cpp).
+// The values are the same for any thread count. With exact = true they are bit-identical
+// to UNet::forward in eval mode (every kernel does the training pass's arithmetic in its
+// order; the Upsample then runs as nearest x2 written into the conv's planes, and the
+// 3x3 conv); the default differs from it only by the Upsample's rounding, a few float
+// ulps of its output (tests/model/test_unet_inference.cpp).
 //
 // The weights are copied (convolutions pre-packed) at construction: a UNetInference is
 // a snapshot. Build a new one after the weights change (ddpm/app/sampling.cpp builds one
@@ -32,7 +36,7 @@ namespace ddpm {
 
 class UNetInference {
  public:
-  explicit UNetInference(const UNet& model);
+  explicit UNetInference(const UNet& model, bool exact = false);
   ~UNetInference();
   UNetInference(const UNetInference&) = delete;
   UNetInference& operator=(const UNetInference&) = delete;

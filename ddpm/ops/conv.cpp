@@ -735,6 +735,56 @@ void conv2d_planes_forward(float* out, const float* const* in, const ConvPlanes&
     conv_panels<3>(out, in, p, packed_weight, bias, OC, e);
 }
 
+// Phase a's row tap u covers the 3x3 kernel's rows [tap_first(a, u), tap_first(a, u + 1)):
+// a = 0: {0}, {1, 2};  a = 1: {0, 1}, {2}. Columns likewise with b.
+static int tap_first(int a, int u) { return u == 0 ? 0 : u == 1 ? 1 + a : 3; }
+
+void conv2d_pack_upsampled_weights(float* packed, const float* weight, int64_t OC, int64_t C) {
+  std::vector<float> phase(OC * C * 4);  // We_ab [OC, C, 2, 2]
+  for (int a = 0; a < 2; a++)
+    for (int b = 0; b < 2; b++) {
+      for (int64_t oc = 0; oc < OC * C; oc++)
+        for (int u = 0; u < 2; u++)
+          for (int v = 0; v < 2; v++) {
+            double sum = 0.0;  // We_ab[o, c, u, v] = the sum of the 3x3 taps it stands for
+            for (int i = tap_first(a, u); i < tap_first(a, u + 1); i++)
+              for (int j = tap_first(b, v); j < tap_first(b, v + 1); j++) sum += weight[oc * 9 + i * 3 + j];
+            phase[oc * 4 + u * 2 + v] = static_cast<float>(sum);
+          }
+      conv2d_pack_weights(packed + (a * 2 + b) * OC * C * 4, phase.data(), OC, C * 4);
+    }
+}
+
+void conv2d_upsampled_forward(float* out, const float* const* in, const ConvPlanes& p, const float* packed_weight,
+                              const float* bias, int64_t OC) {
+  DDPM_CHECK(p.planes == 3, "conv2d_upsampled_forward: wants the stride-1 3x3 planes of the image to upsample");
+  const int64_t H = p.H, W = p.W, HW = H * W, C = p.C;
+  thread_local std::vector<float> phases;  // scratch: the four phases' outputs [4, OC, HW]
+  thread_local std::vector<const float*> shifted;
+  phases.resize(4 * OC * HW + kConvSlack);
+  shifted.resize(C);
+  ConvPlanes p2 = p;  // 2x2 taps: (u, v) at plane b + v, row a + u (plane_j row y + 1 is x's row y)
+  p2.K = 2;
+  for (int a = 0; a < 2; a++)
+    for (int b = 0; b < 2; b++) {
+      for (int64_t c = 0; c < C; c++) shifted[c] = in[c] + a * p.row_step + b * p.col_step;
+      conv_panels<2>(phases.data() + (a * 2 + b) * OC * HW, shifted.data(), p2,
+                     packed_weight + (a * 2 + b) * OC * C * 4, bias, OC, ConvEpilogue{});
+    }
+  // out[o, 2y + a, 2x + b] = phase_ab[o, y, x]
+  for (int64_t o = 0; o < OC; o++)
+    for (int64_t y = 0; y < H; y++)
+      for (int a = 0; a < 2; a++) {
+        const float* p0 = phases.data() + ((a * 2 + 0) * OC + o) * HW + y * W;
+        const float* p1 = phases.data() + ((a * 2 + 1) * OC + o) * HW + y * W;
+        float* row = out + (o * 2 * H + 2 * y + a) * 2 * W;
+        for (int64_t x = 0; x < W; x++) {
+          row[2 * x] = p0[x];
+          row[2 * x + 1] = p1[x];
+        }
+      }
+}
+
 void conv2d_planes_forward_ref(float* out, const float* const* in, const ConvPlanes& p, const float* weight,
                                const float* bias, int64_t OC, const ConvEpilogue& e) {
   const int64_t P = p.P(), K = p.K;

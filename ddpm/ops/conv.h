@@ -130,6 +130,21 @@ struct ConvEpilogue {
 // the U-Net's inference pass runs images in parallel, each on one thread.
 void conv2d_planes_forward(float* out, const float* const* in, const ConvPlanes& p, const float* packed_weight,
                            const float* bias, int64_t OC, const ConvEpilogue& e = {});
+// The U-Net's Upsample, conv3x3(upsample_nearest2x(x)), in 2.25x fewer multiplies: output
+// pixel (2y + a, 2x + b) sees x only at rows y - 1 + a + u and columns x - 1 + b + v,
+// u, v in {0, 1}, so each of the four phases (a, b) is a 2x2 convolution of x itself with
+// summed weights (Shi et al. 2016's sub-pixel view; a = 0: row tap i = 0 alone, then
+// i = 1 and 2 together; a = 1: i = 0 and 1, then i = 2; likewise the columns):
+//   out[o, 2y + a, 2x + b] = bias[o] + sum over c, u, v of We_ab[o, c, u, v] x[c, y - 1 + a + u, x - 1 + b + v]
+// 4 * C * 4 multiply-adds per output pair of pixels' phase instead of 9 * C. The summed
+// weights (in double, rounded once) and the shorter chains round differently from
+// conv2d on the upsampled image: within float rounding of either (tests/ops/test_conv.cpp),
+// not bit for bit. in: the stride-1 3x3 planes of x [C, H, W] (conv2d_planes(C, H, W, 3, 1, 1));
+// out [OC, 2H, 2W]. Weights: conv2d_pack_upsampled_weights, 16 * OC * C floats.
+void conv2d_pack_upsampled_weights(float* packed, const float* weight, int64_t OC, int64_t C);
+void conv2d_upsampled_forward(float* out, const float* const* in, const ConvPlanes& p, const float* packed_weight,
+                              const float* bias, int64_t OC);
+
 // Plain loops in double from the unpacked weight [OC, C*K*K]: the oracle.
 void conv2d_planes_forward_ref(float* out, const float* const* in, const ConvPlanes& p, const float* weight,
                                const float* bias, int64_t OC, const ConvEpilogue& e = {});

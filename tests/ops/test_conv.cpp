@@ -349,6 +349,43 @@ TEST_CASE("conv2d_planes: the Upsample planes are upsample_nearest2x's image, an
   }
 }
 
+TEST_CASE("conv2d_upsampled: the four 2x2 phase convolutions equal conv2d on the upsampled image, within rounding") {
+  struct Case {
+    int64_t C, OC, H, W;
+  };
+  // Images with 0..4 positions past a whole vector (7x7 = 3 x 16 + 1, 14x14 = 12 x 16 + 4 on AVX-512).
+  for (Case k : {Case{1, 1, 1, 1}, Case{3, 5, 2, 3}, Case{17, 8, 5, 4}, Case{4, 19, 7, 7}, Case{64, 16, 14, 14}}) {
+    CAPTURE(k.C);
+    CAPTURE(k.OC);
+    CAPTURE(k.H);
+    CAPTURE(k.W);
+    const int64_t H2 = 2 * k.H, W2 = 2 * k.W;
+    Tensor x = randn({k.C, k.H, k.W}, 60 + k.C), weight = randn({k.OC, k.C, 3, 3}, 61), bias = randn({k.OC}, 62);
+    Tensor up({k.C, H2, W2});
+    upsample_nearest2x_forward(up.data(), x.data(), k.C, k.H, k.W);
+    const ConvPlanes p = conv2d_planes(k.C, k.H, k.W, 3, 1, 1);
+    Tensor planes({k.C * p.channel_floats()}), packed({16 * k.OC * k.C}), out = Tensor::full({k.OC * H2 * W2 + 1}, -5.0f);
+    std::vector<const float*> in(k.C);
+    for (int64_t c = 0; c < k.C; c++) {
+      conv2d_write_planes(planes.data() + c * p.channel_floats(), x.data() + c * k.H * k.W, p);
+      in[c] = planes.data() + c * p.channel_floats();
+    }
+    conv2d_pack_upsampled_weights(packed.data(), weight.data(), k.OC, k.C);
+    conv2d_upsampled_forward(out.data(), in.data(), p, packed.data(), bias.data(), k.OC);
+    CHECK(out[k.OC * H2 * W2] == -5.0f);  // nothing written past [OC, 2H, 2W]
+    const Conv2dSize s{1, k.C, H2, W2, k.OC, 3, 1, 1};
+    Tensor ref({k.OC * H2 * W2}), conv({k.OC * H2 * W2});
+    conv2d_forward_ref(ref.data(), up.data(), weight.data(), bias.data(), s);
+    conv2d_forward(conv.data(), up.data(), weight.data(), bias.data(), s);
+    // Against double: a float chain of 4C terms with summed weights, as conv2d's bound
+    // (1e-6 per term of N(0,1) products, with weights up to 4x larger). Against conv2d in
+    // float: both round, so twice that.
+    const double atol = 4e-6 * (1 + 9 * k.C);
+    testing::check_allclose("upsampled vs double", out.data(), ref.data(), k.OC * H2 * W2, atol, 1e-4);
+    testing::check_allclose("upsampled vs conv2d", out.data(), conv.data(), k.OC * H2 * W2, 2 * atol, 2e-4);
+  }
+}
+
 TEST_CASE("conv2d_planes: layouts other than 1x1 and 3x3 pad 1 are refused") {
   CHECK_NOTHROW(conv2d_planes(2, 5, 5, 3, 2, 1));
   CHECK_THROWS_AS(conv2d_planes(2, 5, 5, 3, 1, 0), Error);
