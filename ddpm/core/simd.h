@@ -13,7 +13,7 @@
 //   broadcast(p) = set1(*p)                     (one float from memory into every lane)
 //   add, sub, mul, div, min, max, mul_add(a, b, c) = a*b + c (fused where the target has FMA)
 //   reduce_sum(v)                               (the sum of the lanes, fixed order)
-//   exp(v)                                      (see its comment for the accuracy)
+//   exp(v), silu(v)                             (see their comments for the accuracy)
 //   prefetch(p)                                 (a hint: bring p's cache line towards L1)
 // and the constants kLanes and kTarget. Target-private helpers used only to build
 // verbs here (round_nearest, scale_pow2, first_lanes) are not for kernels.
@@ -196,6 +196,11 @@ inline Vec exp(Vec x) {
   p = mul_add(p, mul(r, r), add(r, set1(1.0f)));  // e^r = 1 + r + r^2 p(r)
   return scale_pow2(p, n);
 }
+
+// silu(x) = x * sigmoid(x) = x / (1 + exp(-x)), with exp above and a true divide (as
+// ggml's ggml_v_silu sits beside its exp): SiLU's forward everywhere it runs, so the
+// tape's op and the fused inference passes give the same bits.
+inline Vec silu(Vec x) { return div(x, add(set1(1.0f), exp(sub(zero(), x)))); }
 
 }  // namespace simd
 }  // namespace ddpm

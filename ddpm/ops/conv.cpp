@@ -430,22 +430,28 @@ ConvPlanes conv2d_planes(int64_t C, int64_t H, int64_t W, int64_t K, int64_t str
 //   plane_1[(y + 1) W + x] = in[y, x]:       plane_1[W + m] = image[m]
 //   plane_2[(y + 1) W + x] = in[y, x + 1]:   plane_2[W + m] = image[m + 1], 0 where x = W - 1
 // plane_1's rows may already hold the image (written there by the caller, image == null).
-static void write_shifted_planes(float* dst, const float* image, const ConvPlanes& p) {
+void conv2d_zero_planes_border(float* dst, const ConvPlanes& p) {
   const int64_t W = p.W, HW = p.H * p.W;
   float* d0 = dst;
-  float* d1 = dst + p.plane_floats;
-  float* d2 = d1 + p.plane_floats;
-  if (image) std::memcpy(d1 + W, image, HW * sizeof(float));
-  std::memcpy(d0 + W + 1, d1 + W, (HW - 1) * sizeof(float));
-  std::memcpy(d2 + W, d1 + W + 1, (HW - 1) * sizeof(float));
+  float* d2 = dst + 2 * p.plane_floats;
   for (int64_t y = 0; y < p.H; y++) {
-    d0[W + y * W] = 0.0f;
-    d2[W + y * W + W - 1] = 0.0f;
+    d0[W + y * W] = 0.0f;           // in[y, -1]
+    d2[W + y * W + W - 1] = 0.0f;   // in[y, W]
   }
-  for (float* d : {d0, d1, d2}) {  // rows -1 and H
+  for (int64_t j = 0; j < 3; j++) {  // rows -1 and H
+    float* d = dst + j * p.plane_floats;
     std::fill(d, d + W, 0.0f);
     std::fill(d + W + HW, d + 2 * W + HW, 0.0f);
   }
+}
+
+static void write_shifted_planes(float* dst, const float* image, const ConvPlanes& p) {
+  const int64_t W = p.W, HW = p.H * p.W;
+  float* d1 = dst + p.plane_floats + W;
+  if (image) std::memcpy(d1, image, HW * sizeof(float));
+  std::memcpy(dst + W + 1, d1, (HW - 1) * sizeof(float));                   // plane 0
+  std::memcpy(dst + 2 * p.plane_floats + W, d1 + 1, (HW - 1) * sizeof(float));  // plane 2
+  conv2d_zero_planes_border(dst, p);
 }
 
 float* conv2d_center_plane(float* dst, const ConvPlanes& p) {
@@ -453,31 +459,35 @@ float* conv2d_center_plane(float* dst, const ConvPlanes& p) {
   return dst + p.plane_floats + p.W;
 }
 
-void conv2d_finish_planes(float* dst, const ConvPlanes& p) { write_shifted_planes(dst, nullptr, p); }
-
 void conv2d_write_planes(float* dst, const float* image, const ConvPlanes& p) {
   DDPM_CHECK(p.planes > 1, "conv2d_write_planes: a 1x1 convolution reads the image itself");
   if (p.planes == 3) {
     write_shifted_planes(dst, image, p);
     return;
   }
-  // 9 planes: plane (i, j)[oy, ox] = in[2 oy + i - 1, 2 ox + j - 1], an im2col
+  // 9 planes: plane (i, j)[oy, ox] = in[2 oy + i - 1, 2 ox + j - 1], an im2col. Per source
+  // row, the column taps are its odd values shifted by one (j = 0), its even values (j = 1)
+  // and its odd values (j = 2), 0 where they fall outside.
+  const int64_t OW = p.OW, W = p.W;
   for (int64_t i = 0; i < 3; i++)
-    for (int64_t j = 0; j < 3; j++) {
-      float* plane = dst + (i * 3 + j) * p.plane_floats;
-      for (int64_t oy = 0; oy < p.OH; oy++) {
-        const int64_t iy = 2 * oy + i - 1;
-        float* d = plane + oy * p.OW;
-        if (iy < 0 || iy >= p.H) {
-          std::fill(d, d + p.OW, 0.0f);
-          continue;
-        }
-        const float* src = image + iy * p.W;
-        for (int64_t ox = 0; ox < p.OW; ox++) {
-          const int64_t ix = 2 * ox + j - 1;
-          d[ox] = ix >= 0 && ix < p.W ? src[ix] : 0.0f;
-        }
+    for (int64_t oy = 0; oy < p.OH; oy++) {
+      const int64_t iy = 2 * oy + i - 1;
+      float* d0 = dst + (i * 3 + 0) * p.plane_floats + oy * OW;
+      float* d1 = d0 + p.plane_floats;
+      float* d2 = d1 + p.plane_floats;
+      if (iy < 0 || iy >= p.H) {
+        std::fill(d0, d0 + OW, 0.0f);
+        std::fill(d1, d1 + OW, 0.0f);
+        std::fill(d2, d2 + OW, 0.0f);
+        continue;
       }
+      const float* src = image + iy * W;
+      const int64_t odd = W / 2;  // in[iy, 2 ox + 1] exists for ox < W / 2
+      d0[0] = 0.0f;
+      for (int64_t ox = 1; ox < OW; ox++) d0[ox] = src[2 * ox - 1];
+      for (int64_t ox = 0; ox < OW; ox++) d1[ox] = src[2 * ox];
+      for (int64_t ox = 0; ox < odd; ox++) d2[ox] = src[2 * ox + 1];
+      for (int64_t ox = odd; ox < OW; ox++) d2[ox] = 0.0f;
     }
 }
 

@@ -105,11 +105,13 @@ void conv2d_write_planes(float* dst, const float* image, const ConvPlanes& p);
 // The same from an [H/2, W/2] image, upsampled x2 nearest on the way (the U-Net's
 // Upsample: upsample_nearest2x then conv2d): the upsampled image is never stored.
 void conv2d_write_planes_upsampled(float* dst, const float* image, const ConvPlanes& p);
-// A stride-1 3x3 input's plane 1 holds the image itself as [H, W] (rows 0..H-1): a
-// producer may write the image there (conv2d_center_plane) and then have the other two
-// planes and the zero rows filled in (conv2d_finish_planes), skipping a copy.
+// A stride-1 3x3 input's plane 1 holds the image itself as [H, W] (rows 0..H-1), at
+// conv2d_center_plane; plane 0 holds it one float later, plane 2 one float earlier. A
+// producer may store each value three times there (conv2d_center_plane - plane_floats + 1,
+// center, center + plane_floats - 1) and then zero what falls outside the image
+// (conv2d_zero_planes_border: column -1 of plane 0, column W of plane 2, rows -1 and H).
 float* conv2d_center_plane(float* dst, const ConvPlanes& p);
-void conv2d_finish_planes(float* dst, const ConvPlanes& p);
+void conv2d_zero_planes_border(float* dst, const ConvPlanes& p);
 // The plain twin: writes every tap of every output position from the formulas above
 // (positions outside the image read 0), which covers every stored float but the slack.
 void conv2d_write_planes_ref(float* dst, const float* image, const ConvPlanes& p, bool upsampled);

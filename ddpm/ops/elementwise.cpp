@@ -15,15 +15,10 @@ namespace ddpm {
 // SiLU: out = x * s, s = sigmoid(x) = 1 / (1 + exp(-x))
 // d out / dx = s + x * s * (1 - s) = s * (1 + x * (1 - s))
 
-// Vector loops with simd::exp (at most 2 ulp, see simd.h). The tail goes through the
-// same vector code on a zero-padded copy, so every element gets the same arithmetic
-// wherever a thread's range starts: results do not depend on the thread count.
+// Vector loops with simd::silu and simd::exp (at most 2 ulp, see simd.h). The tail goes
+// through the same vector code on a zero-padded copy, so every element gets the same
+// arithmetic wherever a thread's range starts: results do not depend on the thread count.
 namespace {
-
-simd::Vec silu_vec(simd::Vec x) {
-  using namespace simd;
-  return div(x, add(set1(1.0f), exp(sub(zero(), x))));  // x / (1 + e^-x)
-}
 
 simd::Vec silu_grad_vec(simd::Vec dout, simd::Vec x) {
   using namespace simd;
@@ -37,11 +32,11 @@ simd::Vec silu_grad_vec(simd::Vec dout, simd::Vec x) {
 void silu_forward_serial(float* out, const float* x, int64_t n) {
   using namespace simd;
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) store(out + i, silu_vec(load(x + i)));
+  for (; i + kLanes <= n; i += kLanes) store(out + i, simd::silu(load(x + i)));
   if (i < n) {  // tail, zero-padded
     float xb[kLanes] = {}, ob[kLanes];
     std::copy(x + i, x + n, xb);
-    store(ob, silu_vec(load(xb)));
+    store(ob, simd::silu(load(xb)));
     std::copy(ob, ob + (n - i), out + i);
   }
 }

@@ -78,18 +78,31 @@ void sums_dout(const float* dout, const float* x, int64_t n, float mean, double*
   *sum_dx = sdx;
 }
 
-// out = (x - mean) * rstd * gamma + beta over one group's Cg channels of HW values.
+// y = (x - mean) * (rstd * gamma) + beta for the vector at xc + p of a channel, its first n lanes.
+simd::Vec normalize_vec(const float* xc, int64_t p, int n, simd::Vec vm, simd::Vec vscale, simd::Vec vshift) {
+  using namespace simd;
+  const Vec x = n == kLanes ? load(xc + p) : load_first(xc + p, n);
+  return mul_add(sub(x, vm), vscale, vshift);
+}
+
+// out = (x - mean) * rstd * gamma + beta over one group's Cg channels of HW values. The
+// tail is the same vector arithmetic on its first lanes (no separate scalar expression,
+// whose rounding would hang on the compiler contracting it into an FMA).
 void normalize_group(float* out, const float* x, float m, float r, const float* gamma, const float* beta, int64_t Cg,
                      int64_t HW) {
   using namespace simd;
   for (int64_t c = 0; c < Cg; c++) {
-    const float scale = r * gamma[c], shift = beta[c];
     const float* xc = x + c * HW;
     float* oc = out + c * HW;
-    const Vec vm = set1(m), vscale = set1(scale), vshift = set1(shift);
-    int64_t p = 0;
-    for (; p + kLanes <= HW; p += kLanes) store(oc + p, mul_add(sub(load(xc + p), vm), vscale, vshift));
-    for (; p < HW; p++) oc[p] = (xc[p] - m) * scale + shift;  // tail
+    const Vec vm = set1(m), vscale = set1(r * gamma[c]), vshift = set1(beta[c]);
+    for (int64_t p = 0; p < HW; p += kLanes) {
+      const int n = static_cast<int>(std::min<int64_t>(kLanes, HW - p));
+      const Vec y = normalize_vec(xc, p, n, vm, vscale, vshift);
+      if (n == kLanes)
+        store(oc + p, y);
+      else
+        store_first(oc + p, y, n);  // tail
+    }
   }
 }
 
@@ -288,13 +301,31 @@ void group_norm_silu_planes_forward(float* planes, float* mean, float* rstd, con
       const int64_t n = ng / G, g = ng % G;
       group_stats(x + ng * M, M, eps, &mean[ng], &rstd[ng]);
       for (int64_t c = g * Cg; c < (g + 1) * Cg; c++) {
-        // y = xhat * gamma + beta, then silu(y), into the planes' image: group_norm_silu_forward's
-        // own kernels, one channel at a time
-        float* dst = planes + n * image + c * p.channel_floats();
-        float* y = conv2d_center_plane(dst, p);
-        normalize_group(y, x + (n * C + c) * HW, mean[ng], rstd[ng], gamma + c, beta + c, 1, HW);
-        silu_forward_serial(y, y, HW);
-        conv2d_finish_planes(dst, p);
+        // y = xhat * gamma + beta, then silu(y), one vector at a time: group_norm_silu_forward's
+        // arithmetic (normalize_group's, then silu_forward's), stored into the three planes
+        // at once, each shifted by its column tap (conv.h):
+        //   plane_0[W + 1 + m] = plane_1[W + m] = plane_2[W - 1 + m] = silu(y[m])
+        // then the zero column of planes 0 and 2 and the zero rows.
+        using namespace simd;
+        const float* xc = x + (n * C + c) * HW;
+        float* d1 = conv2d_center_plane(planes + n * image + c * p.channel_floats(), p);
+        float* d0 = d1 - p.plane_floats + 1;
+        float* d2 = d1 + p.plane_floats - 1;
+        const Vec vm = set1(mean[ng]), vscale = set1(rstd[ng] * gamma[c]), vshift = set1(beta[c]);
+        for (int64_t q = 0; q < HW; q += kLanes) {
+          const int n_lanes = static_cast<int>(std::min<int64_t>(kLanes, HW - q));
+          const Vec s = simd::silu(normalize_vec(xc, q, n_lanes, vm, vscale, vshift));
+          if (n_lanes == kLanes) {
+            store(d0 + q, s);
+            store(d1 + q, s);
+            store(d2 + q, s);
+          } else {
+            store_first(d0 + q, s, n_lanes);
+            store_first(d1 + q, s, n_lanes);
+            store_first(d2 + q, s, n_lanes);
+          }
+        }
+        conv2d_zero_planes_border(planes + n * image + c * p.channel_floats(), p);
       }
     }
   });
