@@ -27,8 +27,8 @@
 //          --sample-steps steps, as img-steps/s; the wall time of --sample-images images x
 //          1000 steps, scaled from those steps (measured outright with --sample-steps 1000);
 //          the tape's no-grad forward at the same batch (what sampling ran before); peak
-//          RSS of the configuration (its own forked process); and the per-op breakdown of
-//          the inference pass (time summed over the threads).
+//          RSS of the sampling (its own forked process, taken before that tape forward); and
+//          the per-op breakdown of the inference pass (time summed over the threads).
 // Every section adds rows to one Report, printed and written as JSON.
 //
 // Every figure is the median of --reps timed runs after one warm-up run; the machine
@@ -659,6 +659,9 @@ std::vector<Row> run_sample(const Options& opt, const std::string& model, int ba
     rows.push_back(o);
   }
 
+  // Sampling's peak memory, before the tape forward below grows it.
+  const Row memory_row = memory.row("sample", name, threads);
+
   // The tape's no-grad forward at the same batch: what sampling ran before UNetInference.
   auto tape_forward = [&] {
     Tape tape = Tape::no_grad();
@@ -675,7 +678,7 @@ std::vector<Row> run_sample(const Options& opt, const std::string& model, int ba
   tf.values["img_per_s"] = batch / tf.median_s;
   rows.push_back(tf);
 
-  rows.push_back(memory.row("sample", name, threads));
+  rows.push_back(memory_row);
   set_num_threads(1);
   return rows;
 }
