@@ -187,23 +187,27 @@ struct UNetInference::Image {
   const float* temb_proj;  // this image's row of every block's time projection, concatenated
   const std::vector<int64_t>& temb_at;  // block index -> offset in temb_proj
 
-  // The channel pointers of a convolution's input: planes (channel_floats apart) or,
-  // for 1x1, the image's channels.
+  // The channel pointers of a convolution's input: planes (channel_floats apart), or for
+  // 1x1 the image's channels, those of x and then of tail (the up path's concat, uncopied).
   const float* const* channels(const float* base, int64_t C, int64_t stride) {
     ws.channels.resize(C);
     for (int64_t c = 0; c < C; c++) ws.channels[c] = base + c * stride;
     return ws.channels.data();
   }
+  const float* const* channels(View x, const View* tail) {
+    ws.channels.resize(x.C + (tail ? tail->C : 0));
+    for (int64_t c = 0; c < static_cast<int64_t>(ws.channels.size()); c++)
+      ws.channels[c] = c < x.C ? x.data + c * x.HW() : tail->data + (c - x.C) * x.HW();
+    return ws.channels.data();
+  }
 
-  // conv(x) with its epilogue; x's planes already written at `planes` (or x itself for 1x1).
-  Act conv_from(const Conv& conv, const float* planes, const ConvPlanes& p, const ConvEpilogue& e = {},
+  // conv(x) with its epilogue, from x's planes (or, 1x1, its channels) at `in`.
+  Act conv_from(const Conv& conv, const float* const* in, const ConvPlanes& p, const ConvEpilogue& e = {},
                 Act* in_place = nullptr) {
     Act out = in_place ? std::move(*in_place) : Act(ws, conv.OC, p.OH, p.OW);
     const double flops = 2.0 * conv.OC * p.P() * conv.C * conv.K * conv.K;
     ProfileScope timer(ProfileOp::conv_forward, flops, p.H);
-    const int64_t stride = conv.K == 1 ? p.H * p.W : p.channel_floats();
-    conv2d_planes_forward(out.data(), channels(planes, conv.C, stride), p, conv.packed.data(), conv.bias.data(),
-                          conv.OC, e);
+    conv2d_planes_forward(out.data(), in, p, conv.packed.data(), conv.bias.data(), conv.OC, e);
     return out;
   }
 
@@ -214,7 +218,7 @@ struct UNetInference::Image {
     const bool phases = upsampled && !conv.upsampled.empty();
     const int64_t H = upsampled && !phases ? 2 * x.H : x.H, W = upsampled && !phases ? 2 * x.W : x.W;
     const ConvPlanes p = conv2d_planes(x.C, H, W, conv.K, conv.stride, conv.pad);
-    if (p.planes == 1) return conv_from(conv, x.data, p);
+    if (p.planes == 1) return conv_from(conv, channels(x, nullptr), p);
     float* planes = ws.get(x.C * p.channel_floats());
     {
       ProfileScope timer(ProfileOp::elementwise);
@@ -234,41 +238,48 @@ struct UNetInference::Image {
       conv2d_upsampled_forward(out.data(), channels(planes, conv.C, p.channel_floats()), p, conv.upsampled.data(),
                                conv.bias.data(), conv.OC);
     } else {
-      out = conv_from(conv, planes, p);
+      out = conv_from(conv, channels(planes, conv.C, p.channel_floats()), p);
     }
     ws.put(planes, x.C * p.channel_floats());
     return out;
   }
 
-  // conv(silu(norm(x))), the norm writing the conv's planes; e as conv_from.
-  Act norm_silu_conv(const Norm& norm, const Conv& conv, View x, const ConvEpilogue& e = {}, Act* in_place = nullptr) {
-    const ConvPlanes p = conv2d_planes(x.C, x.H, x.W, conv.K, conv.stride, conv.pad);
-    float* planes = ws.get(x.C * p.channel_floats());
+  // conv(silu(norm(x))) (x's channels then tail's, if given), the norm writing the conv's
+  // planes; e as conv_from.
+  Act norm_silu_conv(const Norm& norm, const Conv& conv, View x, const View* tail = nullptr,
+                     const ConvEpilogue& e = {}, Act* in_place = nullptr) {
+    const int64_t C = x.C + (tail ? tail->C : 0);
+    const ConvPlanes p = conv2d_planes(C, x.H, x.W, conv.K, conv.stride, conv.pad);
+    float* planes = ws.get(C * p.channel_floats());
     ws.stats.resize(2 * norm.groups);
     {
       ProfileScope timer(ProfileOp::group_norm);
       group_norm_silu_planes_forward(planes, ws.stats.data(), ws.stats.data() + norm.groups, x.data, norm.gamma.data(),
-                                     norm.beta.data(), 1, x.C, x.HW(), norm.groups, 1e-5f, p);
+                                     norm.beta.data(), 1, C, x.HW(), norm.groups, 1e-5f, p, tail ? tail->data : nullptr,
+                                     x.C);
     }
-    Act out = conv_from(conv, planes, p, e, in_place);
-    ws.put(planes, x.C * p.channel_floats());
+    Act out = conv_from(conv, channels(planes, C, p.channel_floats()), p, e, in_place);
+    ws.put(planes, C * p.channel_floats());
     return out;
   }
 
   // ResBlock (nn.h): skip(x) + conv2(silu(norm2(conv1(silu(norm1(x))) + temb_proj))), dropout off.
-  Act res_block(const ResBlock& b, View x) {
+  // With tail, the block's input is concat_channels(x, tail) (the up path), never copied.
+  Act res_block(const ResBlock& b, View x, const View* tail = nullptr) {
     const float* temb = temb_proj + temb_at[b.index];
     ConvEpilogue e1;
     e1.temb = temb;                                     // h = conv1(...) + temb_proj(silu(temb))
-    Act h = norm_silu_conv(b.norm1, b.conv1, x, e1);
+    Act h = norm_silu_conv(b.norm1, b.conv1, x, tail, e1);
     ConvEpilogue e2;
     if (b.has_skip) {
-      Act s = conv_from(b.skip, x.data, conv2d_planes(x.C, x.H, x.W, 1, 1, 0));  // skip(x), 1x1
+      const int64_t C = x.C + (tail ? tail->C : 0);
+      Act s = conv_from(b.skip, channels(x, tail), conv2d_planes(C, x.H, x.W, 1, 1, 0));  // skip(x), 1x1
       e2.residual = s.data();                          // skip(x) + conv2(...), in place in s
-      return norm_silu_conv(b.norm2, b.conv2, h, e2, &s);
+      return norm_silu_conv(b.norm2, b.conv2, h, nullptr, e2, &s);
     }
+    DDPM_CHECK(!tail, "unet inference: a concatenated input needs a skip conv");
     e2.residual = x.data;                               // x + conv2(...)
-    return norm_silu_conv(b.norm2, b.conv2, h, e2);
+    return norm_silu_conv(b.norm2, b.conv2, h, nullptr, e2);
   }
 
   // AttnBlock (nn.h): x + proj_out(attention(q(h), k(h), v(h))), h = norm(x).
@@ -282,7 +293,8 @@ struct UNetInference::Image {
       group_norm_forward(h.data(), ws.stats.data(), ws.stats.data() + b.norm.groups, x.data, b.norm.gamma.data(),
                          b.norm.beta.data(), 1, C, P, b.norm.groups, 1e-5f);
     }
-    Act q = conv_from(b.q, h.data(), p), k = conv_from(b.k, h.data(), p), v = conv_from(b.v, h.data(), p);
+    const float* const* in = channels(h, nullptr);
+    Act q = conv_from(b.q, in, p), k = conv_from(b.k, in, p), v = conv_from(b.v, in, p);
     h = Act();
     Act a(ws, C, x.H, x.W);
     {
@@ -293,16 +305,7 @@ struct UNetInference::Image {
     }
     ConvEpilogue e;
     e.residual = x.data;  // x + proj_out(a)
-    return conv_from(b.proj_out, a.data(), p, e);
-  }
-
-  // concat_channels(a, b)
-  Act concat(View a, View b) {
-    ProfileScope timer(ProfileOp::elementwise);
-    Act out(ws, a.C + b.C, a.H, a.W);
-    std::memcpy(out.data(), a.data, a.C * a.HW() * sizeof(float));
-    std::memcpy(out.data() + a.C * a.HW(), b.data, b.C * b.HW() * sizeof(float));
-    return out;
+    return conv_from(b.proj_out, channels(a, nullptr), p, e);
   }
 
   // UNet::forward for one image: x [in_ch, S, S] -> out [out_ch, S, S].
@@ -331,9 +334,9 @@ struct UNetInference::Image {
     for (int64_t i = static_cast<int64_t>(net.up_.size()) - 1; i >= 0; i--) {
       const Level& level = net.up_[i];
       for (size_t j = 0; j < level.blocks.size(); j++) {
-        Act cat = concat(h, hs.back());
+        const View skip = hs.back();
+        Act o = res_block(level.blocks[j], h, &skip);  // ResBlock(concat_channels(h, skip))
         hs.pop_back();
-        Act o = res_block(level.blocks[j], cat);
         if (!level.attns.empty()) o = attn_block(level.attns[j], o);
         cur = std::move(o);
         h = cur;

@@ -10,7 +10,8 @@
 //   - fuses what the tape keeps apart: GroupNorm + SiLU write the next convolution's
 //     input planes directly (group_norm_silu_planes_forward), the conv bias, the
 //     time-embedding add and the residual add run in the convolution's epilogue
-//     (conv2d_planes_forward), the skip add in place in the skip conv's output, and the
+//     (conv2d_planes_forward), the skip add in place in the skip conv's output, the up
+//     path's concat is never copied (its two halves are read where they are), and the
 //     Upsample's nearest x2 and 3x3 conv are one op: four 2x2 convolutions of the small
 //     image (conv2d_upsampled_forward), 2.25x fewer multiplies;
 //   - runs images in parallel, each image's whole pass on one thread (the convolutions'
@@ -18,8 +19,9 @@
 // The values are the same for any thread count. With exact = true they are bit-identical
 // to UNet::forward in eval mode (every kernel does the training pass's arithmetic in its
 // order; the Upsample then runs as nearest x2 written into the conv's planes, and the
-// 3x3 conv); the default differs from it only by the Upsample's rounding, a few float
-// ulps of its output (tests/model/test_unet_inference.cpp).
+// 3x3 conv). The default rounds differently in the Upsample only (its summed weights, a
+// few float ulps); its output is within 2e-6 of the exact one's largest value
+// (tests/model/test_unet_inference.cpp).
 //
 // The weights are copied (convolutions pre-packed) at construction: a UNetInference is
 // a snapshot. Build a new one after the weights change (ddpm/app/sampling.cpp builds one

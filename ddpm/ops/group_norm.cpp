@@ -291,23 +291,36 @@ void group_norm_silu_backward(float* dx, float* dgamma, float* dbeta, const floa
 
 void group_norm_silu_planes_forward(float* planes, float* mean, float* rstd, const float* x, const float* gamma,
                                     const float* beta, int64_t N, int64_t C, int64_t HW, int64_t G, float eps,
-                                    const ConvPlanes& p) {
+                                    const ConvPlanes& p, const float* x_tail, int64_t C_head) {
   const int64_t Cg = C / G, M = Cg * HW, image = C * p.channel_floats();
+  if (!x_tail) C_head = C;
   DDPM_CHECK(p.planes == 3 && p.C == C && p.H * p.W == HW,
              "group_norm_silu_planes_forward: wants the planes of a stride-1 3x3 convolution of [" << C << ", " << HW
                                                                                                  << "] values");
+  DDPM_CHECK(C_head >= 0 && C_head <= C, "group_norm_silu_planes_forward: C_head " << C_head << " not in 0.." << C);
+  // Channel c of image n (concat_channels(x, x_tail)'s layout, without the copy).
+  auto channel = [&](int64_t n, int64_t c) {
+    return c < C_head ? x + (n * C_head + c) * HW : x_tail + (n * (C - C_head) + c - C_head) * HW;
+  };
   parallel_for(N * G, [&](int64_t ng0, int64_t ng1) {
+    std::vector<float> gathered;  // scratch: a group across the seam, in concat's order
     for (int64_t ng = ng0; ng < ng1; ng++) {
-      const int64_t n = ng / G, g = ng % G;
-      group_stats(x + ng * M, M, eps, &mean[ng], &rstd[ng]);
-      for (int64_t c = g * Cg; c < (g + 1) * Cg; c++) {
+      const int64_t n = ng / G, g = ng % G, c0 = g * Cg;
+      const float* xg = channel(n, c0);
+      if (c0 < C_head && c0 + Cg > C_head) {
+        gathered.resize(M);
+        for (int64_t c = c0; c < c0 + Cg; c++) std::copy(channel(n, c), channel(n, c) + HW, gathered.data() + (c - c0) * HW);
+        xg = gathered.data();
+      }
+      group_stats(xg, M, eps, &mean[ng], &rstd[ng]);
+      for (int64_t c = c0; c < c0 + Cg; c++) {
         // y = xhat * gamma + beta, then silu(y), one vector at a time: group_norm_silu_forward's
         // arithmetic (normalize_group's, then silu_forward's), stored into the three planes
         // at once, each shifted by its column tap (conv.h):
         //   plane_0[W + 1 + m] = plane_1[W + m] = plane_2[W - 1 + m] = silu(y[m])
         // then the zero column of planes 0 and 2 and the zero rows.
         using namespace simd;
-        const float* xc = x + (n * C + c) * HW;
+        const float* xc = channel(n, c);
         float* d1 = conv2d_center_plane(planes + n * image + c * p.channel_floats(), p);
         float* d0 = d1 - p.plane_floats + 1;
         float* d2 = d1 + p.plane_floats - 1;

@@ -313,3 +313,27 @@ TEST_CASE("group_norm_silu_planes: bit-identical at 1, 2 and 3 threads") {
   }
   set_num_threads(1);
 }
+
+TEST_CASE("group_norm_silu_planes: a two-part input (an uncopied concat) gives the contiguous input's bits") {
+  const int64_t N = 2, C = 12, H = 3, W = 7, HW = H * W, G = 4;  // groups of 3 channels
+  Tensor x = randn({N, C, HW}, 37, 2.0f), gamma = randn({C}, 38), beta = randn({C}, 39), stats({2 * N * G});
+  const ConvPlanes p = conv2d_planes(C, H, W, 3, 1, 1);
+  Tensor want({N * C * p.channel_floats()});
+  group_norm_silu_planes_forward(want.data(), stats.data(), stats.data() + N * G, x.data(), gamma.data(), beta.data(),
+                                 N, C, HW, G, 1e-5f, p);
+  // Split at every channel: groups on the seam (C_head = 4, 5, 7, ...) are gathered first.
+  for (int64_t C_head = 0; C_head <= C; C_head++) {
+    CAPTURE(C_head);
+    Tensor head({N * C_head * HW + 1}), tail({N * (C - C_head) * HW + 1});
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t c = 0; c < C; c++) {
+        const float* src = x.data() + (n * C + c) * HW;
+        float* dst = c < C_head ? head.data() + (n * C_head + c) * HW : tail.data() + (n * (C - C_head) + c - C_head) * HW;
+        std::copy(src, src + HW, dst);
+      }
+    Tensor got({N * C * p.channel_floats()});
+    group_norm_silu_planes_forward(got.data(), stats.data(), stats.data() + N * G, head.data(), gamma.data(),
+                                   beta.data(), N, C, HW, G, 1e-5f, p, tail.data(), C_head);
+    CHECK(got.to_vector() == want.to_vector());
+  }
+}
