@@ -85,22 +85,30 @@ def run_torch_sample(model, batch, threads, steps):
     return data["rows"][0] if data.get("rows") else None
 
 
+def markdown_table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def print_sample_table(samples):
     print()
     print("Sampling (Algorithm 2; PyTorch: its no-grad forward at the same batch; the job is 256 images x 1000 steps,")
     print("scaled from the timed steps unless marked measured):")
     print()
-    print("| config | batch | threads | img-steps/s ours | PyTorch | ratio | % of FMA peak ours | job s ours | PyTorch "
-          "| tape forward img/s (before) | peak RSS MB ours | PyTorch |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for r in samples:
         o, t = r["ours"], r["torch"] or {}
-        print("| %s | %d | %d | %.1f | %s | %s | %.0f%% | %.0f%s | %s | %.1f | %.0f | %s |" % (
-            r["model"], r["batch"], r["threads"], o["img_steps_per_s"],
+        rows.append([
+            r["model"], "%d" % r["batch"], "%d" % r["threads"], "%.1f" % o["img_steps_per_s"],
             "%.1f" % t["img_steps_per_s"] if t else "-",
-            "%.2f" % (o["img_steps_per_s"] / t["img_steps_per_s"]) if t else "-", o.get("pct_peak", 0),
-            o["job_s"], " (measured)" if o.get("job_measured") else "", "%.0f" % t["job_s"] if t else "-",
-            o.get("tape_img_per_s", 0), o.get("peak_rss_mb", 0), "%.0f" % t["peak_rss_mb"] if t else "-"))
+            "%.2f" % (o["img_steps_per_s"] / t["img_steps_per_s"]) if t else "-", "%.0f%%" % o.get("pct_peak", 0),
+            "%.0f%s" % (o["job_s"], " (measured)" if o.get("job_measured") else ""), "%.0f" % t["job_s"] if t else "-",
+            "%.1f" % o.get("tape_img_per_s", 0), "%.0f" % o.get("peak_rss_mb", 0),
+            "%.0f" % t["peak_rss_mb"] if t else "-"])
+    markdown_table(["config", "batch", "threads", "img-steps/s ours", "PyTorch", "ratio", "% of FMA peak ours",
+                    "job s ours", "PyTorch", "tape forward img/s (before)", "peak RSS MB ours", "PyTorch"], rows)
 
 
 def run_torch(model, batch, threads, steps):
@@ -166,17 +174,18 @@ def main():
         return "%.2f" % (a / b) if a and b else "-"
 
     print()
-    print("| config | batch | threads | train img/s ours | PyTorch | ratio | forward img/s ours | PyTorch | ratio "
-          "| peak RSS MB ours | PyTorch | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for r in results:
         o, t = r["ours"], r["torch"] or {}
-        print("| %s | %d | %d | %.1f | %s | %s | %.1f | %s | %s | %.0f | %s | %s |" % (
-            r["model"], r["batch"], r["threads"], o["train_img_per_s"],
+        rows.append([
+            r["model"], "%d" % r["batch"], "%d" % r["threads"], "%.1f" % o["train_img_per_s"],
             "%.1f" % t["train_img_per_s"] if t else "-", ratio(o["train_img_per_s"], t.get("train_img_per_s")),
-            o["forward_img_per_s"], "%.1f" % t["forward_img_per_s"] if t else "-",
+            "%.1f" % o["forward_img_per_s"], "%.1f" % t["forward_img_per_s"] if t else "-",
             ratio(o["forward_img_per_s"], t.get("forward_img_per_s")),
-            o["peak_rss_mb"], "%.0f" % t["peak_rss_mb"] if t else "-", ratio(o["peak_rss_mb"], t.get("peak_rss_mb"))))
+            "%.0f" % o["peak_rss_mb"], "%.0f" % t["peak_rss_mb"] if t else "-",
+            ratio(o["peak_rss_mb"], t.get("peak_rss_mb"))])
+    markdown_table(["config", "batch", "threads", "train img/s ours", "PyTorch", "ratio", "forward img/s ours",
+                    "PyTorch", "ratio", "peak RSS MB ours", "PyTorch", "ratio"], rows)
     print()
     print("Thread scaling (training img/s, 2 threads / 1 thread):")
     for model in args.models.split(","):

@@ -63,7 +63,7 @@ Var conv2d(Tape& tape, const Var& x, const Var& weight, const Var& bias, int64_t
 // Inference: a direct convolution of one image that saves nothing for backward, reads
 // its input from tap planes (below) and fuses what the tape keeps apart:
 //   out[o, p] = residual[o, p] + ((acc[o, p] + bias[o]) + temb[o])
-//   acc[o, p] = sum over c, then taps t = (i, j) in order, of weight[o, c, i, j] * in_c[tap_offset[t] + p]
+//   acc[o, p] = sum over c, then taps (i, j) in order, of weight[o, c, i, j] * in[c][i * row_step + j * col_step + p]
 // with temb and residual optional (the ResBlock's time-embedding add and skip add).
 // Each acc is one FMA chain in the forward pass's k = (c, i, j) order starting at 0,
 // and the bias, temb and residual adds are the ones conv2d, add and add do in that
@@ -138,11 +138,12 @@ void conv2d_planes_forward(float* out, const float* const* in, const ConvPlanes&
 // summed weights (Shi et al. 2016's sub-pixel view; a = 0: row tap i = 0 alone, then
 // i = 1 and 2 together; a = 1: i = 0 and 1, then i = 2; likewise the columns):
 //   out[o, 2y + a, 2x + b] = bias[o] + sum over c, u, v of We_ab[o, c, u, v] x[c, y - 1 + a + u, x - 1 + b + v]
-// 4 * C * 4 multiply-adds per output pair of pixels' phase instead of 9 * C. The summed
-// weights (in double, rounded once) and the shorter chains round differently from
-// conv2d on the upsampled image: within float rounding of either (tests/ops/test_conv.cpp),
-// not bit for bit. in: the stride-1 3x3 planes of x [C, H, W] (conv2d_planes(C, H, W, 3, 1, 1));
-// out [OC, 2H, 2W]. Weights: conv2d_pack_upsampled_weights, 16 * OC * C floats.
+// 4 C multiply-adds per output pixel instead of 9 C. The summed weights (in double,
+// rounded once) and the shorter chains round differently from conv2d on the upsampled
+// image: within float rounding of either, not bit for bit (its oracle is conv2d_forward_ref
+// on upsample_nearest2x(x), tests/ops/test_conv.cpp). in: the stride-1 3x3 planes of
+// x [C, H, W] (conv2d_planes(C, H, W, 3, 1, 1)); out [OC, 2H, 2W]. Weights:
+// conv2d_pack_upsampled_weights, 16 * OC * C floats.
 void conv2d_pack_upsampled_weights(float* packed, const float* weight, int64_t OC, int64_t C);
 void conv2d_upsampled_forward(float* out, const float* const* in, const ConvPlanes& p, const float* packed_weight,
                               const float* bias, int64_t OC);
