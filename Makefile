@@ -74,6 +74,7 @@ LIB_SRCS := \
 	ddpm/ops/shape.cpp \
 	ddpm/model/nn.cpp \
 	ddpm/model/unet.cpp \
+	ddpm/model/unet_inference.cpp \
 	ddpm/diffusion/algorithms.cpp \
 	ddpm/diffusion/diffusion.cpp \
 	ddpm/diffusion/gaussian.cpp \
@@ -130,6 +131,7 @@ TEST_SRCS := \
 	tests/ops/test_shape.cpp \
 	tests/model/test_nn.cpp \
 	tests/model/test_unet.cpp \
+	tests/model/test_unet_inference.cpp \
 	tests/diffusion/test_algorithms.cpp \
 	tests/diffusion/test_diffusion.cpp \
 	tests/diffusion/test_gaussian.cpp \
@@ -214,12 +216,16 @@ check-sources:
 # `make bench` builds ./bench and runs it: FMA peak, GEMM rates, medians of several runs,
 # JSON in build/bench.json. BENCH_ARGS="--help" lists options (e.g. --models tiny,small
 # --batches 64,128 for the model section; the default, tiny at batch 64, takes about a minute).
+# Then the sampling table: ./bench's sample rows beside PyTorch's no-grad forward at the same
+# batch (tools/bench_torch.py --inference; skipped without torch).
 BENCH_ARGS ?= --json build/bench.json
 $(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 	cp $@ bench
 bench: $(BUILD)/bench
+	@rm -f build/bench.json
 	./bench $(BENCH_ARGS)
+	@if [ -f build/bench.json ]; then $(PYTHON) tools/bench_compare.py --sample-only --sample-from build/bench.json; fi
 
 # `make bench-compare`: ./bench's model section and tools/bench_torch.py (the same U-Net
 # and step in PyTorch) one configuration after the other, then the ratio table

@@ -11,6 +11,7 @@
 #include "ddpm/app/figures.h"
 #include "ddpm/app/sampling.h"
 #include "ddpm/io/safetensors.h"
+#include "ddpm/model/unet_inference.h"
 #include "ddpm/extensions/prediction_targets.h"
 #include "ddpm/train/trainer.h"
 #include "tests/app/app_testing.h"
@@ -298,10 +299,8 @@ TEST_CASE("sampling: unet_network guides a conditional U-Net's prediction channe
   }
   Tensor x = randn({2, 1, 8, 8}, 4);
   const std::vector<int64_t> t{5, 17}, labels{3, 7}, nulls{10, 10};
-  auto raw = [&](const std::vector<int64_t>& ls) {
-    Tape tape = Tape::no_grad();
-    return model.forward(tape, constant(x), t, ForwardContext{}, &ls)->value;
-  };
+  UNetInference network(model);  // what unet_network runs
+  auto raw = [&](const std::vector<int64_t>& ls) { return network.forward(x, t, &ls); };
   Tensor oc = raw(labels), on = raw(nulls);
   Tensor g = unet_network(model, &labels, 2.0)(x, t);
   REQUIRE(g.shape() == Shape{2, 2, 8, 8});
