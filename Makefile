@@ -54,6 +54,7 @@ LIB_SRCS := \
 	ddpm/core/tensor.cpp \
 	ddpm/io/file.cpp \
 	ddpm/io/gif.cpp \
+	ddpm/io/inflate.cpp \
 	ddpm/io/json.cpp \
 	ddpm/io/png.cpp \
 	ddpm/io/safetensors.cpp \
@@ -106,6 +107,7 @@ TEST_SRCS := \
 	tests/core/test_tape.cpp \
 	tests/core/test_tensor.cpp \
 	tests/io/test_gif.cpp \
+	tests/io/test_inflate.cpp \
 	tests/io/test_json.cpp \
 	tests/io/test_png.cpp \
 	tests/io/test_safetensors.cpp \
