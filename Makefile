@@ -54,9 +54,12 @@ LIB_SRCS := \
 	ddpm/core/tensor.cpp \
 	ddpm/io/file.cpp \
 	ddpm/io/gif.cpp \
+	ddpm/io/image_file.cpp \
 	ddpm/io/inflate.cpp \
 	ddpm/io/json.cpp \
 	ddpm/io/png.cpp \
+	ddpm/io/png_read.cpp \
+	ddpm/io/pnm.cpp \
 	ddpm/io/safetensors.cpp \
 	ddpm/io/svg.cpp \
 	ddpm/data/dataset.cpp \
@@ -107,9 +110,11 @@ TEST_SRCS := \
 	tests/core/test_tape.cpp \
 	tests/core/test_tensor.cpp \
 	tests/io/test_gif.cpp \
+	tests/io/test_image_file.cpp \
 	tests/io/test_inflate.cpp \
 	tests/io/test_json.cpp \
 	tests/io/test_png.cpp \
+	tests/io/test_png_read.cpp \
 	tests/io/test_safetensors.cpp \
 	tests/io/test_svg.cpp \
 	tests/data/test_mnist.cpp \
