@@ -62,6 +62,7 @@ LIB_SRCS := \
 	ddpm/io/pnm.cpp \
 	ddpm/io/safetensors.cpp \
 	ddpm/io/svg.cpp \
+	ddpm/data/cifar10.cpp \
 	ddpm/data/dataset.cpp \
 	ddpm/data/mnist.cpp \
 	ddpm/ops/attention.cpp \
@@ -117,6 +118,7 @@ TEST_SRCS := \
 	tests/io/test_png_read.cpp \
 	tests/io/test_safetensors.cpp \
 	tests/io/test_svg.cpp \
+	tests/data/test_cifar10.cpp \
 	tests/data/test_mnist.cpp \
 	tests/ops/test_attention.cpp \
 	tests/ops/test_conv.cpp \

@@ -11,6 +11,10 @@ void check_dataset_name(const std::string& name) {
   DDPM_CHECK(name == "mnist" || name == "fashion", "unknown --dataset '" << name << "': use mnist or fashion");
 }
 
+void bytes_to_unit_range(float* out, const uint8_t* pixels, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = pixels[i] / 127.5f - 1.0f;  // [0, 255] -> [-1, 1]
+}
+
 Dataset load_dataset(const std::string& name, const std::string& dir) {
   check_dataset_name(name);
   std::string d = dir;
