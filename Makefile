@@ -64,6 +64,7 @@ LIB_SRCS := \
 	ddpm/io/svg.cpp \
 	ddpm/data/cifar10.cpp \
 	ddpm/data/dataset.cpp \
+	ddpm/data/image_folder.cpp \
 	ddpm/data/mnist.cpp \
 	ddpm/ops/attention.cpp \
 	ddpm/ops/conv.cpp \
@@ -119,6 +120,7 @@ TEST_SRCS := \
 	tests/io/test_safetensors.cpp \
 	tests/io/test_svg.cpp \
 	tests/data/test_cifar10.cpp \
+	tests/data/test_image_folder.cpp \
 	tests/data/test_mnist.cpp \
 	tests/ops/test_attention.cpp \
 	tests/ops/test_conv.cpp \
