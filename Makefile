@@ -62,6 +62,7 @@ LIB_SRCS := \
 	ddpm/io/pnm.cpp \
 	ddpm/io/safetensors.cpp \
 	ddpm/io/svg.cpp \
+	ddpm/data/augment.cpp \
 	ddpm/data/cifar10.cpp \
 	ddpm/data/dataset.cpp \
 	ddpm/data/image_folder.cpp \
@@ -119,6 +120,7 @@ TEST_SRCS := \
 	tests/io/test_png_read.cpp \
 	tests/io/test_safetensors.cpp \
 	tests/io/test_svg.cpp \
+	tests/data/test_augment.cpp \
 	tests/data/test_cifar10.cpp \
 	tests/data/test_image_folder.cpp \
 	tests/data/test_mnist.cpp \
