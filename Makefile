@@ -122,6 +122,7 @@ TEST_SRCS := \
 	tests/io/test_svg.cpp \
 	tests/data/test_augment.cpp \
 	tests/data/test_cifar10.cpp \
+	tests/data/test_dataset.cpp \
 	tests/data/test_image_folder.cpp \
 	tests/data/test_mnist.cpp \
 	tests/ops/test_attention.cpp \
