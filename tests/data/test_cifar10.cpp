@@ -10,6 +10,7 @@
 #include "ddpm/core/check.h"
 #include "ddpm/data/cifar10.h"
 #include "tests/data/synthetic.h"
+#include "tests/io/error_of.h"
 #include "tests/memory_limit.h"
 #include "tests/temp_dir.h"
 
@@ -39,12 +40,7 @@ void check_pattern(const Dataset& d, int64_t first) {
 }
 
 std::string parse_error(const std::vector<uint8_t>& bytes) {
-  try {
-    parse_cifar10(bytes.data(), bytes.size(), "batch.bin");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { parse_cifar10(bytes.data(), bytes.size(), "batch.bin"); });
 }
 
 }  // namespace

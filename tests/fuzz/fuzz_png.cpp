@@ -22,19 +22,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace ddpm;
   const std::string path = fuzzing::fuzz_file(data, size);
   Image decoded, read;
-  bool from_memory = false, from_file = false;
-  try {
-    decoded = decode_image(data, size, "fuzz.png");
-    from_memory = true;
-  } catch (const Error&) {
-  }
-  try {
-    read = read_image(path);
-    from_file = true;
-  } catch (const Error&) {
-  }
-  if (from_memory != from_file) std::abort();  // the two entry points disagree
-  if (!from_memory) return 0;
+  if (!fuzzing::both_read([&] { decoded = decode_image(data, size, "fuzz.png"); }, [&] { read = read_image(path); }))
+    return 0;
   if (decoded.width != read.width || decoded.height != read.height || decoded.channels != read.channels ||
       decoded.pixels != read.pixels)
     std::abort();

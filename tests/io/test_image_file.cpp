@@ -9,6 +9,7 @@
 #include "ddpm/core/check.h"
 #include "ddpm/io/image_file.h"
 #include "ddpm/io/pnm.h"
+#include "tests/io/error_of.h"
 #include "tests/memory_limit.h"
 #include "tests/temp_dir.h"
 
@@ -26,12 +27,7 @@ std::vector<uint8_t> pnm(const std::string& header, const std::vector<uint8_t>& 
 }
 
 std::string pnm_error(const std::vector<uint8_t>& bytes) {
-  try {
-    decode_pnm(bytes.data(), bytes.size(), "t.pnm");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { decode_pnm(bytes.data(), bytes.size(), "t.pnm"); });
 }
 
 }  // namespace

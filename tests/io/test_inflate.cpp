@@ -9,6 +9,7 @@
 #include "ddpm/io/inflate.h"
 #include "ddpm/io/png.h"
 #include "tests/io/deflate_writer.h"
+#include "tests/io/error_of.h"
 #include "tests/temp_dir.h"
 
 using namespace ddpm;
@@ -72,12 +73,7 @@ std::vector<uint8_t> fixture_stream(const std::string& name) {
 
 // The error zlib_inflate throws on z, or "" when it returns.
 std::string inflate_error(const std::vector<uint8_t>& z, size_t max_output = 1 << 20) {
-  try {
-    zlib_inflate(z.data(), z.size(), max_output, "test.zlib");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { zlib_inflate(z.data(), z.size(), max_output, "test.zlib"); });
 }
 
 }  // namespace

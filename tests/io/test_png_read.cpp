@@ -13,6 +13,7 @@
 #include "ddpm/io/image_file.h"
 #include "ddpm/io/png.h"
 #include "tests/io/deflate_writer.h"
+#include "tests/io/error_of.h"
 #include "tests/memory_limit.h"
 #include "tests/temp_dir.h"
 
@@ -79,12 +80,7 @@ std::vector<uint8_t> gray2x2(const std::vector<uint8_t>& rows = kRows) {
 }
 
 std::string png_error(const std::vector<uint8_t>& bytes) {
-  try {
-    decode_png(bytes.data(), bytes.size(), "t.png");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { decode_png(bytes.data(), bytes.size(), "t.png"); });
 }
 
 void check_pixels(const Image& img, int64_t w, int64_t h, int channels, int (*value)(int, int, int)) {
