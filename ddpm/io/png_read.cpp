@@ -233,11 +233,8 @@ Image decode_png(const uint8_t* bytes, size_t size, const std::string& source) {
     }
     for (uint64_t x = 0; x < h.width; x++) {
       // The sample of pixel x: 8 bits, or `depth` bits packed from the most significant.
-      int v = row[x];
-      if (depth < 8) {
-        const uint64_t bit = x * depth;
-        v = (row[bit / 8] >> (8 - depth - bit % 8)) & ((1 << depth) - 1);
-      }
+      const uint64_t bit = x * depth;
+      const int v = depth == 8 ? row[x] : (row[bit / 8] >> (8 - depth - bit % 8)) & ((1 << depth) - 1);
       if (h.color_type == 3) {
         DDPM_CHECK(size_t(v) < entries, "png: '" << source << "' pixel (" << x << ", " << y << ") has palette index "
                                                  << v << ", beyond the " << entries << " entries of PLTE: corrupt");
