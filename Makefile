@@ -14,6 +14,8 @@
 #                             default build has no MPI in it
 #   make mpi-test             builds both, then tests/e2e/mpi_test.sh: mpirun -np 1..4 against
 #                             one process, bit for bit
+#   make install PREFIX=/usr/local    headers, libddpm.a, pkg-config file, CMake package
+#   make install-test         installs into a temp folder and builds examples/sample16 on it
 #
 # The source lists below are explicit; tools/check_sources.sh fails when they differ
 # from the lists in CMakeLists.txt.
@@ -80,11 +82,18 @@ LIB_SRCS := \
 	ddpm/dist/tree_reduce.cpp \
 	ddpm/io/file.cpp \
 	ddpm/io/gif.cpp \
+	ddpm/io/image_file.cpp \
+	ddpm/io/inflate.cpp \
 	ddpm/io/json.cpp \
 	ddpm/io/png.cpp \
+	ddpm/io/png_read.cpp \
+	ddpm/io/pnm.cpp \
 	ddpm/io/safetensors.cpp \
 	ddpm/io/svg.cpp \
+	ddpm/data/augment.cpp \
+	ddpm/data/cifar10.cpp \
 	ddpm/data/dataset.cpp \
+	ddpm/data/image_folder.cpp \
 	ddpm/data/mnist.cpp \
 	ddpm/ops/attention.cpp \
 	ddpm/ops/conv.cpp \
@@ -98,6 +107,7 @@ LIB_SRCS := \
 	ddpm/ops/shape.cpp \
 	ddpm/model/nn.cpp \
 	ddpm/model/unet.cpp \
+	ddpm/model/unet_inference.cpp \
 	ddpm/diffusion/algorithms.cpp \
 	ddpm/diffusion/diffusion.cpp \
 	ddpm/diffusion/gaussian.cpp \
@@ -116,11 +126,16 @@ LIB_SRCS := \
 	ddpm/eval/evaluate.cpp \
 	ddpm/eval/linalg.cpp \
 	ddpm/eval/metrics.cpp \
+	ddpm/app/checkpoint_model.cpp \
 	ddpm/app/config_flags.cpp \
+	ddpm/app/eval_run.cpp \
 	ddpm/app/figures.cpp \
 	ddpm/app/flags.cpp \
+	ddpm/app/progress.cpp \
 	ddpm/app/run_folder.cpp \
+	ddpm/app/sample_run.cpp \
 	ddpm/app/sampling.cpp \
+	ddpm/app/schedule_run.cpp \
 	ddpm/app/train_run.cpp
 
 # The MPI communicator: compiled only with MPI=1, the one file that includes <mpi.h>.
@@ -141,10 +156,17 @@ TEST_SRCS := \
 	tests/dist/test_communicator.cpp \
 	tests/dist/test_tree_reduce.cpp \
 	tests/io/test_gif.cpp \
+	tests/io/test_image_file.cpp \
+	tests/io/test_inflate.cpp \
 	tests/io/test_json.cpp \
 	tests/io/test_png.cpp \
+	tests/io/test_png_read.cpp \
 	tests/io/test_safetensors.cpp \
 	tests/io/test_svg.cpp \
+	tests/data/test_augment.cpp \
+	tests/data/test_cifar10.cpp \
+	tests/data/test_dataset.cpp \
+	tests/data/test_image_folder.cpp \
 	tests/data/test_mnist.cpp \
 	tests/ops/test_attention.cpp \
 	tests/ops/test_conv.cpp \
@@ -158,7 +180,11 @@ TEST_SRCS := \
 	tests/ops/test_shape.cpp \
 	tests/model/test_nn.cpp \
 	tests/model/test_unet.cpp \
+	tests/model/test_unet_inference.cpp \
+	tests/diffusion/test_algorithms.cpp \
 	tests/diffusion/test_diffusion.cpp \
+	tests/diffusion/test_gaussian.cpp \
+	tests/diffusion/test_schedule.cpp \
 	tests/extensions/test_ddim.cpp \
 	tests/extensions/test_guidance.cpp \
 	tests/extensions/test_importance_sampling.cpp \
@@ -171,9 +197,12 @@ TEST_SRCS := \
 	tests/eval/test_evaluate.cpp \
 	tests/eval/test_linalg.cpp \
 	tests/eval/test_metrics.cpp \
+	tests/app/test_eval_run.cpp \
 	tests/app/test_flags.cpp \
 	tests/app/test_run_folder.cpp \
+	tests/app/test_sample_run.cpp \
 	tests/app/test_sampling.cpp \
+	tests/app/test_schedule_run.cpp \
 	tests/app/test_train_run.cpp \
 	tests/e2e/test_beyond_train.cpp \
 	tests/e2e/test_crosscheck.cpp \
@@ -194,7 +223,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
-.PHONY: all data doctest test check-sources check-layers check-derivation check-no-mpi clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test mpi-test
+.PHONY: all data doctest test check-sources check-layers check-derivation check-no-mpi clean bench crosscheck bench-compare asan-test fuzz fuzz-corpus kill-test mpi-test install install-test
 # bench is linked like every tool, but `make bench` also runs it: its rules are below.
 # The tools land in the repository's root (TOOL_DIR empty), or in build/mpi-$(SIMD)/ with MPI=1.
 TOOL_BINS := $(filter-out bench,$(TOOLS))
@@ -245,12 +274,16 @@ check-sources:
 # `make bench` builds ./bench and runs it: FMA peak, GEMM rates, medians of several runs,
 # JSON in build/bench.json. BENCH_ARGS="--help" lists options (e.g. --models tiny,small
 # --batches 64,128 for the model section; the default, tiny at batch 64, takes about a minute).
+# Then the sampling table: ./bench's sample rows beside PyTorch's no-grad forward at the same
+# batch (tools/bench_torch.py --inference; skipped without torch).
 BENCH_ARGS ?= --json build/bench.json
 $(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 	$(if $(TOOL_DIR),,cp $@ bench)
 bench: $(BUILD)/bench
+	@rm -f build/bench.json
 	./bench $(BENCH_ARGS)
+	@if [ -f build/bench.json ]; then $(PYTHON) tools/bench_compare.py --sample-only --sample-from build/bench.json; fi
 
 # `make bench-compare`: ./bench's model section and tools/bench_torch.py (the same U-Net
 # and step in PyTorch) one configuration after the other, then the ratio table
@@ -277,14 +310,55 @@ clean:
 asan-test:
 	$(MAKE) SANITIZE=1 test
 
+# --- install: the library for other projects (docs/library.md) ----------------------------
+# `make install PREFIX=/usr/local` (DESTDIR stages it elsewhere) puts in place, from this
+# build's library ($(BUILD)/libddpm.a):
+#   PREFIX/include/ddpm/...            every header, in the tree the includes name
+#                                      ("ddpm/<layer>/<file>.h"); ddpm/ddpm.h is the public API
+#   PREFIX/lib/libddpm.a
+#   PREFIX/lib/pkgconfig/ddpm.pc       Cflags: -I, -std=c++17 and this build's ARCH_FLAGS
+#   PREFIX/lib/cmake/ddpm/             ddpmConfig.cmake, its version file and ddpmTargets.cmake:
+#                                      find_package(ddpm) and the target ddpm::ddpm
+# CMake's install (CMakeLists.txt) writes the same files from the same templates (cmake/).
+# The SIMD flags go with the library: a -march=native build runs on the CPU family it was
+# built on; SIMD=avx2 or SIMD=scalar make a portable one.
+PREFIX ?= /usr/local
+DDPM_VERSION := 0.1.0
+INSTALL_HDRS := $(sort $(wildcard ddpm/*.h ddpm/*/*.h))
+INSTALL_DIR = $(DESTDIR)$(PREFIX)
+INSTALL_SUBST = sed -e 's|@DDPM_PREFIX@|$(PREFIX)|g' -e 's|@DDPM_VERSION@|$(DDPM_VERSION)|g' \
+	-e 's|@DDPM_ARCH_FLAGS@|$(ARCH_FLAGS)|g'
+ifneq ($(SANITIZE),)
+  ifneq ($(filter install,$(MAKECMDGOALS)),)
+    $(error make install: not from a SANITIZE build (drop SANITIZE=1))
+  endif
+endif
+install: $(LIB)
+	install -d $(INSTALL_DIR)/include/ddpm $(INSTALL_DIR)/lib/pkgconfig $(INSTALL_DIR)/lib/cmake/ddpm
+	@for h in $(INSTALL_HDRS); do install -d $(INSTALL_DIR)/include/$$(dirname $$h) && \
+	  install -m 644 $$h $(INSTALL_DIR)/include/$$h || exit 1; done
+	@echo "installed $(words $(INSTALL_HDRS)) headers in $(INSTALL_DIR)/include/ddpm"
+	install -m 644 $(LIB) $(INSTALL_DIR)/lib/libddpm.a
+	$(INSTALL_SUBST) cmake/ddpm.pc.in > $(INSTALL_DIR)/lib/pkgconfig/ddpm.pc
+	install -m 644 cmake/ddpmConfig.cmake $(INSTALL_DIR)/lib/cmake/ddpm/ddpmConfig.cmake
+	$(INSTALL_SUBST) cmake/ddpmConfigVersion.cmake.in > $(INSTALL_DIR)/lib/cmake/ddpm/ddpmConfigVersion.cmake
+	$(INSTALL_SUBST) cmake/ddpmTargets-make.cmake.in > $(INSTALL_DIR)/lib/cmake/ddpm/ddpmTargets.cmake
+
+# `make install-test` (tests/e2e/install_test.sh): installs into a temp folder, builds
+# examples/sample16 on it with CMake and with pkg-config, runs both on a 2-step checkpoint and
+# on the fixture weights, and checks the PNGs. Also CMake's install when build/cmake exists.
+install-test: data train_mnist $(LIB)
+	SIMD=$(SIMD) DDPM_ARCH_FLAGS="$(ARCH_FLAGS)" MAKE="$(MAKE)" bash tests/e2e/install_test.sh
+
 # --- fuzzing: libFuzzer harnesses under tests/fuzz (clang only) -------------------
 # The library is rebuilt with coverage and ASan+UBSan in build/fuzz; each harness runs
 # FUZZ_SECONDS on the committed seeds (tests/fuzz/corpus/<name>) plus what it found
 # before (build/fuzz/corpus/<name>). Crashes land in build/fuzz/artifacts.
 FUZZ_CXX ?= clang++
-FUZZ_SECONDS ?= 60
+# 36 s each: five harnesses in the 3 minutes three took at 60 s.
+FUZZ_SECONDS ?= 36
 FUZZ_BUILD := build/fuzz
-FUZZERS := idx safetensors flags
+FUZZERS := idx safetensors flags png cifar
 FUZZ_NATIVE := $(shell $(FUZZ_CXX) -march=native -E -x c++ /dev/null >/dev/null 2>&1 && echo -march=native)
 FUZZ_CXXFLAGS := -std=c++17 -O1 -g -I. $(FUZZ_NATIVE) -fno-omit-frame-pointer -MMD -MP \
 	-fsanitize=address,undefined -fno-sanitize-recover=all

@@ -29,13 +29,18 @@ struct TempDir {
     std::filesystem::remove_all(path, ec);
   }
   std::string operator/(const std::string& file) const { return path + "/" + file; }
-  std::vector<std::string> list() const {  // file names in the folder, sorted
-    std::vector<std::string> names;
-    for (const auto& e : std::filesystem::directory_iterator(path)) names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
+  std::vector<std::string> list() const;  // file names in the folder, sorted
 };
+
+// The names of the files in a folder, sorted.
+inline std::vector<std::string> list_files(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+inline std::vector<std::string> TempDir::list() const { return list_files(path); }
 
 inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream f(path, std::ios::binary);

@@ -11,6 +11,8 @@
 //       The same against central differences of f's float32 forward (no twin).
 //   Both compare every gradient entry with its own tolerance, |g - fd| <= atol + rtol |fd|
 //   (GradTol), not with the largest gradient, so a wrong small entry fails.
+//   error_of(f)
+//       The message of the ddpm::Error that f() throws, "" when it throws none.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -23,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/core/check.h"
 #include "ddpm/core/rng.h"
 #include "ddpm/core/tape.h"
 #include "ddpm/core/tensor.h"
@@ -218,6 +221,15 @@ inline double gradcheck(const char* name, const OpFn& f, const std::vector<Tenso
   }
   detail::report(name, worst);
   return worst;
+}
+
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace testing

@@ -22,6 +22,13 @@
 //          its own forked process, so peaks do not mix), and a per-op breakdown of the
 //          training step (ddpm/core/profile.h: time share, GFLOP/s, % of the FMA peak; conv
 //          per resolution), and of the forward pass.
+//   sample per model, thread count and --sample-batches size: Algorithm 2 through the
+//          sampling path (app/sampling.h's unet_model: UNetInference, no tape) for
+//          --sample-steps steps, as img-steps/s; the wall time of --sample-images images x
+//          1000 steps, scaled from those steps (measured outright with --sample-steps 1000);
+//          the tape's no-grad forward at the same batch (what sampling ran before); peak
+//          RSS of the sampling (its own forked process, taken before that tape forward); and
+//          the per-op breakdown of the inference pass (time summed over the threads).
 // Every section adds rows to one Report, printed and written as JSON.
 //
 // Every figure is the median of --reps timed runs after one warm-up run; the machine
@@ -34,6 +41,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -47,6 +55,8 @@
 
 #include "ddpm/core/check.h"
 #include "ddpm/app/flags.h"
+#include "ddpm/app/sampling.h"
+#include "ddpm/diffusion/algorithms.h"
 #include "ddpm/core/kernels.h"
 #include "ddpm/ops/conv.h"
 #include "ddpm/core/parallel.h"
@@ -55,6 +65,7 @@
 #include "ddpm/core/simd.h"
 #include "ddpm/train/trainer.h"
 #include "ddpm/model/unet.h"
+#include "ddpm/model/unet_inference.h"
 
 using namespace ddpm;
 
@@ -68,6 +79,10 @@ struct Options {
   std::vector<std::string> models = {"tiny"};
   std::vector<int> batches = {64};
   int steps = 5;  // timed training steps (and forward passes) per model configuration
+  std::vector<int> sample_batches = {256};
+  int sample_steps = 10;     // Algorithm 2 steps timed per sampling configuration
+  int sample_images = 256;   // the sampling job whose 1000-step wall time is reported
+  bool sample_tape = true;   // also time the tape's forward at the same batch
 };
 
 // One measurement: a name, a thread count, a median time and derived figures.
@@ -293,6 +308,22 @@ bool reset_peak_rss() {
   return static_cast<bool>(f);
 }
 
+// A configuration's memory: the peak RSS of its (forked) process since the probe was made.
+struct MemoryProbe {
+  double rss_start = proc_status_mb("VmRSS");
+  bool peak_ok = reset_peak_rss();  // VmHWM reset to the current RSS
+  Row row(const std::string& section, const std::string& name, int threads) const {
+    Row mem{section, name + " memory", threads, 0.0, {}};
+    mem.values["peak_rss_mb"] = proc_status_mb("VmHWM");
+    if (peak_ok) mem.values["peak_rss_delta_mb"] = mem.values["peak_rss_mb"] - rss_start;
+    return mem;
+  }
+};
+
+double peak_of(const std::map<int, double>& peak_gflops, int threads) {
+  return peak_gflops.count(threads) ? peak_gflops.at(threads) : 0.0;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[v.size() / 2];
@@ -302,8 +333,7 @@ double median(std::vector<double> v) {
 std::vector<Row> run_model(const Options& opt, const std::string& model, int batch, int threads,
                            const std::map<int, double>& peak_gflops) {
   set_num_threads(threads);
-  const double rss_start = proc_status_mb("VmRSS");
-  const bool peak_ok = reset_peak_rss();
+  const MemoryProbe memory;
   const std::string name = model + " batch " + std::to_string(batch);
   std::vector<Row> rows;
 
@@ -336,7 +366,7 @@ std::vector<Row> run_model(const Options& opt, const std::string& model, int bat
   // Per-op breakdown over the timed steps: per op (summed over resolutions), then conv
   // per resolution. Shares are of the total step time; "other" is the rest (the tape,
   // loss, zero_grad, gradient clipping, EMA, data).
-  const double peak = peak_gflops.count(threads) ? peak_gflops.at(threads) : 0.0;
+  const double peak = peak_of(peak_gflops, threads);
   std::map<ProfileKey, ProfileTotal> totals = profile_totals();
   std::map<ProfileOp, ProfileTotal> per_op;
   double counted_s = 0.0, step_flops = 0.0;
@@ -420,10 +450,7 @@ std::vector<Row> run_model(const Options& opt, const std::string& model, int bat
   fwd_other.seconds = std::max(0.0, fwd_total_s - fwd_counted_s);
   fwd_row("other", fwd_other);
 
-  Row mem{"model", name + " memory", threads, 0.0, {}};
-  mem.values["peak_rss_mb"] = proc_status_mb("VmHWM");
-  if (peak_ok) mem.values["peak_rss_delta_mb"] = mem.values["peak_rss_mb"] - rss_start;
-  rows.push_back(mem);
+  rows.push_back(memory.row("model", name, threads));
   set_num_threads(1);
   return rows;
 }
@@ -458,10 +485,9 @@ std::vector<Row> decode_rows(const std::string& text) {
   return rows;
 }
 
-// Runs run_model in a forked child so each configuration's peak memory is its own.
+// Runs run(...) in a forked child so each configuration's peak memory is its own.
 // (Safe: the parent's thread pool is down to the caller's thread before each fork.)
-std::vector<Row> run_model_forked(const Options& opt, const std::string& model, int batch, int threads,
-                                  const std::map<int, double>& peak_gflops) {
+std::vector<Row> run_forked(const std::string& what, const std::function<std::vector<Row>()>& run) {
   std::fflush(stdout);
   int fds[2];
   DDPM_CHECK(pipe(fds) == 0, "bench: pipe failed");
@@ -471,10 +497,10 @@ std::vector<Row> run_model_forked(const Options& opt, const std::string& model, 
     close(fds[0]);
     int status = 0;
     try {
-      const std::string text = encode_rows(run_model(opt, model, batch, threads, peak_gflops));
+      const std::string text = encode_rows(run());
       if (write(fds[1], text.data(), text.size()) != static_cast<ssize_t>(text.size())) status = 1;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "bench: %s %d: %s\n", model.c_str(), batch, e.what());
+      std::fprintf(stderr, "bench: %s: %s\n", what.c_str(), e.what());
       status = 1;
     }
     close(fds[1]);
@@ -489,9 +515,43 @@ std::vector<Row> run_model_forked(const Options& opt, const std::string& model, 
   close(fds[0]);
   int status = 0;
   waitpid(pid, &status, 0);
-  DDPM_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-             "bench: the " << model << " batch " << batch << " run failed");
+  DDPM_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "bench: the " << what << " run failed");
   return decode_rows(text);
+}
+
+std::vector<Row> run_model_forked(const Options& opt, const std::string& model, int batch, int threads,
+                                  const std::map<int, double>& peak_gflops) {
+  return run_forked(model + " batch " + std::to_string(batch),
+                    [&] { return run_model(opt, model, batch, threads, peak_gflops); });
+}
+
+// One row of the model or sample section: a throughput (img/s, or img-steps/s with the
+// sampling job's time), a memory peak, or one op of a breakdown.
+void print_model_row(const Row& r, const Options& opt) {
+  auto v = [&](const char* k) { return r.values.count(k) ? r.values.at(k) : 0.0; };
+  const char* unit = r.section == "model" ? "ms" : "ms/pass";
+  if (r.values.count("img_steps_per_s")) {
+    std::printf("%-6s %-30s threads %d  %8.1f ms/step  %7.1f img-steps/s  %5.1f%% of peak; %g images x 1000 steps: "
+                "%.0f s (%s)\n",
+                r.section.c_str(), r.name.c_str(), r.threads, r.median_s * 1e3, v("img_steps_per_s"), v("pct_peak"),
+                v("job_images"), v("job_s"),
+                v("job_measured") > 0 ? "measured" : ("scaled from " + std::to_string(opt.sample_steps) + " steps").c_str());
+  } else if (r.values.count("img_per_s")) {
+    std::printf("%-6s %-30s threads %d  %9.1f %-7s %7.1f img/s", r.section.c_str(), r.name.c_str(), r.threads,
+                r.median_s * 1e3, unit, v("img_per_s"));
+    if (r.values.count("gflops"))
+      std::printf("  %.3f GFLOP/img  %6.1f GFLOP/s  %5.1f%% of peak", v("gflop_per_image"), v("gflops"), v("pct_peak"));
+    std::printf("\n");
+  } else if (r.values.count("peak_rss_mb")) {
+    std::printf("%-6s %-30s threads %d  peak RSS %.0f MB (+%.0f MB in this run)\n", r.section.c_str(), r.name.c_str(),
+                r.threads, v("peak_rss_mb"), v("peak_rss_delta_mb"));
+  } else {
+    const char* label = r.section == "ops" ? "op " : r.section == "fwd-ops" ? "fwd" : "inf";
+    std::printf("  %s %-36s threads %d  %8.2f ms/%s  %5.1f%%", label, r.name.c_str(), r.threads, r.median_s * 1e3,
+                r.section == "ops" ? "step" : "pass", v("share_pct"));
+    if (r.values.count("gflops")) std::printf("  %7.1f GFLOP/s  %5.1f%% of peak", v("gflops"), v("pct_peak"));
+    std::printf("\n");
+  }
 }
 
 void section_model(const Options& opt, Report& report) {
@@ -501,23 +561,143 @@ void section_model(const Options& opt, Report& report) {
       for (int threads : opt.threads) {
         for (const Row& r : run_model_forked(opt, model, batch, threads, report.peak_gflops)) {
           report.add(r);
-          auto v = [&](const char* k) { return r.values.count(k) ? r.values.at(k) : 0.0; };
-          if (r.section == "model" && r.values.count("img_per_s")) {
-            std::printf("model %-28s threads %d  %9.1f ms  %7.1f img/s", r.name.c_str(), threads, r.median_s * 1e3,
-                        v("img_per_s"));
-            if (r.values.count("gflops"))
-              std::printf("  %.2f GFLOP/img  %6.1f GFLOP/s  %5.1f%% of peak", v("gflop_per_image"), v("gflops"),
-                          v("pct_peak"));
-            std::printf("\n");
-          } else if (r.section == "model") {
-            std::printf("model %-28s threads %d  peak RSS %.0f MB (+%.0f MB in this run)\n", r.name.c_str(), threads,
-                        v("peak_rss_mb"), v("peak_rss_delta_mb"));
-          } else {
-            std::printf("  %s %-36s threads %d  %8.2f ms/step  %5.1f%%", r.section == "ops" ? "op " : "fwd",
-                        r.name.c_str(), threads, r.median_s * 1e3, v("share_pct"));
-            if (r.values.count("gflops")) std::printf("  %7.1f GFLOP/s  %5.1f%% of peak", v("gflops"), v("pct_peak"));
-            std::printf("\n");
-          }
+          print_model_row(r, opt);
+        }
+        std::fflush(stdout);
+      }
+}
+
+// ---------------------------------------------------------------------------
+// sample: Algorithm 2 through the sampling path, per model, threads and batch.
+
+// One (model, batch, threads) sampling configuration, in the calling process.
+std::vector<Row> run_sample(const Options& opt, const std::string& model, int batch, int threads,
+                            const std::map<int, double>& peak_gflops) {
+  set_num_threads(threads);
+  const MemoryProbe memory;
+  const std::string name = model + " batch " + std::to_string(batch);
+  const double peak = peak_of(peak_gflops, threads);
+  // A model with every weight nonzero (the zero-initialized convs too): the cost does not
+  // depend on the values, but the outputs should be a trained model's kind of numbers.
+  UNet unet(unet_config(model), 1);
+  Generator gen(2);
+  for (Parameter* p : unet.parameters())
+    for (int64_t i = 0; i < p->var->value.numel(); i++) p->var->value[i] += 0.02f * gen.normal();
+  const UNetConfig& c = unet.config();
+  const Shape shape{batch, c.in_ch, c.image_size, c.image_size};
+  // Algorithm 2 with the paper's Sigma, as ./sample runs it: sample() over a schedule of
+  // sample_steps steps costs sample_steps of the 1000-step run's steps (the network and the
+  // update do not depend on t's value).
+  const Schedule sched = make_schedule("linear", opt.sample_steps);
+  const ModelFn model_fn = unet_model(unet, sched);
+  sample(make_schedule("linear", 1), model_fn, shape, 0);  // warm-up: the workspaces
+  std::vector<double> times;
+  for (int r = 0; r < opt.reps; r++) {
+    const double t0 = now_s();
+    sample(sched, model_fn, shape, static_cast<uint64_t>(r));
+    times.push_back(now_s() - t0);
+  }
+  const double run_s = median(times), step_s = run_s / opt.sample_steps;
+  std::vector<Row> rows;
+  Row r{"sample", name + " algorithm2", threads, step_s, {}};
+  r.values["img_steps_per_s"] = batch / step_s;
+  r.values["steps"] = opt.sample_steps;
+  // The job: sample_images images in batches of `batch`, 1000 steps each.
+  const double batches = std::ceil(static_cast<double>(opt.sample_images) / batch);
+  r.values["job_images"] = opt.sample_images;
+  r.values["job_s"] = batches * 1000.0 * step_s;
+  r.values["job_measured"] = opt.sample_steps == 1000 && batches == 1.0 ? 1.0 : 0.0;
+
+  // The inference pass alone, profiled (time summed over the threads that ran it).
+  UNetInference inference(unet);
+  Tensor x({batch, c.in_ch, c.image_size, c.image_size});
+  fill_normal(x.data(), x.numel(), RngKey{4, 0});
+  std::vector<int64_t> t(batch);
+  for (int i = 0; i < batch; i++) t[i] = 1 + (i * 37) % 1000;
+  inference.forward(x, t);
+  times.clear();
+  profile_reset();
+  profile_enable(true);
+  for (int i = 0; i < opt.reps; i++) {
+    const double t0 = now_s();
+    inference.forward(x, t);
+    times.push_back(now_s() - t0);
+  }
+  profile_enable(false);
+  double flops = 0.0, counted_s = 0.0;
+  std::map<ProfileKey, ProfileTotal> totals = profile_totals();
+  for (const auto& kv : totals) {
+    flops += kv.second.flops;
+    counted_s += kv.second.seconds;
+  }
+  Row inf{"sample", name + " inference", threads, median(times), {}};
+  inf.values["img_per_s"] = batch / inf.median_s;
+  inf.values["gflop_per_image"] = flops / opt.reps / batch / 1e9;
+  inf.values["gflops"] = flops / opt.reps / inf.median_s / 1e9;
+  inf.values["pct_peak"] = peak > 0 ? 100.0 * inf.values["gflops"] / peak : 0.0;
+  r.values["pct_peak"] = peak > 0 ? 100.0 * inf.values["gflop_per_image"] * r.values["img_steps_per_s"] / peak : 0.0;
+  rows.push_back(r);
+  rows.push_back(inf);
+  // Breakdown: each op's share of the thread time (the threads' busy time is about
+  // threads x wall time; the rest, waiting and untimed glue, is "other").
+  double thread_s = 0.0;
+  for (double s : times) thread_s += s * threads;
+  std::map<std::string, ProfileTotal> per_op;
+  for (const auto& kv : totals) {
+    std::string op = profile_op_name(kv.first.first);
+    if (kv.first.first == ProfileOp::conv_forward)
+      op += " " + std::to_string(kv.first.second) + "x" + std::to_string(kv.first.second);
+    per_op[op].seconds += kv.second.seconds;
+    per_op[op].flops += kv.second.flops;
+  }
+  per_op["other"].seconds = std::max(0.0, thread_s - counted_s);
+  for (const auto& kv : per_op) {
+    Row o{"sample-ops", name + " " + kv.first, threads, kv.second.seconds / opt.reps, {}};
+    o.values["share_pct"] = 100.0 * kv.second.seconds / thread_s;
+    if (kv.second.flops > 0) {
+      o.values["gflops"] = kv.second.flops / kv.second.seconds / 1e9;  // per thread
+      o.values["pct_peak"] = peak > 0 ? 100.0 * o.values["gflops"] * threads / peak : 0.0;
+    }
+    rows.push_back(o);
+  }
+
+  // Sampling's peak memory, before the tape forward below grows it.
+  const Row memory_row = memory.row("sample", name, threads);
+
+  // The tape's no-grad forward at the same batch: what sampling ran before UNetInference.
+  if (opt.sample_tape) {
+    auto tape_forward = [&] {
+      Tape tape = Tape::no_grad();
+      unet.forward(tape, constant(x), t, ForwardContext{});
+    };
+    tape_forward();
+    times.clear();
+    for (int i = 0; i < std::max(1, opt.reps / 2); i++) {
+      const double t0 = now_s();
+      tape_forward();
+      times.push_back(now_s() - t0);
+    }
+    Row tf{"sample", name + " tape forward", threads, median(times), {}};
+    tf.values["img_per_s"] = batch / tf.median_s;
+    rows.push_back(tf);
+  }
+
+  rows.push_back(memory_row);
+  set_num_threads(1);
+  return rows;
+}
+
+void section_sample(const Options& opt, Report& report) {
+  set_num_threads(1);
+  for (const std::string& model : opt.models)
+    for (int batch : opt.sample_batches)
+      for (int threads : opt.threads) {
+        const auto rows = run_forked("sample " + model + " batch " + std::to_string(batch), [&] {
+          return run_sample(opt, model, batch, threads, report.peak_gflops);
+        });
+        for (const Row& r : rows) {
+          report.add(r);
+          print_model_row(r, opt);
         }
         std::fflush(stdout);
       }
@@ -537,6 +717,7 @@ const Section kSections[] = {
     {"sgemm", section_sgemm},
     {"conv", section_conv},
     {"model", section_model},
+    {"sample", section_sample},
 };
 
 std::string json_escape(const std::string& s) {
@@ -570,9 +751,7 @@ void write_json(const std::string& path, const Report& report) {
 // tool's --threads is, check_threads_flag).
 std::vector<int64_t> parse_int_list(const std::string& flag, const std::string& s) {
   std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
+  for (const std::string& item : split_commas(s)) {
     char* end = nullptr;
     errno = 0;
     const long long v = std::strtoll(item.c_str(), &end, 10);
@@ -586,37 +765,48 @@ std::vector<int64_t> parse_int_list(const std::string& flag, const std::string& 
 
 int run(int argc, char** argv) {
   Options opt;
-  std::string threads = "1,2", models = "tiny", batches = "64";
-  int64_t reps = opt.reps, steps = opt.steps;
+  std::string threads = "1,2", models = "tiny", batches = "64", sample_batches = "256";
+  int64_t reps = opt.reps, steps = opt.steps, sample_steps = opt.sample_steps, sample_images = opt.sample_images;
   Flags flags("bench",
               "How fast this machine runs ddpm's kernels, against its own measured FMA peak. Sections: peak,\n"
-              "bandwidth, sgemm, conv, model (see the comment at the top of tools/bench.cpp). peak and sgemm: medians\n"
-              "of --reps runs; model: medians of --steps training steps and forward passes per model, batch and\n"
-              "thread count.");
+              "bandwidth, sgemm, conv, model, sample (see the comment at the top of tools/bench.cpp). peak and sgemm:\n"
+              "medians of --reps runs; model: medians of --steps training steps and forward passes per model, batch\n"
+              "and thread count; sample: medians of --reps Algorithm 2 runs of --sample-steps steps.");
   flags.add("--json", &opt.json_path, "also write every row to this JSON file, for later comparison");
   flags.add("--threads", &threads, "thread counts, like 1,2");
   flags.add("--reps", &reps, "timed runs per figure (after one warm-up run)");
-  flags.add("--only", &opt.only, "run one section: peak, bandwidth, sgemm, conv or model (peak always runs)");
+  flags.add("--only", &opt.only, "run one section: peak, bandwidth, sgemm, conv, model or sample (peak always runs)");
   flags.add("--models", &models, "model section: U-Net configs, like tiny,small");
   flags.add("--batches", &batches, "model section: batch sizes, like 64,128");
   flags.add("--steps", &steps, "model section: timed training steps and forward passes per configuration");
+  flags.add("--sample-batches", &sample_batches, "sample section: sampling batch sizes, like 64,256");
+  flags.add("--sample-steps", &sample_steps,
+            "sample section: Algorithm 2 steps per timed run (the 1000-step job time is scaled from them; 1000 "
+            "measures it)");
+  flags.add("--sample-images", &sample_images, "sample section: images of the job whose 1000-step wall time is reported");
+  flags.add("--sample-tape", &opt.sample_tape,
+            "sample section: also time the tape's no-grad forward at the same batch (false: the process holds only "
+            "what sampling needs, for /usr/bin/time -v)");
   if (!flags.parse(argc, argv)) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
-  DDPM_CHECK(reps >= 1 && steps >= 1, "bench: --reps and --steps must be at least 1");
+  DDPM_CHECK(reps >= 1 && steps >= 1 && sample_steps >= 1 && sample_images >= 1,
+             "bench: --reps, --steps, --sample-steps and --sample-images must be at least 1");
   bool known = opt.only.empty();
   for (const Section& s : kSections) known = known || opt.only == s.name;
-  DDPM_CHECK(known, "bench: --only '" << opt.only << "': use peak, bandwidth, sgemm, conv or model");
+  DDPM_CHECK(known, "bench: --only '" << opt.only << "': use peak, bandwidth, sgemm, conv, model or sample");
   opt.reps = static_cast<int>(reps);
   opt.steps = static_cast<int>(steps);
   opt.threads.clear();
   for (int64_t t : parse_int_list("--threads", threads)) opt.threads.push_back(check_threads_flag(t));
   opt.batches.clear();
   for (int64_t b : parse_int_list("--batches", batches)) opt.batches.push_back(static_cast<int>(b));
-  opt.models.clear();
-  std::stringstream ss(models);
-  for (std::string m; std::getline(ss, m, ',');) opt.models.push_back(m);
+  opt.sample_batches.clear();
+  for (int64_t b : parse_int_list("--sample-batches", sample_batches)) opt.sample_batches.push_back(static_cast<int>(b));
+  opt.sample_steps = static_cast<int>(sample_steps);
+  opt.sample_images = static_cast<int>(sample_images);
+  opt.models = split_commas(models);
   std::printf("bench: SIMD target %s, threads", simd::kTarget);
   for (int t : opt.threads) std::printf(" %d", t);
   std::printf(", median of %d runs\n", opt.reps);

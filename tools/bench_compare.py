@@ -8,6 +8,12 @@ it; the machine is shared, so read the ratios, not the absolute numbers.
 
     /usr/bin/python3 tools/bench_compare.py [--models tiny,small] [--batches 64,128]
         [--threads 1,2] [--steps 3] [--bench ./bench] [--json build/bench_compare.json]
+        [--sample-batches 256] [--sample-steps 10]
+
+Sampling is compared too: ./bench's sample section (Algorithm 2 through UNetInference) against
+bench_torch.py --inference (the no-grad forward), per model, --sample-batches size and thread
+count, as img-steps/s and the scaled wall time of 256 images x 1000 steps. `make bench` runs
+only that table, on the rows ./bench just wrote: --sample-only --sample-from build/bench.json.
 """
 import argparse
 import json
@@ -45,6 +51,66 @@ def run_ours(bench, model, batch, threads, steps):
     return out
 
 
+def sample_rows(rows, model, batch, threads):
+    """Our sample section's figures for one configuration, from ./bench's JSON rows."""
+    out = {}
+    prefix = "%s batch %d " % (model, batch)
+    for r in rows:
+        if r["section"] != "sample" or r["threads"] != threads or not r["name"].startswith(prefix):
+            continue
+        what = r["name"][len(prefix):]
+        if what == "algorithm2":
+            out.update(img_steps_per_s=r["img_steps_per_s"], job_s=r["job_s"], job_images=r["job_images"],
+                       job_measured=r.get("job_measured", 0), pct_peak=r.get("pct_peak", 0))
+        elif what == "tape forward":
+            out["tape_img_per_s"] = r["img_per_s"]
+        elif what == "memory":
+            out["peak_rss_mb"] = r["peak_rss_mb"]
+    return out or None
+
+
+def run_ours_sample(bench, model, batch, threads, steps):
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        subprocess.run([bench, "--only", "sample", "--models", model, "--sample-batches", str(batch), "--threads",
+                        str(threads), "--sample-steps", str(steps), "--reps", "3", "--json", f.name], check=True)
+        return sample_rows(json.load(open(f.name))["rows"], model, batch, threads)
+
+
+def run_torch_sample(model, batch, threads, steps):
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        subprocess.run([sys.executable, os.path.join(HERE, "bench_torch.py"), "--inference", "--models", model,
+                        "--batches", str(batch), "--threads", str(threads), "--steps", str(steps), "--json", f.name],
+                       check=True)
+        data = json.load(open(f.name))
+    return data["rows"][0] if data.get("rows") else None
+
+
+def markdown_table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def print_sample_table(samples):
+    print()
+    print("Sampling (Algorithm 2; PyTorch: its no-grad forward at the same batch; the job is 256 images x 1000 steps,")
+    print("scaled from the timed steps unless marked measured):")
+    print()
+    rows = []
+    for r in samples:
+        o, t = r["ours"], r["torch"] or {}
+        rows.append([
+            r["model"], "%d" % r["batch"], "%d" % r["threads"], "%.1f" % o["img_steps_per_s"],
+            "%.1f" % t["img_steps_per_s"] if t else "-",
+            "%.2f" % (o["img_steps_per_s"] / t["img_steps_per_s"]) if t else "-", "%.0f%%" % o.get("pct_peak", 0),
+            "%.0f%s" % (o["job_s"], " (measured)" if o.get("job_measured") else ""), "%.0f" % t["job_s"] if t else "-",
+            "%.1f" % o.get("tape_img_per_s", 0), "%.0f" % o.get("peak_rss_mb", 0),
+            "%.0f" % t["peak_rss_mb"] if t else "-"])
+    markdown_table(["config", "batch", "threads", "img-steps/s ours", "PyTorch", "ratio", "% of FMA peak ours",
+                    "job s ours", "PyTorch", "tape forward img/s (before)", "peak RSS MB ours", "PyTorch"], rows)
+
+
 def run_torch(model, batch, threads, steps):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run([sys.executable, os.path.join(HERE, "bench_torch.py"), "--models", model, "--batches",
@@ -61,6 +127,10 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--bench", default="./bench")
     ap.add_argument("--json", default="")
+    ap.add_argument("--sample-batches", default="256", help="sampling batch sizes to compare ('' for none)")
+    ap.add_argument("--sample-steps", type=int, default=10, help="Algorithm 2 steps per timed sampling run")
+    ap.add_argument("--sample-only", action="store_true", help="only the sampling table")
+    ap.add_argument("--sample-from", default="", help="take our sampling figures from this ./bench JSON")
     args = ap.parse_args()
     try:
         import torch  # noqa: F401
@@ -68,6 +138,30 @@ def main():
     except ImportError:
         print("bench_compare: torch is not installed for %s; PyTorch columns skipped" % sys.executable)
         have_torch = False
+    samples = []
+    if args.sample_from:  # the configurations that run measured
+        our_rows = json.load(open(args.sample_from))["rows"]
+        configs = []
+        for r in our_rows:
+            if r["section"] == "sample" and r["name"].endswith(" algorithm2"):
+                model, _, batch = r["name"][:-len(" algorithm2")].split(" ")
+                configs.append((model, int(batch), r["threads"]))
+    else:
+        configs = [(m, int(b), int(t)) for m in args.models.split(",") for b in args.sample_batches.split(",") if b
+                   for t in args.threads.split(",")]
+    for model, batch, threads in configs:
+        if args.sample_from:
+            ours = sample_rows(our_rows, model, batch, threads)
+        else:
+            ours = run_ours_sample(args.bench, model, batch, threads, args.sample_steps)
+        theirs = run_torch_sample(model, batch, threads, 5) if have_torch else None
+        samples.append({"model": model, "batch": batch, "threads": threads, "ours": ours, "torch": theirs})
+    if args.sample_only:
+        print_sample_table(samples)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"samples": samples}, f, indent=1)
+        return 0
     results = []
     for model in args.models.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
@@ -80,17 +174,18 @@ def main():
         return "%.2f" % (a / b) if a and b else "-"
 
     print()
-    print("| config | batch | threads | train img/s ours | PyTorch | ratio | forward img/s ours | PyTorch | ratio "
-          "| peak RSS MB ours | PyTorch | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for r in results:
         o, t = r["ours"], r["torch"] or {}
-        print("| %s | %d | %d | %.1f | %s | %s | %.1f | %s | %s | %.0f | %s | %s |" % (
-            r["model"], r["batch"], r["threads"], o["train_img_per_s"],
+        rows.append([
+            r["model"], "%d" % r["batch"], "%d" % r["threads"], "%.1f" % o["train_img_per_s"],
             "%.1f" % t["train_img_per_s"] if t else "-", ratio(o["train_img_per_s"], t.get("train_img_per_s")),
-            o["forward_img_per_s"], "%.1f" % t["forward_img_per_s"] if t else "-",
+            "%.1f" % o["forward_img_per_s"], "%.1f" % t["forward_img_per_s"] if t else "-",
             ratio(o["forward_img_per_s"], t.get("forward_img_per_s")),
-            o["peak_rss_mb"], "%.0f" % t["peak_rss_mb"] if t else "-", ratio(o["peak_rss_mb"], t.get("peak_rss_mb"))))
+            "%.0f" % o["peak_rss_mb"], "%.0f" % t["peak_rss_mb"] if t else "-",
+            ratio(o["peak_rss_mb"], t.get("peak_rss_mb"))])
+    markdown_table(["config", "batch", "threads", "train img/s ours", "PyTorch", "ratio", "forward img/s ours",
+                    "PyTorch", "ratio", "peak RSS MB ours", "PyTorch", "ratio"], rows)
     print()
     print("Thread scaling (training img/s, 2 threads / 1 thread):")
     for model in args.models.split(","):
@@ -119,9 +214,10 @@ def main():
                 name, row["median_s"] * 1e3, row["share_pct"],
                 "%.1f" % row["gflops"] if "gflops" in row else "",
                 "%.0f%%" % row["pct_peak"] if "pct_peak" in row else ""))
+    print_sample_table(samples)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump({"results": results, "samples": samples}, f, indent=1)
         print("bench_compare: wrote %s" % args.json)
     return 0
 

@@ -9,6 +9,12 @@ then an EMA of the weights (decay 0.999). Forward-only is eval mode under no_gra
 
     /usr/bin/python3 tools/bench_torch.py [--models tiny,small] [--batches 64,128]
                                          [--threads 1,2] [--steps 5] [--json FILE]
+    /usr/bin/python3 tools/bench_torch.py --inference [--batches 256] ...
+
+--inference is sampling's half alone, the twin of ./bench's sample section: the eval-mode
+no-grad forward at each batch, as img-steps/s (one network evaluation per image and step;
+Algorithm 2's update around it is a few elementwise ops on [N, 1, 28, 28]), the wall time
+of --sample-images images x 1000 steps scaled from it, and the peak RSS.
 
 Each (model, batch, threads) runs in its own process (multiprocessing, spawn), so peak
 memory (ru_maxrss) is per configuration; peak_rss_delta_mb subtracts the RSS after
@@ -210,6 +216,31 @@ def run_config(model_name, batch, threads, steps, queue):
     })
 
 
+def run_inference(model_name, batch, threads, steps, images, queue):
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rss_start = rss_mb("VmRSS")
+    model = build_model(torch, model_name).eval()
+    x = torch.randn(batch, 1, 28, 28)
+    t = torch.tensor([1 + (i * 37) % 1000 for i in range(batch)])
+    with torch.no_grad():
+        model(x, t)  # warm-up
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            model(x, t)
+            times.append(time.perf_counter() - t0)
+    fwd_s = sorted(times)[len(times) // 2]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    queue.put({
+        "model": model_name, "batch": batch, "threads": threads, "forward_s": fwd_s,
+        "img_steps_per_s": batch / fwd_s, "job_images": images, "job_s": math.ceil(images / batch) * 1000 * fwd_s,
+        "peak_rss_mb": peak, "peak_rss_delta_mb": peak - rss_start, "torch": torch.__version__,
+    })
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="tiny")
@@ -217,6 +248,8 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--json", default="")
+    ap.add_argument("--inference", action="store_true", help="time the no-grad forward only (sampling)")
+    ap.add_argument("--sample-images", type=int, default=256, help="with --inference: the job of N images x 1000 steps")
     args = ap.parse_args()
     try:
         import torch  # noqa: F401
@@ -232,11 +265,21 @@ def main():
         for batch in [int(b) for b in args.batches.split(",")]:
             for threads in [int(t) for t in args.threads.split(",")]:
                 queue = ctx.Queue()
-                proc = ctx.Process(target=run_config, args=(model_name, batch, threads, args.steps, queue))
+                if args.inference:
+                    proc = ctx.Process(target=run_inference,
+                                       args=(model_name, batch, threads, args.steps, args.sample_images, queue))
+                else:
+                    proc = ctx.Process(target=run_config, args=(model_name, batch, threads, args.steps, queue))
                 proc.start()
                 row = queue.get()
                 proc.join()
                 rows.append(row)
+                if args.inference:
+                    print("torch %-5s batch %4d threads %d  forward %8.1f ms  %7.1f img-steps/s; %d images x 1000 steps: "
+                          "%.0f s (scaled)  peak RSS %.0f MB (+%.0f MB)" % (
+                              model_name, batch, threads, row["forward_s"] * 1e3, row["img_steps_per_s"],
+                              row["job_images"], row["job_s"], row["peak_rss_mb"], row["peak_rss_delta_mb"]), flush=True)
+                    continue
                 print("torch %-5s batch %4d threads %d  train %8.1f ms %7.1f img/s  forward %7.1f img/s  "
                       "peak RSS %.0f MB (+%.0f MB)" % (model_name, batch, threads, row["train_s"] * 1e3,
                                                       row["train_img_per_s"], row["forward_img_per_s"],

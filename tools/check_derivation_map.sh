@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Fails when docs/derivation.md points at something that does not exist. The map's tags are
 #   - code: [`NAME`](../path/file.cpp)       NAME (or Type::NAME) must appear in that file, each
-#                                            ::-part as a whole word, and its last part must be
-#                                            declared in a header under ddpm/ (a function, type,
-#                                            enum or member declaration)
+#                                            ::-part as a whole word, that file must define its
+#                                            last part (a function definition at column 0, or a
+#                                            type or member declaration), and a header under
+#                                            ddpm/ must declare it
 #   - test: [`"CASE NAME"`](../tests/x.cpp)  TEST_CASE("CASE NAME") must be in that file
 #   - test: no test yet                      allowed, and counted in the summary
 # The code: and test: lines under one formula (a run of consecutive tag lines) must agree:
@@ -62,6 +63,10 @@ while IFS= read -r line; do
       fail "'code: $name' links $file, which does not contain '$part'"
   done
   last=${name##*::}
+  # The linked file defines it, not only mentions it: a top-level definition line (functions
+  # start at column 0 here; calls are indented), or a type or member declaration.
+  grep -qE "^[A-Za-z].*(^|[^A-Za-z0-9_])${last}[[:space:]]*\(|(struct|class|enum class|enum|using)[[:space:]]+${last}([^A-Za-z0-9_]|$)|[[:space:]*&]${last}[[:space:]]*[,;=[{]" "$file" ||
+    fail "'code: $name' links $file, which mentions '$last' but does not define it"
   # A declaration: NAME( ... , struct/class/enum/using NAME, or a member "NAME;" / "NAME," / "NAME ="
   if ! grep -rEq --include='*.h' "(^|[^A-Za-z0-9_])${last}[[:space:]]*\(|(struct|class|enum class|enum|using)[[:space:]]+${last}([^A-Za-z0-9_]|$)|[[:space:]*&]${last}[[:space:]]*[,;=[]" ddpm/; then
     fail "'code: $name' names '$last', which no header under ddpm/ declares"

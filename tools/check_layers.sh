@@ -5,21 +5,23 @@
 # io/ and data/ are leaves beside the stack: they include core/ and io/ only, and every
 # layer above core may include them. dist/ (the communicator of MPI ranks) sits just above
 # core: it includes core/ only, and only train/, eval/ and app/ include it. A folder may
-# include its own headers.
+# include its own headers. ddpm/ddpm.h, the public API's umbrella header (docs/library.md),
+# is the top of the stack, above app/: it may include any layer but dist/, and nothing in
+# ddpm/ may include it. No other file sits directly in ddpm/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rank() {
   case "$1" in
     core) echo 0 ;; io) echo 1 ;; data) echo 1 ;; dist) echo 1 ;; ops) echo 2 ;; model) echo 3 ;; diffusion) echo 4 ;;
-    extensions) echo 5 ;; train) echo 6 ;; eval) echo 7 ;; app) echo 8 ;; *) echo "" ;;
+    extensions) echo 5 ;; train) echo 6 ;; eval) echo 7 ;; app) echo 8 ;; ddpm.h) echo 9 ;; *) echo "" ;;
   esac
 }
 
 status=0
 n=0
 for f in $(git ls-files 'ddpm/*.h' 'ddpm/*.cpp' 2>/dev/null || find ddpm -name '*.h' -o -name '*.cpp'); do
-  layer=$(echo "$f" | cut -d/ -f2)
+  layer=$(echo "$f" | cut -d/ -f2)  # a folder, or ddpm.h for the umbrella header
   r=$(rank "$layer")
   [ -n "$r" ] || { echo "check_layers: $f is in no known layer (ddpm/$layer/)" >&2; status=1; continue; }
   while IFS= read -r inc; do

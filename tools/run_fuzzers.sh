@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs each libFuzzer harness for a bounded time (`make fuzz` builds them first):
-#   bash tools/run_fuzzers.sh SECONDS NAME...      (NAME: idx, safetensors, flags)
+#   bash tools/run_fuzzers.sh SECONDS NAME...      (NAME: idx, safetensors, flags, png, cifar)
 # Each runs on the committed seeds (tests/fuzz/corpus/NAME, read only) plus its own
 # working corpus (build/fuzz/corpus/NAME), with the dictionary tests/fuzz/NAME.dict when
 # there is one. A crash, leak, timeout, out-of-memory or sanitizer report fails the run;

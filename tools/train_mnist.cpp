@@ -3,7 +3,6 @@
 // ddpm/app/train_run.h's train_run.
 #include <atomic>
 #include <csignal>
-#include <cstdio>
 #include <memory>
 
 #include "ddpm/app/flags.h"
@@ -23,13 +22,7 @@ void on_sigint(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
-int run(int argc, char** argv, Communicator& comm) {
-  TrainRun options;
-  TrainRunFlags flags(&options);
-  if (!flags.parse(argc, argv)) {
-    std::printf("%s", flags.help().c_str());
-    return 0;
-  }
+int train(const TrainRun& options, Communicator& comm) {
   // A file size limit (ulimit -f) would kill us with SIGXFSZ; ignored, the write fails with
   // EFBIG and the checkpoint writer reports it.
   std::signal(SIGXFSZ, SIG_IGN);
@@ -43,5 +36,5 @@ int run(int argc, char** argv, Communicator& comm) {
 int main(int argc, char** argv) {
   // MPI_Init in an MPI build (`mpirun -np R ./train_mnist`: docs/scaling.md); one process otherwise.
   std::unique_ptr<Communicator> comm = world_communicator(&argc, &argv);
-  return run_tool(run, argc, argv, *comm);
+  return run_tool(parse_and_run<TrainRun, TrainRunFlags, train>, argc, argv, *comm);
 }

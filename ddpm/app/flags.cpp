@@ -99,6 +99,7 @@ void Flags::set(Flag& f, const std::string& value) {
       break;
   }
   f.given = true;
+  if (given_names_) given_names_->insert(f.name);
 }
 
 bool Flags::parse(int argc, const char* const* argv) {
@@ -162,6 +163,13 @@ std::string Flags::help() const {
        << ")\n";
   }
   return os.str();
+}
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) items.push_back(item);
+  return items;
 }
 
 int64_t default_threads() {

@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,10 @@ class Flags {
   std::string help() const;
   // True if the flag was given on the command line (not just defaulted).
   bool given(const std::string& name) const;
+  // From now on, parse() also adds the name of each flag it sets to *names (a tool's options
+  // struct keeps them), for checks that depend on whether a flag was given rather than on
+  // its value ("--ddim-steps needs --sampler ddim").
+  void record_given(std::set<std::string>* names) { given_names_ = names; }
 
  private:
   enum class Kind { integer, real, text, boolean };
@@ -46,7 +52,12 @@ class Flags {
   void set(Flag& f, const std::string& value);
   std::string program_, description_;
   std::vector<Flag> flags_;
+  std::set<std::string>* given_names_ = nullptr;
 };
+
+// The items of a comma-separated flag value ("0,0.5,2"), split as std::getline splits:
+// "1,,2" has an empty item, a trailing comma adds none, "" has no items.
+std::vector<std::string> split_commas(const std::string& text);
 
 // --threads, the same in every tool. The default is the machine's cores, at most
 // kMaxThreads (parallel.h: the pool's bound); check_threads_flag refuses a value outside
@@ -66,5 +77,32 @@ int run_tool(int (*run)(int argc, char** argv), int argc, char** argv);
 // for one that is gone. Another rank waits a second before it prints, so an error that
 // every rank meets (a bad flag) is printed once, by rank 0, whose abort ends the rest.
 int run_tool(int (*run)(int argc, char** argv, Communicator& comm), int argc, char** argv, Communicator& comm);
+
+// The command line into `options` with its OptionsFlags (a Flags bound to it). False when
+// --help was asked: the help is printed.
+template <typename Options, typename OptionsFlags>
+bool parse_options(int argc, char** argv, Options* options) {
+  OptionsFlags flags(options);
+  if (flags.parse(argc, argv)) return true;
+  std::printf("%s", flags.help().c_str());
+  return false;
+}
+
+// The run(argc, argv) of a tool whose work is Run(options): parses the command line
+// (parse_options) and returns 0 when --help was asked, else Run(options). A tool's main is then
+//   return run_tool(parse_and_run<ScheduleRun, ScheduleRunFlags, schedule_run>, argc, argv);
+template <typename Options, typename OptionsFlags, int (*Run)(const Options&)>
+int parse_and_run(int argc, char** argv) {
+  Options options;
+  return parse_options<Options, OptionsFlags>(argc, argv, &options) ? Run(options) : 0;
+}
+// The same with the ranks' communicator, for the run_tool above that takes it:
+//   auto comm = world_communicator(&argc, &argv);
+//   return run_tool(parse_and_run<SampleRun, SampleRunFlags, sample_run>, argc, argv, *comm);
+template <typename Options, typename OptionsFlags, int (*Run)(const Options&, Communicator&)>
+int parse_and_run(int argc, char** argv, Communicator& comm) {
+  Options options;
+  return parse_options<Options, OptionsFlags>(argc, argv, &options) ? Run(options, comm) : 0;
+}
 
 }  // namespace ddpm

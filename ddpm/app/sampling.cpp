@@ -7,9 +7,9 @@
 
 #include "ddpm/app/figures.h"
 #include "ddpm/core/check.h"
-#include "ddpm/core/tape.h"
 #include "ddpm/extensions/guidance.h"
 #include "ddpm/extensions/learned_variance.h"
+#include "ddpm/model/unet_inference.h"
 
 namespace ddpm {
 
@@ -39,13 +39,13 @@ PredictionTarget prediction_target(const std::map<std::string, std::string>& met
 }
 
 EpsFn unet_network(UNet& model, const std::vector<int64_t>* labels, double guidance) {
-  return [&model, labels, guidance](const Tensor& x_t, const std::vector<int64_t>& t) -> Tensor {
-    const UNetConfig& c = model.config();
+  // The tape-free pass (unet_inference.h), bit-identical to model.forward in eval mode. It
+  // copies the weights now: a network made before the weights change does not see the change.
+  auto inference = std::make_shared<UNetInference>(model);
+  return [inference, labels, guidance](const Tensor& x_t, const std::vector<int64_t>& t) -> Tensor {
+    const UNetConfig& c = inference->config();
     const int64_t N = x_t.size(0);
-    Tape tape = Tape::no_grad();
-    auto run = [&](const std::vector<int64_t>* ls) {
-      return model.forward(tape, constant(x_t), t, ForwardContext{}, ls)->value;
-    };
+    auto run = [&](const std::vector<int64_t>* ls) { return inference->forward(x_t, t, ls); };
     if (c.num_classes == 0) {
       DDPM_CHECK(labels == nullptr, "sample: class labels given to an unconditional model");
       return run(nullptr);
@@ -117,11 +117,11 @@ void add_sampler_flags(Flags& flags, SamplerChoice* choice) {
   flags.add("--clip-x0", &choice->clip_x0, "clip the predicted x_0 to [-1, 1] at each step (a departure from Algorithm 2)");
 }
 
-void check_sampler_flags(const Flags& flags, const SamplerChoice& choice) {
+void check_sampler_flags(const std::set<std::string>& given, const SamplerChoice& choice) {
   DDPM_CHECK(choice.sampler == "ddpm" || choice.sampler == "ddim",
              "--sampler '" << choice.sampler << "': use ddpm or ddim");
   if (choice.sampler != "ddim")
-    for (const char* f : {"--ddim-steps", "--eta", "--spacing"}) DDPM_CHECK(!flags.given(f), f << " needs --sampler ddim");
+    for (const char* f : {"--ddim-steps", "--eta", "--spacing"}) DDPM_CHECK(!given.count(f), f << " needs --sampler ddim");
   parse_spacing(choice.spacing);  // throws on an unknown name
   DDPM_CHECK(std::isfinite(choice.eta) && choice.eta >= 0, "--eta " << choice.eta << " must be a finite number >= 0");
 }

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -85,8 +86,9 @@ struct SamplerChoice {
   bool clip_x0 = false;              // clip the predicted x_0 to [-1, 1] (a departure from Algorithm 2)
 };
 void add_sampler_flags(Flags& flags, SamplerChoice* choice);
-// Checks the names and eta, and that --ddim-steps, --eta and --spacing come with --sampler ddim.
-void check_sampler_flags(const Flags& flags, const SamplerChoice& choice);
+// Checks the names and eta, and that --ddim-steps, --eta and --spacing come with --sampler ddim
+// (`given`: the flags the command line set, Flags::record_given).
+void check_sampler_flags(const std::set<std::string>& given, const SamplerChoice& choice);
 // ddpm_sampler or ddim_sampler; checks 1 <= S <= T first. The schedule must outlive it.
 Sampler make_sampler(const Schedule& s, uint64_t seed, const SamplerChoice& choice);
 // "DDIM, 50 steps (trailing, eta 0)" or "Algorithm 2, 1000 steps, fixed_large" (DDIM does not

@@ -1,7 +1,6 @@
 #include "ddpm/app/train_run.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -9,6 +8,7 @@
 #include <thread>
 
 #include "ddpm/app/figures.h"
+#include "ddpm/app/progress.h"
 #include "ddpm/app/run_folder.h"
 #include "ddpm/app/sampling.h"
 #include "ddpm/core/check.h"
@@ -64,19 +64,6 @@ namespace {
 
 constexpr int64_t kGridDdimSteps = 50;  // the --grid-sampler ddim grids
 
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  long s = std::lround(seconds);
-  char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
-  else std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
-  return buf;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 // Every flag of the run checked before any work; the config's own bounds are validate()'s.
 void check_run_flags(const TrainRun& r) {
   DDPM_CHECK(r.keep >= 1, "--keep " << r.keep << " must be at least 1");
@@ -96,7 +83,7 @@ void check_run_flags(const TrainRun& r) {
 // steps when `ddim` (the cheap grids during training; their file names say so). The ranks
 // share the images (sample_in_batches).
 void write_samples(Trainer& trainer, const std::string& path, int64_t n, bool ddim, Communicator& comm) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   std::unique_ptr<UNet> ema = trainer.ema_model();
   const UNetConfig& c = ema->config();
   const TrainConfig& tc = trainer.config();
@@ -210,6 +197,177 @@ uint64_t dataset_hash(const Dataset& data) {
   return fnv.h;
 }
 
+// The run's first line: the model, the schedule, the batch and how it is split, the target.
+void print_start(Trainer& trainer, const Communicator& comm) {  // model() is not const
+  const TrainConfig& tc = trainer.config();
+  std::string split;  // " (12 micro-batches of 4, Open MPI v4.1.4, 3 ranks)"
+  if (tc.micro_batch > 0) split = std::to_string(trainer.micro_batches()) + " micro-batches of " + std::to_string(tc.micro_batch);
+  if (comm.size() > 1) split += (split.empty() ? "" : ", ") + comm.describe();
+  if (!split.empty()) split = " (" + split + ")";
+  std::printf("model %s (%lld parameters), %s schedule T=%lld, batch %lld%s, lr %g (%s), EMA %g, %d threads, %s\n",
+              tc.model.c_str(), static_cast<long long>(trainer.model().num_parameters()), tc.schedule.c_str(),
+              static_cast<long long>(tc.T), static_cast<long long>(tc.batch), split.c_str(), tc.lr,
+              lr_schedule_name(tc.lr_schedule), tc.ema, num_threads(),
+              tc.steps > 0 ? ("target step " + std::to_string(tc.steps)).c_str()
+                           : ("target step chosen by --minutes after " + std::to_string(kSpeedSteps + 1) + " steps").c_str());
+  std::fflush(stdout);
+}
+
+// The loop of one run and what it does around each step: progress, the --minutes target,
+// checkpoints, grids; then the loss curve and the final grid. Over MPI ranks every rank runs
+// it alike; rank 0 alone holds the folder (nullptr elsewhere) and writes files.
+class TrainLoop {
+ public:
+  TrainLoop(const TrainRun& run, Trainer& trainer, RunFolder* folder, Communicator& comm)
+      : r_(run), trainer_(trainer), folder_(folder), comm_(comm), tc_(trainer.config()),
+        first_step_(trainer.steps_done()), last_saved_(first_step_) {}
+
+  // Trains until the target step or a stop (the trainer's stop flag, Ctrl-C: every rank stops
+  // at the same step). Returns the exit code (3: a non-finite loss or gradient stopped it).
+  int run() {
+    bool stopped = false;
+    while (!(tc_.steps > 0 && trainer_.steps_done() >= tc_.steps)) {
+      const auto t0 = Clock::now();
+      double loss;
+      try {
+        loss = trainer_.step();
+      } catch (const StepInterrupted&) {
+        stopped = true;
+        break;
+      } catch (const NonFiniteError& e) {
+        if (!folder_) return 3;  // rank 0 reports
+        std::fprintf(stderr, "error: training stopped: %s\n", e.what());
+        const auto found = list_checkpoints(r_.out);
+        if (!found.empty()) std::fprintf(stderr, "the last good checkpoint is %s (--resume auto)\n", found.front().c_str());
+        return 3;
+      }
+      train_seconds_ += seconds_since(t0);
+      after_step(loss);
+    }
+    if (trainer_.steps_done() != last_saved_) save();
+    report_communication();
+    if (stopped) {
+      if (trainer_.steps_done() == first_step_) std::printf("interrupted before the first step of this run: nothing new to save\n");
+      else std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", r_.out.c_str());
+      return 0;
+    }
+    finish();
+    return 0;
+  }
+
+ private:
+  std::string target_text() const { return tc_.steps > 0 ? std::to_string(tc_.steps) : "?"; }
+
+  void after_step(double loss) {
+    const int64_t k = trainer_.steps_done();
+    if (k == first_step_ + 1) timed_from_ = train_seconds_;
+    if (tc_.steps == 0 && k == first_step_ + 1 + kSpeedSteps) choose_target(k);
+    smoothed_ = std::isnan(smoothed_) ? loss : 0.98 * smoothed_ + 0.02 * loss;
+    curve_x_.push_back(static_cast<double>(k));
+    curve_y_.push_back(loss);
+    if (k % r_.log_every == 0 || k == tc_.steps) progress(k, loss);
+    if (k % r_.ckpt_every == 0) save();
+    if (r_.sample_every > 0 && k % r_.sample_every == 0) grid(k);
+  }
+
+  // --minutes: the target from the speed of the kSpeedSteps steps after the first, by rank 0's clock.
+  void choose_target(int64_t k) {
+    const double per_step = (train_seconds_ - timed_from_) / kSpeedSteps;
+    int64_t target = std::max(k, target_from_speed(tc_.minutes, k, per_step, train_seconds_));
+    comm_.broadcast(&target, sizeof target, 0);
+    trainer_.set_target(target);
+    std::printf("--minutes %g: %.1f img/s over steps %lld-%lld, so the target is step %lld\n", tc_.minutes,
+                static_cast<double>(tc_.batch) / per_step, static_cast<long long>(first_step_ + 2),
+                static_cast<long long>(k), static_cast<long long>(tc_.steps));
+    std::fflush(stdout);
+  }
+
+  void progress(int64_t k, double loss) {
+    const double per_step = train_seconds_ / static_cast<double>(k - first_step_);
+    std::printf("step %6lld/%s  epoch %.2f  loss %.4f (smoothed %.4f)  %.1f img/s  training %s  eta %s\n",
+                static_cast<long long>(k), target_text().c_str(), trainer_.epoch_progress(), loss, smoothed_,
+                static_cast<double>(tc_.batch) / per_step, format_duration(train_seconds_).c_str(),
+                tc_.steps > 0 ? format_duration(per_step * static_cast<double>(tc_.steps - k)).c_str() : "?");
+    std::fflush(stdout);
+  }
+
+  // A checkpoint, written by rank 0 once the ranks agree on the state; older ones of this
+  // process are removed only after it is safely on disk. A failed write stops training,
+  // naming the newest good checkpoint.
+  void save() {
+    last_saved_ = trainer_.steps_done();
+    if (comm_.size() > 1)
+      check_same_on_every_rank(comm_, trainer_.state_hash(), "the training state at step " + std::to_string(last_saved_));
+    if (!folder_) return;
+    const std::string path = checkpoint_path(r_.out, trainer_.steps_done());
+    try {
+      trainer_.save_checkpoint(path);
+    } catch (const Error& e) {
+      const auto found = list_checkpoints(r_.out);
+      DDPM_FAIL("training stopped at step " << trainer_.steps_done() << ": cannot write checkpoint " << path << ": "
+                                            << e.what() << (found.empty() ? "" : "; the last good checkpoint is " +
+                                                                                     found.front() + " (--resume auto)"));
+    }
+    folder_->wrote(path);
+    folder_->prune(r_.keep, path);
+    std::printf("saved %s\n", path.c_str());
+    std::fflush(stdout);
+  }
+
+  void grid(int64_t k) {
+    const bool ddim = r_.grid_sampler == "ddim";
+    char name[64];
+    std::snprintf(name, sizeof name, ddim ? "/samples-%08lld-ddim%lld.png" : "/samples-%08lld.png",
+                  static_cast<long long>(k), static_cast<long long>(std::min<int64_t>(kGridDdimSteps, tc_.T)));
+    write_samples(trainer_, r_.out + name, r_.sample_n, ddim, comm_);
+    if (!ddim) {
+      last_grid_ = r_.out + name;
+      last_grid_step_ = k;
+    }
+  }
+
+  // Over ranks: the time the steps spent in collectives.
+  void report_communication() const {
+    if (comm_.size() == 1 || trainer_.steps_done() == first_step_) return;
+    std::printf("communication: %.1f s of %.1f s of training steps (%.1f%%) in the ranks' collectives, waiting for "
+                "the slowest rank included\n",
+                trainer_.comm_seconds(), train_seconds_, 100.0 * trainer_.comm_seconds() / train_seconds_);
+  }
+
+  // loss.svg and samples.png (Algorithm 2; a copy when this run's last step drew it).
+  void finish() {
+    if (folder_ && !curve_x_.empty()) {
+      PlotOptions po;
+      po.title = std::string("Training loss (") + loss_name(tc_.loss) + ")";
+      po.x_label = "step";
+      po.y_label = "loss";
+      po.log_y = true;
+      write_line_plot(r_.out + "/loss.svg", {PlotSeries{"loss (per step)", curve_x_, curve_y_, ""}}, po);
+      std::printf("wrote %s/loss.svg\n", r_.out.c_str());
+    }
+    if (last_grid_step_ == trainer_.steps_done()) {
+      if (!folder_) return;
+      write_file_atomic(r_.out + "/samples.png", read_file_bytes(last_grid_));
+      std::printf("wrote %s/samples.png (a copy of %s)\n", r_.out.c_str(), last_grid_.c_str());
+    } else {
+      write_samples(trainer_, r_.out + "/samples.png", r_.sample_n, /*ddim=*/false, comm_);
+    }
+  }
+
+  const TrainRun& r_;
+  Trainer& trainer_;
+  RunFolder* folder_;  // rank 0's; nullptr on the other ranks
+  Communicator& comm_;
+  const TrainConfig& tc_;
+  const int64_t first_step_;
+  int64_t last_saved_;
+  std::vector<double> curve_x_, curve_y_;
+  double smoothed_ = NAN;
+  double train_seconds_ = 0, timed_from_ = 0;  // time inside Trainer::step(); the time before the timed steps
+  std::string last_grid_;                      // the Algorithm 2 grid this run wrote last, and its step
+  int64_t last_grid_step_ = -1;
+};
+
 }  // namespace
 
 int train_run(const TrainRun& r, const std::atomic<bool>& interrupted) {
@@ -221,13 +379,12 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted, Communica
   const int threads = check_threads_flag(r.threads);
   check_run_flags(r);
   set_num_threads(threads);
-  const bool root = comm.rank() == 0, many = comm.size() > 1;
   // Rank 0 alone owns the output folder: created, checked writable and locked before any
   // real work; dead writers' temp files removed.
-  std::unique_ptr<RunFolder> folder = root ? std::make_unique<RunFolder>(r.out) : nullptr;
+  std::unique_ptr<RunFolder> folder = comm.rank() == 0 ? std::make_unique<RunFolder>(r.out) : nullptr;
   // Every rank reads the data itself (docs/scaling.md says why), and they check they read the same.
   Dataset data = load_dataset(r.dataset, r.data_dir);
-  if (many) check_same_on_every_rank(comm, dataset_hash(data), "the dataset (--dataset " + r.dataset + ")");
+  if (comm.size() > 1) check_same_on_every_rank(comm, dataset_hash(data), "the dataset (--dataset " + r.dataset + ")");
   TrainRun run = r;  // --epochs and --minutes set where it ends
   if (run.epochs > 0) {
     run.config.steps = (run.epochs * data.size() + run.config.batch - 1) / run.config.batch;  // the real dataset size
@@ -235,146 +392,18 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted, Communica
   }
   if (run.config.minutes > 0 && run.resume.empty()) run.config.steps = 0;  // chosen once the speed is known
   std::unique_ptr<Trainer> trainer = make_trainer(run, std::move(data), comm);
-  if (many) {
+  if (comm.size() > 1) {
     trainer->distribute(comm);
     check_same_on_every_rank(comm, trainer->state_hash(), "the training state at the start");
   }
   trainer->set_stop_flag(&interrupted);
   // Never mix with, or replace, checkpoints this run did not write.
-  const std::string aside = root ? folder->claim(trainer->steps_done(), !r.resume.empty(), r.overwrite) : "";
+  const std::string aside = folder ? folder->claim(trainer->steps_done(), !r.resume.empty(), r.overwrite) : "";
   if (!aside.empty()) std::printf("--overwrite: moved the earlier checkpoints of %s into %s/\n", r.out.c_str(), aside.c_str());
-  const TrainConfig& tc = trainer->config();
   check_target(r, *trainer);
-  auto target_text = [&]() {
-    return tc.steps > 0 ? std::to_string(tc.steps) : "?";
-  };
-  std::string split;  // " (12 micro-batches of 4, Open MPI v4.1.4, 3 ranks)"
-  if (tc.micro_batch > 0) split = std::to_string(trainer->micro_batches()) + " micro-batches of " + std::to_string(tc.micro_batch);
-  if (many) split += (split.empty() ? "" : ", ") + comm.describe();
-  if (!split.empty()) split = " (" + split + ")";
-  std::printf("model %s (%lld parameters), %s schedule T=%lld, batch %lld%s, lr %g (%s), EMA %g, %d threads, target %s%s\n",
-              tc.model.c_str(), static_cast<long long>(trainer->model().num_parameters()), tc.schedule.c_str(),
-              static_cast<long long>(tc.T), static_cast<long long>(tc.batch), split.c_str(), tc.lr,
-              lr_schedule_name(tc.lr_schedule), tc.ema, num_threads(),
-              tc.steps > 0 ? ("step " + target_text()).c_str() : "step: chosen by --minutes",
-              tc.minutes > 0 && tc.steps == 0 ? (" after " + std::to_string(kSpeedSteps + 1) + " steps").c_str() : "");
-  std::fflush(stdout);
+  print_start(*trainer, comm);
   if (r.inject_nan_at > 0) trainer->inject_nan(r.inject_nan_at, r.inject_nan_sample);
-
-  // A checkpoint, written by rank 0 once the ranks agree on the state; older ones of this
-  // process are removed only after it is safely on disk. A failed write stops training,
-  // naming the newest good checkpoint.
-  auto save = [&]() {
-    if (many)
-      check_same_on_every_rank(comm, trainer->state_hash(),
-                               "the training state at step " + std::to_string(trainer->steps_done()));
-    if (!root) return;
-    const std::string path = checkpoint_path(r.out, trainer->steps_done());
-    try {
-      trainer->save_checkpoint(path);
-    } catch (const Error& e) {
-      const auto found = list_checkpoints(r.out);
-      DDPM_FAIL("training stopped at step " << trainer->steps_done() << ": cannot write checkpoint " << path << ": "
-                                            << e.what() << (found.empty() ? "" : "; the last good checkpoint is " +
-                                                                                     found.front() + " (--resume auto)"));
-    }
-    folder->wrote(path);
-    folder->prune(r.keep, path);
-    std::printf("saved %s\n", path.c_str());
-    std::fflush(stdout);
-  };
-
-  std::vector<double> curve_x, curve_y;
-  double smoothed = NAN;
-  const int64_t first_step = trainer->steps_done();
-  int64_t last_saved = first_step;
-  std::string last_grid;  // the Algorithm 2 grid this run wrote last, and its step (-1: none yet)
-  int64_t last_grid_step = -1;
-  double train_seconds = 0, timed_from = 0;  // time inside trainer->step(); the time before the timed steps
-  auto done = [&]() { return tc.steps > 0 && trainer->steps_done() >= tc.steps; };
-  bool stopped = false;  // Ctrl-C: every rank stops at the same step (Trainer::set_stop_flag)
-  while (!done()) {
-    double loss;
-    const auto t_step = std::chrono::steady_clock::now();
-    try {
-      loss = trainer->step();
-    } catch (const StepInterrupted&) {
-      stopped = true;
-      break;
-    } catch (const NonFiniteError& e) {
-      if (!root) return 3;
-      std::fprintf(stderr, "error: training stopped: %s\n", e.what());
-      const auto found = list_checkpoints(r.out);
-      if (!found.empty()) std::fprintf(stderr, "the last good checkpoint is %s (--resume auto)\n", found.front().c_str());
-      return 3;
-    }
-    train_seconds += seconds_since(t_step);
-    const int64_t k = trainer->steps_done();
-    if (k == first_step + 1) timed_from = train_seconds;
-    if (tc.steps == 0 && k == first_step + 1 + kSpeedSteps) {
-      const double per_step = (train_seconds - timed_from) / kSpeedSteps;
-      int64_t target = std::max(k, target_from_speed(tc.minutes, k, per_step, train_seconds));
-      comm.broadcast(&target, sizeof target, 0);  // rank 0's clock decides for every rank
-      trainer->set_target(target);
-      std::printf("--minutes %g: %.1f img/s over steps %lld-%lld, so the target is step %lld\n", tc.minutes,
-                  static_cast<double>(tc.batch) / per_step, static_cast<long long>(first_step + 2),
-                  static_cast<long long>(k), static_cast<long long>(tc.steps));
-      std::fflush(stdout);
-    }
-    smoothed = std::isnan(smoothed) ? loss : 0.98 * smoothed + 0.02 * loss;
-    curve_x.push_back(static_cast<double>(k));
-    curve_y.push_back(loss);
-    if (k % r.log_every == 0 || k == tc.steps) {
-      const double per_step = train_seconds / static_cast<double>(k - first_step);
-      std::printf("step %6lld/%s  epoch %.2f  loss %.4f (smoothed %.4f)  %.1f img/s  training %s  eta %s\n",
-                  static_cast<long long>(k), target_text().c_str(), trainer->epoch_progress(), loss, smoothed,
-                  static_cast<double>(tc.batch) / per_step, format_duration(train_seconds).c_str(),
-                  tc.steps > 0 ? format_duration(per_step * static_cast<double>(tc.steps - k)).c_str() : "?");
-      std::fflush(stdout);
-    }
-    if (k % r.ckpt_every == 0) {
-      save();
-      last_saved = k;
-    }
-    if (r.sample_every > 0 && k % r.sample_every == 0) {
-      const bool ddim = r.grid_sampler == "ddim";
-      char name[64];
-      std::snprintf(name, sizeof name, ddim ? "/samples-%08lld-ddim%lld.png" : "/samples-%08lld.png",
-                    static_cast<long long>(k), static_cast<long long>(std::min<int64_t>(kGridDdimSteps, tc.T)));
-      write_samples(*trainer, r.out + name, r.sample_n, ddim, comm);
-      if (!ddim) {
-        last_grid = r.out + name;
-        last_grid_step = k;
-      }
-    }
-  }
-  if (trainer->steps_done() != last_saved) save();
-  if (many && root && trainer->steps_done() > first_step)
-    std::printf("communication: %.1f s of %.1f s of training steps (%.1f%%) in the ranks' collectives, waiting for "
-                "the slowest rank included\n",
-                trainer->comm_seconds(), train_seconds, 100.0 * trainer->comm_seconds() / train_seconds);
-  if (stopped) {
-    if (trainer->steps_done() == first_step) std::printf("interrupted before the first step of this run: nothing new to save\n");
-    else std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", r.out.c_str());
-    return 0;
-  }
-  if (root && !curve_x.empty()) {
-    PlotOptions po;
-    po.title = std::string("Training loss (") + loss_name(tc.loss) + ")";
-    po.x_label = "step";
-    po.y_label = "loss";
-    po.log_y = true;
-    write_line_plot(r.out + "/loss.svg", {PlotSeries{"loss (per step)", curve_x, curve_y, ""}}, po);
-    std::printf("wrote %s/loss.svg\n", r.out.c_str());
-  }
-  if (last_grid_step == trainer->steps_done()) {  // this run's last step drew the same images: copy them
-    if (!root) return 0;
-    write_file_atomic(r.out + "/samples.png", read_file_bytes(last_grid));
-    std::printf("wrote %s/samples.png (a copy of %s)\n", r.out.c_str(), last_grid.c_str());
-  } else {
-    write_samples(*trainer, r.out + "/samples.png", r.sample_n, /*ddim=*/false, comm);
-  }
-  return 0;
+  return TrainLoop(r, *trainer, folder.get(), comm).run();
 }
 
 }  // namespace ddpm

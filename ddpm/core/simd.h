@@ -7,13 +7,16 @@
 //
 // Kernels use these verbs on `Vec` and never touch intrinsics themselves:
 //   zero(), set1(x), load(p), store(p, v)      (unaligned loads and stores)
+//   load_first(p, n), store_first(p, v, n)      (lanes [0, n) only, 0 <= n <= kLanes: tails;
+//                                                load_first's other lanes are 0, and neither
+//                                                touches memory past p + n)
 //   broadcast(p) = set1(*p)                     (one float from memory into every lane)
 //   add, sub, mul, div, min, max, mul_add(a, b, c) = a*b + c (fused where the target has FMA)
 //   reduce_sum(v)                               (the sum of the lanes, fixed order)
-//   exp(v)                                      (see its comment for the accuracy)
+//   exp(v), silu(v)                             (see their comments for the accuracy)
 //   prefetch(p)                                 (a hint: bring p's cache line towards L1)
 // and the constants kLanes and kTarget. Target-private helpers used only to build
-// verbs here (round_nearest, scale_pow2) are not for kernels.
+// verbs here (round_nearest, scale_pow2, first_lanes) are not for kernels.
 #pragma once
 
 #if defined(DDPM_SIMD_SCALAR)
@@ -46,6 +49,9 @@ inline Vec set1(float x) { return {_mm512_set1_ps(x)}; }
 inline Vec load(const float* p) { return {_mm512_loadu_ps(p)}; }
 inline Vec broadcast(const float* p) { return {_mm512_set1_ps(*p)}; }
 inline void store(float* p, Vec a) { _mm512_storeu_ps(p, a.v); }
+inline __mmask16 first_lanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+inline Vec load_first(const float* p, int n) { return {_mm512_maskz_loadu_ps(first_lanes(n), p)}; }
+inline void store_first(float* p, Vec a, int n) { _mm512_mask_storeu_ps(p, first_lanes(n), a.v); }
 inline Vec add(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
 inline Vec sub(Vec a, Vec b) { return {_mm512_sub_ps(a.v, b.v)}; }
 inline Vec mul(Vec a, Vec b) { return {_mm512_mul_ps(a.v, b.v)}; }
@@ -80,6 +86,9 @@ inline Vec set1(float x) { return {_mm256_set1_ps(x)}; }
 inline Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
 inline Vec broadcast(const float* p) { return {_mm256_broadcast_ss(p)}; }
 inline void store(float* p, Vec a) { _mm256_storeu_ps(p, a.v); }
+inline __m256i first_lanes(int n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+inline Vec load_first(const float* p, int n) { return {_mm256_maskload_ps(p, first_lanes(n))}; }
+inline void store_first(float* p, Vec a, int n) { _mm256_maskstore_ps(p, first_lanes(n), a.v); }
 inline Vec add(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
 inline Vec sub(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
 inline Vec mul(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
@@ -109,6 +118,16 @@ inline Vec set1(float x) { return {vdupq_n_f32(x)}; }
 inline Vec load(const float* p) { return {vld1q_f32(p)}; }
 inline Vec broadcast(const float* p) { return {vld1q_dup_f32(p)}; }
 inline void store(float* p, Vec a) { vst1q_f32(p, a.v); }
+inline Vec load_first(const float* p, int n) {  // through a zeroed copy: NEON has no masked loads
+  float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int i = 0; i < n; i++) t[i] = p[i];
+  return {vld1q_f32(t)};
+}
+inline void store_first(float* p, Vec a, int n) {
+  float t[4];
+  vst1q_f32(t, a.v);
+  for (int i = 0; i < n; i++) p[i] = t[i];
+}
 inline Vec add(Vec a, Vec b) { return {vaddq_f32(a.v, b.v)}; }
 inline Vec sub(Vec a, Vec b) { return {vsubq_f32(a.v, b.v)}; }
 inline Vec mul(Vec a, Vec b) { return {vmulq_f32(a.v, b.v)}; }
@@ -136,6 +155,10 @@ inline Vec set1(float x) { return {x}; }
 inline Vec load(const float* p) { return {*p}; }
 inline Vec broadcast(const float* p) { return {*p}; }
 inline void store(float* p, Vec a) { *p = a.v; }
+inline Vec load_first(const float* p, int n) { return {n > 0 ? *p : 0.0f}; }
+inline void store_first(float* p, Vec a, int n) {
+  if (n > 0) *p = a.v;
+}
 inline Vec add(Vec a, Vec b) { return {a.v + b.v}; }
 inline Vec sub(Vec a, Vec b) { return {a.v - b.v}; }
 inline Vec mul(Vec a, Vec b) { return {a.v * b.v}; }
@@ -173,6 +196,11 @@ inline Vec exp(Vec x) {
   p = mul_add(p, mul(r, r), add(r, set1(1.0f)));  // e^r = 1 + r + r^2 p(r)
   return scale_pow2(p, n);
 }
+
+// silu(x) = x * sigmoid(x) = x / (1 + exp(-x)), with exp above and a true divide (as
+// ggml's ggml_v_silu sits beside its exp): SiLU's forward everywhere it runs, so the
+// tape's op and the fused inference passes give the same bits.
+inline Vec silu(Vec x) { return div(x, add(set1(1.0f), exp(sub(zero(), x)))); }
 
 }  // namespace simd
 }  // namespace ddpm

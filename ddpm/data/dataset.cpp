@@ -3,16 +3,43 @@
 #include <sys/stat.h>
 
 #include "ddpm/core/check.h"
+#include "ddpm/data/cifar10.h"
+#include "ddpm/data/image_folder.h"
 #include "ddpm/data/mnist.h"
 
 namespace ddpm {
 
 void check_dataset_name(const std::string& name) {
-  DDPM_CHECK(name == "mnist" || name == "fashion", "unknown --dataset '" << name << "': use mnist or fashion");
+  DDPM_CHECK(name == "mnist" || name == "fashion" || name == "cifar10" || name == "folder",
+             "unknown --dataset '" << name << "': use mnist, fashion, cifar10 or folder");
 }
 
-Dataset load_dataset(const std::string& name, const std::string& dir) {
+void bytes_to_unit_range(float* out, const uint8_t* pixels, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = pixels[i] / 127.5f - 1.0f;  // [0, 255] -> [-1, 1]
+}
+
+// A dataset of fixed size refuses an image size or channel count other than its own:
+// they apply to folders only.
+static void check_fixed_size(const std::string& name, const DatasetOptions& options, int64_t size, int channels) {
+  DDPM_CHECK(options.image_size == 0 || options.image_size == size,
+             "--dataset " << name << " has " << size << "x" << size << " images; an image size of "
+                          << options.image_size << " applies to --dataset folder only");
+  DDPM_CHECK(options.channels == 0 || options.channels == channels,
+             "--dataset " << name << " has " << channels << "-channel images; " << options.channels
+                          << " channels apply to --dataset folder only");
+}
+
+Dataset load_dataset(const std::string& name, const std::string& dir, const DatasetOptions& options) {
   check_dataset_name(name);
+  if (name == "folder") {
+    DDPM_CHECK(!dir.empty(), "--dataset folder needs the folder of images: pass --data DIR");
+    return load_image_folder(dir, options.image_size, options.channels);
+  }
+  if (name == "cifar10") {
+    check_fixed_size(name, options, 32, 3);
+    return load_cifar10(dir.empty() ? "data/cifar10" : dir, "train");
+  }
+  check_fixed_size(name, options, 28, 1);
   std::string d = dir;
   if (d.empty()) {
     d = name == "mnist" ? "data/mnist" : kFashionMnistDir;

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "ddpm/core/check.h"
+#include "ddpm/data/dataset.h"
 #include "ddpm/io/file.h"
 
 namespace ddpm {
@@ -102,11 +103,6 @@ Tensor allocate_images(const IdxHeader& h, const std::string& source) {
   }
 }
 
-// [0, 255] -> [-1, 1] (Ho et al. 2020, Sec. 3.3).
-void pixels_to_float(float* x, const uint8_t* pixels, size_t n) {
-  for (size_t i = 0; i < n; i++) x[i] = pixels[i] / 127.5f - 1.0f;
-}
-
 // Reads an IDX file: the header first, checked (against the file's real size for a plain
 // file, against kIdxMaxDataBytes always) before `allocate` is called with it; then exactly
 // the data it announces, passed to take(bytes, n, offset in the data) in pieces. A ".gz"
@@ -163,7 +159,7 @@ void read_idx(const std::string& path, uint32_t want_ndims, const char* what,
 Tensor parse_idx_images(const uint8_t* bytes, size_t size, const std::string& source) {
   const IdxHeader h = idx_header(bytes, size, size, source, 3, "IDX images");
   Tensor images = allocate_images(h, source);  // [N, 1, H, W]
-  pixels_to_float(images.data(), bytes + h.header_bytes, static_cast<size_t>(h.data_bytes));
+  bytes_to_unit_range(images.data(), bytes + h.header_bytes, static_cast<size_t>(h.data_bytes));
   return images;
 }
 
@@ -176,7 +172,7 @@ Tensor read_idx_images(const std::string& path) {
   Tensor images;
   read_idx(
       path, 3, "IDX images", [&](const IdxHeader& h) { images = allocate_images(h, path); },
-      [&](const uint8_t* p, size_t n, uint64_t offset) { pixels_to_float(images.data() + offset, p, n); });
+      [&](const uint8_t* p, size_t n, uint64_t offset) { bytes_to_unit_range(images.data() + offset, p, n); });
   return images;
 }
 

@@ -174,99 +174,103 @@ using ReadAt = std::function<void(uint64_t offset, uint8_t* out, size_t n)>;
 // the 8-byte length, then the header it names (both checked against the cap and the
 // size first), then every entry checked against the data buffer, and only then each
 // tensor's own bytes, read into the tensor allocated for them.
-static SafeTensors read_safetensors(uint64_t size, const ReadAt& read_at, const std::string& source) {
-  const char* redo = "; the file is truncated or corrupt: re-download it or re-save it";
+static const char* const kRedo = "; the file is truncated or corrupt: re-download it or re-save it";
+
+// The 8-byte header length and the JSON header it announces, each checked against its bound
+// and the file's size before it is read.
+struct Header {
+  uint64_t length = 0;  // of the JSON text; the data buffer starts at 8 + length
+  JsonValue root;
+};
+static Header read_header(uint64_t size, const ReadAt& read_at, const std::string& source) {
   ST_CHECK(size >= 8, "file is " << size << " bytes, shorter than the 8-byte header length: truncated at byte "
                                  << size << " or not a safetensors file");
   uint8_t length_bytes[8];
   read_at(0, length_bytes, 8);
-  uint64_t header_len = 0;
-  for (int k = 0; k < 8; k++) header_len |= static_cast<uint64_t>(length_bytes[k]) << (8 * k);
-  ST_CHECK(header_len <= kSafetensorsMaxHeader,
-           "header length " << header_len << " exceeds the 100 MB cap: not a safetensors file, or corrupt");
-  ST_CHECK(header_len <= size - 8, "header length " << header_len << " runs past the end of the " << size
-                                                    << "-byte file: truncated at byte " << size << " (need at least "
-                                                    << 8 + header_len << ")" << redo);
-  std::string header(static_cast<size_t>(header_len), '\0');
-  read_at(8, reinterpret_cast<uint8_t*>(&header[0]), header.size());
-  ST_CHECK(header_len >= 2 && header[0] == '{', "header does not start with '{': not a safetensors file");
-  const uint64_t data_start = 8 + header_len;
-  const uint64_t data_size = size - data_start;
+  Header h;
+  for (int k = 0; k < 8; k++) h.length |= static_cast<uint64_t>(length_bytes[k]) << (8 * k);
+  ST_CHECK(h.length <= kSafetensorsMaxHeader,
+           "header length " << h.length << " exceeds the 100 MB cap: not a safetensors file, or corrupt");
+  ST_CHECK(h.length <= size - 8, "header length " << h.length << " runs past the end of the " << size
+                                                  << "-byte file: truncated at byte " << size << " (need at least "
+                                                  << 8 + h.length << ")" << kRedo);
+  std::string text(static_cast<size_t>(h.length), '\0');
+  read_at(8, reinterpret_cast<uint8_t*>(&text[0]), text.size());
+  ST_CHECK(h.length >= 2 && text[0] == '{', "header does not start with '{': not a safetensors file");
+  h.root = parse_json(text.data(), text.size(), "safetensors '" + source + "' header", 8);
+  ST_CHECK(h.root.kind == JsonValue::Object, "header is a JSON " << json_kind_name(h.root.kind) << ", not an object");
+  return h;
+}
 
-  JsonValue root = parse_json(header.data(), header.size(), "safetensors '" + source + "' header", 8);
-  ST_CHECK(root.kind == JsonValue::Object, "header is a JSON " << json_kind_name(root.kind) << ", not an object");
-
-  SafeTensors out;
-  out.source = source;
-  std::vector<Entry> entries;
-  for (const auto& member : root.members) {
-    const std::string& name = member.first;
-    const JsonValue& v = member.second;
-    if (name == "__metadata__") {
-      ST_CHECK(v.kind == JsonValue::Object,
-               "\"__metadata__\" is a JSON " << json_kind_name(v.kind) << ", must be an object of strings");
-      for (const auto& kv : v.members) {
-        ST_CHECK(kv.second.kind == JsonValue::String, "\"__metadata__\" field \"" << kv.first << "\" is a JSON "
-                                                          << json_kind_name(kv.second.kind)
-                                                          << ", must be a string");
-        out.metadata[kv.first] = kv.second.text;
-      }
-      continue;
-    }
-    ST_CHECK(v.kind == JsonValue::Object, "tensor '" << name << "': entry is a JSON " << json_kind_name(v.kind)
-                                                     << ", expected {\"dtype\", \"shape\", \"data_offsets\"}");
-    const JsonValue* dtype = v.find("dtype");
-    const JsonValue* shape = v.find("shape");
-    const JsonValue* offsets = v.find("data_offsets");
-    ST_CHECK(dtype && shape && offsets, "tensor '" << name << "': missing field \""
-                                                   << (!dtype ? "dtype" : !shape ? "shape" : "data_offsets") << "\"");
-    ST_CHECK(dtype->kind == JsonValue::String, "tensor '" << name << "': \"dtype\" is not a string");
-    Entry e{name, nullptr, {}, 0, 0};
-    for (const DtypeInfo& d : kDtypes)
-      if (dtype->text == d.name) e.dtype = &d;
-    ST_CHECK(e.dtype, "tensor '" << name << "': unknown dtype \"" << dtype->text << "\"");
-    ST_CHECK(e.dtype->readable, "tensor '" << name << "': dtype " << e.dtype->name << " is not supported (ddpm reads "
-                                           << kReadable << "); convert the tensor to F32");
-
-    ST_CHECK(shape->kind == JsonValue::Array, "tensor '" << name << "': \"shape\" is not an array");
-    ST_CHECK(shape->items.size() <= 4, "tensor '" << name << "': shape has " << shape->items.size()
-                                                  << " dimensions; ddpm tensors have at most 4");
-    for (const JsonValue& dim : shape->items) {
-      uint64_t d;
-      ST_CHECK(json_to_uint64(dim, &d), "tensor '" << name << "': shape entry "
-                                                   << (dim.kind == JsonValue::Number ? dim.text : json_kind_name(dim.kind))
-                                                   << " is not a non-negative integer");
-      ST_CHECK(d <= (uint64_t(1) << 40), "tensor '" << name << "': shape dimension " << d << " is too large");
-      e.shape.push_back(static_cast<int64_t>(d));
-    }
-    // The element count. Products beyond the data buffer are errors anyway, so
-    // saturating there avoids overflow (a zero dimension still makes it 0).
-    uint64_t count = 1;
-    bool too_big = false;
-    for (int64_t d : e.shape) {
-      if (d == 0) { count = 0, too_big = false; break; }
-      if (count > data_size / static_cast<uint64_t>(d)) too_big = true;
-      else count *= static_cast<uint64_t>(d);
-    }
-
-    ST_CHECK(offsets->kind == JsonValue::Array && offsets->items.size() == 2 &&
-                 json_to_uint64(offsets->items[0], &e.begin) && json_to_uint64(offsets->items[1], &e.end),
-             "tensor '" << name << "': \"data_offsets\" must be [begin, end] with non-negative integers");
-    ST_CHECK(e.begin <= e.end, "tensor '" << name << "': data_offsets [" << e.begin << ", " << e.end
-                                          << "] end before they begin");
-    ST_CHECK(e.end <= data_size, "tensor '" << name << "': data_offsets [" << e.begin << ", " << e.end
-                                            << "] run past the " << data_size << "-byte data buffer: truncated at byte "
-                                            << size << " (need " << 8 + header_len + e.end << ")" << redo);
-    uint64_t bytes_len = e.end - e.begin;
-    ST_CHECK(!too_big && count * e.dtype->size == bytes_len,
-             "tensor '" << name << "': shape " << to_string(e.shape) << " of " << e.dtype->name << " needs "
-                        << (too_big ? std::string("more") : std::to_string(count * e.dtype->size))
-                        << " bytes, but data_offsets [" << e.begin << ", " << e.end << "] hold " << bytes_len);
-    entries.push_back(std::move(e));
+// "__metadata__": an object of strings.
+static void read_metadata(const JsonValue& v, std::map<std::string, std::string>& out, const std::string& source) {
+  ST_CHECK(v.kind == JsonValue::Object,
+           "\"__metadata__\" is a JSON " << json_kind_name(v.kind) << ", must be an object of strings");
+  for (const auto& kv : v.members) {
+    ST_CHECK(kv.second.kind == JsonValue::String, "\"__metadata__\" field \"" << kv.first << "\" is a JSON "
+                                                      << json_kind_name(kv.second.kind) << ", must be a string");
+    out[kv.first] = kv.second.text;
   }
+}
 
-  // The tensors must tile the data buffer: sorted by offset, each begins where the
-  // previous one ended, and the last ends at the end of the file.
+// One tensor's entry {dtype, shape, data_offsets}: a known readable dtype, at most 4
+// dimensions, offsets inside the data buffer of `data_size` bytes holding exactly the shape.
+static Entry read_entry(const std::string& name, const JsonValue& v, uint64_t size, uint64_t data_size,
+                        const std::string& source) {
+  ST_CHECK(v.kind == JsonValue::Object, "tensor '" << name << "': entry is a JSON " << json_kind_name(v.kind)
+                                                   << ", expected {\"dtype\", \"shape\", \"data_offsets\"}");
+  const JsonValue* dtype = v.find("dtype");
+  const JsonValue* shape = v.find("shape");
+  const JsonValue* offsets = v.find("data_offsets");
+  ST_CHECK(dtype && shape && offsets, "tensor '" << name << "': missing field \""
+                                                 << (!dtype ? "dtype" : !shape ? "shape" : "data_offsets") << "\"");
+  ST_CHECK(dtype->kind == JsonValue::String, "tensor '" << name << "': \"dtype\" is not a string");
+  Entry e{name, nullptr, {}, 0, 0};
+  for (const DtypeInfo& d : kDtypes)
+    if (dtype->text == d.name) e.dtype = &d;
+  ST_CHECK(e.dtype, "tensor '" << name << "': unknown dtype \"" << dtype->text << "\"");
+  ST_CHECK(e.dtype->readable, "tensor '" << name << "': dtype " << e.dtype->name << " is not supported (ddpm reads "
+                                         << kReadable << "); convert the tensor to F32");
+  ST_CHECK(shape->kind == JsonValue::Array, "tensor '" << name << "': \"shape\" is not an array");
+  ST_CHECK(shape->items.size() <= 4, "tensor '" << name << "': shape has " << shape->items.size()
+                                                << " dimensions; ddpm tensors have at most 4");
+  for (const JsonValue& dim : shape->items) {
+    uint64_t d;
+    ST_CHECK(json_to_uint64(dim, &d), "tensor '" << name << "': shape entry "
+                                                 << (dim.kind == JsonValue::Number ? dim.text : json_kind_name(dim.kind))
+                                                 << " is not a non-negative integer");
+    ST_CHECK(d <= (uint64_t(1) << 40), "tensor '" << name << "': shape dimension " << d << " is too large");
+    e.shape.push_back(static_cast<int64_t>(d));
+  }
+  // The element count. Products beyond the data buffer are errors anyway, so saturating
+  // there avoids overflow (a zero dimension still makes it 0).
+  uint64_t count = 1;
+  bool too_big = false;
+  for (int64_t d : e.shape) {
+    if (d == 0) { count = 0, too_big = false; break; }
+    if (count > data_size / static_cast<uint64_t>(d)) too_big = true;
+    else count *= static_cast<uint64_t>(d);
+  }
+  ST_CHECK(offsets->kind == JsonValue::Array && offsets->items.size() == 2 &&
+               json_to_uint64(offsets->items[0], &e.begin) && json_to_uint64(offsets->items[1], &e.end),
+           "tensor '" << name << "': \"data_offsets\" must be [begin, end] with non-negative integers");
+  ST_CHECK(e.begin <= e.end, "tensor '" << name << "': data_offsets [" << e.begin << ", " << e.end
+                                        << "] end before they begin");
+  ST_CHECK(e.end <= data_size, "tensor '" << name << "': data_offsets [" << e.begin << ", " << e.end
+                                          << "] run past the " << data_size << "-byte data buffer: truncated at byte "
+                                          << size << " (need " << size - data_size + e.end << ")" << kRedo);
+  const uint64_t bytes_len = e.end - e.begin;
+  ST_CHECK(!too_big && count * e.dtype->size == bytes_len,
+           "tensor '" << name << "': shape " << to_string(e.shape) << " of " << e.dtype->name << " needs "
+                      << (too_big ? std::string("more") : std::to_string(count * e.dtype->size))
+                      << " bytes, but data_offsets [" << e.begin << ", " << e.end << "] hold " << bytes_len);
+  return e;
+}
+
+// The entries' order by offset, checked to tile the data buffer: sorted by offset, each
+// begins where the previous one ended, and the last ends at the end of the file.
+static std::vector<size_t> check_tiling(const std::vector<Entry>& entries, uint64_t data_start, uint64_t data_size,
+                                        const std::string& source) {
   std::vector<size_t> order(entries.size());
   for (size_t i = 0; i < order.size(); i++) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
@@ -278,38 +282,53 @@ static SafeTensors read_safetensors(uint64_t size, const ReadAt& read_at, const 
     const Entry& e = entries[i];
     ST_CHECK(e.begin >= covered, "tensor '" << e.name << "' data_offsets [" << e.begin << ", " << e.end
                                             << "] overlap tensor '" << previous->name << "' [" << previous->begin
-                                            << ", " << previous->end << "]" << redo);
+                                            << ", " << previous->end << "]" << kRedo);
     ST_CHECK(e.begin == covered, "gap: bytes [" << covered << ", " << e.begin << ") of the data buffer before tensor '"
-                                                << e.name << "' belong to no tensor" << redo);
+                                                << e.name << "' belong to no tensor" << kRedo);
     covered = e.end;
     previous = &e;
   }
   ST_CHECK(covered == data_size, "gap: the last " << data_size - covered << " bytes of the data buffer (from byte "
-                                                  << 8 + header_len + covered << ") belong to no tensor" << redo);
+                                                  << data_start + covered << ") belong to no tensor" << kRedo);
+  return order;
+}
 
-  // Everything is consistent and inside the file: now allocate, read and convert, one
-  // tensor at a time.
-  for (size_t i : order) {
-    const Entry& e = entries[i];
-    const size_t bytes_len = static_cast<size_t>(e.end - e.begin);
-    const bool as_is = std::strcmp(e.dtype->name, "F32") == 0;
-    Tensor t;
-    std::vector<uint8_t> raw;
-    try {
-      t = Tensor(e.shape);  // ddpm::Error when memory runs out
-      if (!as_is) raw.resize(bytes_len);
-    } catch (const std::exception& error) {  // that, or std::bad_alloc: say which file and tensor
-      ST_FAIL("tensor '" << e.name << "' " << to_string(e.shape) << " of " << e.dtype->name << " (" << bytes_len
-                         << " bytes in the file) does not fit in memory: " << error.what());
-    }
-    if (as_is) {
-      read_at(data_start + e.begin, reinterpret_cast<uint8_t*>(t.data()), bytes_len);
-    } else {
-      read_at(data_start + e.begin, raw.data(), bytes_len);
-      convert_to_float(t.data(), raw.data(), t.numel(), e.dtype->name);
-    }
-    out.tensors.emplace_back(e.name, std::move(t));
+// One checked entry's tensor: allocated, read and converted to float.
+static Tensor read_tensor(const Entry& e, uint64_t data_start, const ReadAt& read_at, const std::string& source) {
+  const size_t bytes_len = static_cast<size_t>(e.end - e.begin);
+  const bool as_is = std::strcmp(e.dtype->name, "F32") == 0;
+  Tensor t;
+  std::vector<uint8_t> raw;
+  try {
+    t = Tensor(e.shape);  // ddpm::Error when memory runs out
+    if (!as_is) raw.resize(bytes_len);
+  } catch (const std::exception& error) {  // that, or std::bad_alloc: say which file and tensor
+    ST_FAIL("tensor '" << e.name << "' " << to_string(e.shape) << " of " << e.dtype->name << " (" << bytes_len
+                       << " bytes in the file) does not fit in memory: " << error.what());
   }
+  if (as_is) {
+    read_at(data_start + e.begin, reinterpret_cast<uint8_t*>(t.data()), bytes_len);
+  } else {
+    read_at(data_start + e.begin, raw.data(), bytes_len);
+    convert_to_float(t.data(), raw.data(), t.numel(), e.dtype->name);
+  }
+  return t;
+}
+
+// The header first, then every entry checked against the file, then the tensors, one at a
+// time: nothing is allocated from a size before the size is checked.
+static SafeTensors read_safetensors(uint64_t size, const ReadAt& read_at, const std::string& source) {
+  const Header header = read_header(size, read_at, source);
+  const uint64_t data_start = 8 + header.length, data_size = size - data_start;
+  SafeTensors out;
+  out.source = source;
+  std::vector<Entry> entries;
+  for (const auto& member : header.root.members) {
+    if (member.first == "__metadata__") read_metadata(member.second, out.metadata, source);
+    else entries.push_back(read_entry(member.first, member.second, size, data_size, source));
+  }
+  for (size_t i : check_tiling(entries, data_start, data_size, source))
+    out.tensors.emplace_back(entries[i].name, read_tensor(entries[i], data_start, read_at, source));
   return out;
 }
 

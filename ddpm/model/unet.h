@@ -69,6 +69,7 @@ class UNet {
   const UNetConfig& config() const { return config_; }
 
  private:
+  friend class UNetInference;  // copies the weights for the tape-free pass (unet_inference.h)
   struct Level {
     std::vector<ResBlock> blocks;
     std::vector<AttnBlock> attns;  // empty, or one per block

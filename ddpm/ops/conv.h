@@ -59,4 +59,97 @@ int64_t conv2d_images_per_block(const Conv2dSize& s);
 // bias may be a null Var.
 Var conv2d(Tape& tape, const Var& x, const Var& weight, const Var& bias, int64_t stride, int64_t pad);
 
+// ---------------------------------------------------------------------------
+// Inference: a direct convolution of one image that saves nothing for backward, reads
+// its input from tap planes (below) and fuses what the tape keeps apart:
+//   out[o, p] = residual[o, p] + ((acc[o, p] + bias[o]) + temb[o])
+//   acc[o, p] = sum over c, then taps (i, j) in order, of weight[o, c, i, j] * in[c][i * row_step + j * col_step + p]
+// with temb and residual optional (the ResBlock's time-embedding add and skip add).
+// Each acc is one FMA chain in the forward pass's k = (c, i, j) order starting at 0,
+// and the bias, temb and residual adds are the ones conv2d, add and add do in that
+// order, so the values are bit-identical to conv2d (then add(h, temb), add(skip, h)).
+// No packing of the image: the 3x3 taps are read straight from the planes, with
+// vectors along the output positions p = oy*OW + ox, in blocks of kConvMR output
+// channels (their weights pre-packed once: conv2d_pack_weights).
+//
+// Tap planes: what the kernel reads for input channel c, a block of
+// ConvPlanes::channel_floats() floats at in[c]. Output position p reads tap (i, j) at
+//   in[c][i * row_step + j * col_step + p]
+// and every value that falls into the zero padding is a stored 0:
+//   1x1, stride 1, pad 0   the image itself ([H, W], row_step = col_step = 0): no copy.
+//   3x3, stride 1, pad 1   3 planes of (H + 2) rows of W, one per column tap j:
+//                          plane_j[(y + 1) * W + x] = in[y, x + j - 1] (0 outside the image),
+//                          rows -1 and H zero; row_step = W, col_step = plane_floats.
+//                          (Each column shift is its own plane, so rows need no junk
+//                          columns, unlike ImplicitConv's padded grid.)
+//   3x3, stride 2, pad 1   9 planes of OH * OW, one per tap (an im2col):
+//                          plane_(i, j)[oy * OW + ox] = in[2 oy + i - 1, 2 ox + j - 1];
+//                          row_step = 3 * plane_floats, col_step = plane_floats.
+// Every plane has kConvSlack floats of slack past its end: the last vector of a row of
+// positions reads up to a vector past P. A 1x1 input needs the same slack after its
+// last channel (the kernel only stores the positions < P).
+struct ConvPlanes {
+  int64_t C, H, W, K, stride, pad;  // the input image and the convolution
+  int64_t OH, OW;
+  int64_t planes = 1;        // per channel: 1, 3 or 9
+  int64_t plane_floats = 0;  // floats per plane, slack included
+  int64_t row_step = 0, col_step = 0;
+  int64_t P() const { return OH * OW; }
+  int64_t channel_floats() const { return planes * plane_floats; }
+};
+constexpr int64_t kConvSlack = 32;
+// Checks that (K, stride, pad) is one of the three above.
+ConvPlanes conv2d_planes(int64_t C, int64_t H, int64_t W, int64_t K, int64_t stride, int64_t pad);
+// One channel's planes (dst, channel_floats() floats) from its [H, W] image; not for 1x1.
+void conv2d_write_planes(float* dst, const float* image, const ConvPlanes& p);
+// The same from an [H/2, W/2] image, upsampled x2 nearest on the way (the U-Net's
+// Upsample: upsample_nearest2x then conv2d): the upsampled image is never stored.
+void conv2d_write_planes_upsampled(float* dst, const float* image, const ConvPlanes& p);
+// A stride-1 3x3 input's plane 1 holds the image itself as [H, W] (rows 0..H-1), at
+// conv2d_center_plane; plane 0 holds it one float later, plane 2 one float earlier. A
+// producer may store each value three times there (conv2d_center_plane - plane_floats + 1,
+// center, center + plane_floats - 1) and then zero what falls outside the image
+// (conv2d_zero_planes_border: column -1 of plane 0, column W of plane 2, rows -1 and H).
+float* conv2d_center_plane(float* dst, const ConvPlanes& p);
+void conv2d_zero_planes_border(float* dst, const ConvPlanes& p);
+// The plain twin: writes every tap of every output position from the formulas above
+// (positions outside the image read 0), which covers every stored float but the slack.
+void conv2d_write_planes_ref(float* dst, const float* image, const ConvPlanes& p, bool upsampled);
+
+// weight [OC, CKK] (CKK = C*K*K) packed for the kernel, OC * CKK floats: row panels of
+// kConvMR output channels (the last rows in panels of 4, 2, 1), each stored [CKK, rows], so
+// one panel's weights for one k are consecutive floats. The kernel broadcasts them against
+// vectors of positions; for the last few positions of an image (fewer than a vector: 7x7
+// is 3 vectors + 1) it loads them as a vector of channels instead.
+extern const int kConvMR;
+void conv2d_pack_weights(float* packed, const float* weight, int64_t OC, int64_t CKK);
+
+struct ConvEpilogue {
+  const float* temb = nullptr;      // [OC], or null
+  const float* residual = nullptr;  // [OC, P], or null (may be out itself: in place)
+};
+// out [OC, P]; in: C channel pointers to tap planes (or the image, for 1x1). One thread:
+// the U-Net's inference pass runs images in parallel, each on one thread.
+void conv2d_planes_forward(float* out, const float* const* in, const ConvPlanes& p, const float* packed_weight,
+                           const float* bias, int64_t OC, const ConvEpilogue& e = {});
+// The U-Net's Upsample, conv3x3(upsample_nearest2x(x)), in 2.25x fewer multiplies: output
+// pixel (2y + a, 2x + b) sees x only at rows y - 1 + a + u and columns x - 1 + b + v,
+// u, v in {0, 1}, so each of the four phases (a, b) is a 2x2 convolution of x itself with
+// summed weights (Shi et al. 2016's sub-pixel view; a = 0: row tap i = 0 alone, then
+// i = 1 and 2 together; a = 1: i = 0 and 1, then i = 2; likewise the columns):
+//   out[o, 2y + a, 2x + b] = bias[o] + sum over c, u, v of We_ab[o, c, u, v] x[c, y - 1 + a + u, x - 1 + b + v]
+// 4 C multiply-adds per output pixel instead of 9 C. The summed weights (in double,
+// rounded once) and the shorter chains round differently from conv2d on the upsampled
+// image: within float rounding of either, not bit for bit (its oracle is conv2d_forward_ref
+// on upsample_nearest2x(x), tests/ops/test_conv.cpp). in: the stride-1 3x3 planes of
+// x [C, H, W] (conv2d_planes(C, H, W, 3, 1, 1)); out [OC, 2H, 2W]. Weights:
+// conv2d_pack_upsampled_weights, 16 * OC * C floats.
+void conv2d_pack_upsampled_weights(float* packed, const float* weight, int64_t OC, int64_t C);
+void conv2d_upsampled_forward(float* out, const float* const* in, const ConvPlanes& p, const float* packed_weight,
+                              const float* bias, int64_t OC);
+
+// Plain loops in double from the unpacked weight [OC, C*K*K]: the oracle.
+void conv2d_planes_forward_ref(float* out, const float* const* in, const ConvPlanes& p, const float* weight,
+                               const float* bias, int64_t OC, const ConvEpilogue& e = {});
+
 }  // namespace ddpm

@@ -15,6 +15,9 @@ namespace ddpm {
 
 // Kernels. Backward adds into its gradient outputs.
 void silu_forward(float* out, const float* x, int64_t n);
+// The same on the calling thread (silu_forward shares n out to the pool; the values are
+// the same either way, element by element).
+void silu_forward_serial(float* out, const float* x, int64_t n);
 void silu_backward(float* dx, const float* dout, const float* x, int64_t n);
 // The twin in double; the forward one for T = float and T = double.
 template <typename T>

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ddpm/core/check.h"
+#include "ddpm/ops/conv.h"
 #include "ddpm/ops/elementwise.h"
 #include "ddpm/core/parallel.h"
 #include "ddpm/core/profile.h"
@@ -77,45 +78,60 @@ void sums_dout(const float* dout, const float* x, int64_t n, float mean, double*
   *sum_dx = sdx;
 }
 
-// out = (x - mean) * rstd * gamma + beta over one group's Cg channels of HW values.
+// y = (x - mean) * (rstd * gamma) + beta for the vector at xc + p of a channel, its first n lanes.
+simd::Vec normalize_vec(const float* xc, int64_t p, int n, simd::Vec vm, simd::Vec vscale, simd::Vec vshift) {
+  using namespace simd;
+  const Vec x = n == kLanes ? load(xc + p) : load_first(xc + p, n);
+  return mul_add(sub(x, vm), vscale, vshift);
+}
+
+// out = (x - mean) * rstd * gamma + beta over one group's Cg channels of HW values. The
+// tail is the same vector arithmetic on its first lanes (no separate scalar expression,
+// whose rounding would hang on the compiler contracting it into an FMA).
 void normalize_group(float* out, const float* x, float m, float r, const float* gamma, const float* beta, int64_t Cg,
                      int64_t HW) {
   using namespace simd;
   for (int64_t c = 0; c < Cg; c++) {
-    const float scale = r * gamma[c], shift = beta[c];
     const float* xc = x + c * HW;
     float* oc = out + c * HW;
-    const Vec vm = set1(m), vscale = set1(scale), vshift = set1(shift);
-    int64_t p = 0;
-    for (; p + kLanes <= HW; p += kLanes) store(oc + p, mul_add(sub(load(xc + p), vm), vscale, vshift));
-    for (; p < HW; p++) oc[p] = (xc[p] - m) * scale + shift;  // tail
+    const Vec vm = set1(m), vscale = set1(r * gamma[c]), vshift = set1(beta[c]);
+    for (int64_t p = 0; p < HW; p += kLanes) {
+      const int n = static_cast<int>(std::min<int64_t>(kLanes, HW - p));
+      const Vec y = normalize_vec(xc, p, n, vm, vscale, vshift);
+      if (n == kLanes)
+        store(oc + p, y);
+      else
+        store_first(oc + p, y, n);  // tail
+    }
   }
+}
+
+// The statistics of one group's M values xg.
+// mean = (1/M) sum x;  var = (1/M) sum (x - mean)^2   (two passes)
+// Pass 1 gives a first mean m0. Pass 2 sums d = x - m0, small numbers whatever
+// the mean, so float lanes lose little:
+//   mean = m0 + (sum d) / M,   M var = sum d^2 - (sum d)^2 / M   (exact for any m0)
+void group_stats(const float* xg, int64_t M, float eps, float* mean, float* rstd) {
+  double s, unused;
+  sums_shifted(xg, M, 0.0f, &s, &unused);
+  const float m0 = M > 0 ? static_cast<float>(s / M) : 0.0f;
+  double sd, ss;
+  sums_shifted(xg, M, m0, &sd, &ss);
+  const double var = M > 0 ? std::max(0.0, (ss - sd * sd / M) / M) : 0.0;
+  *mean = M > 0 ? static_cast<float>(m0 + sd / M) : 0.0f;
+  *rstd = static_cast<float>(1.0 / std::sqrt(var + eps));  // rstd = 1 / sqrt(var + eps)
 }
 
 }  // namespace
 
 void group_norm_forward(float* out, float* mean, float* rstd, const float* x, const float* gamma, const float* beta,
                         int64_t N, int64_t C, int64_t HW, int64_t G, float eps) {
-  using namespace simd;
   const int64_t Cg = C / G, M = Cg * HW;
   parallel_for(N * G, [&](int64_t ng0, int64_t ng1) {
     for (int64_t ng = ng0; ng < ng1; ng++) {
       const int64_t g = ng % G;
-      const float* xg = x + ng * M;
-      float* outg = out + ng * M;
-      // mean = (1/M) sum x;  var = (1/M) sum (x - mean)^2   (two passes)
-      // Pass 1 gives a first mean m0. Pass 2 sums d = x - m0, small numbers whatever
-      // the mean, so float lanes lose little:
-      //   mean = m0 + (sum d) / M,   M var = sum d^2 - (sum d)^2 / M   (exact for any m0)
-      double s, unused;
-      sums_shifted(xg, M, 0.0f, &s, &unused);
-      const float m0 = M > 0 ? static_cast<float>(s / M) : 0.0f;
-      double sd, ss;
-      sums_shifted(xg, M, m0, &sd, &ss);
-      const double var = M > 0 ? std::max(0.0, (ss - sd * sd / M) / M) : 0.0;
-      mean[ng] = M > 0 ? static_cast<float>(m0 + sd / M) : 0.0f;
-      rstd[ng] = static_cast<float>(1.0 / std::sqrt(var + eps));  // rstd = 1 / sqrt(var + eps)
-      normalize_group(outg, xg, mean[ng], rstd[ng], gamma + g * Cg, beta + g * Cg, Cg, HW);
+      group_stats(x + ng * M, M, eps, &mean[ng], &rstd[ng]);
+      normalize_group(out + ng * M, x + ng * M, mean[ng], rstd[ng], gamma + g * Cg, beta + g * Cg, Cg, HW);
     }
   });
 }
@@ -271,6 +287,61 @@ void group_norm_silu_backward(float* dx, float* dgamma, float* dbeta, const floa
   });
   silu_backward(dy.data(), dout, y.data(), n);  // dy = dout * silu'(y)   (out = silu(y))
   group_norm_backward(dx, dgamma, dbeta, dy.data(), x, mean, rstd, gamma, N, C, HW, G);
+}
+
+void group_norm_silu_planes_forward(float* planes, float* mean, float* rstd, const float* x, const float* gamma,
+                                    const float* beta, int64_t N, int64_t C, int64_t HW, int64_t G, float eps,
+                                    const ConvPlanes& p, const float* x_tail, int64_t C_head) {
+  const int64_t Cg = C / G, M = Cg * HW, image = C * p.channel_floats();
+  if (!x_tail) C_head = C;
+  DDPM_CHECK(p.planes == 3 && p.C == C && p.H * p.W == HW,
+             "group_norm_silu_planes_forward: wants the planes of a stride-1 3x3 convolution of [" << C << ", " << HW
+                                                                                                 << "] values");
+  DDPM_CHECK(C_head >= 0 && C_head <= C, "group_norm_silu_planes_forward: C_head " << C_head << " not in 0.." << C);
+  // Channel c of image n (concat_channels(x, x_tail)'s layout, without the copy).
+  auto channel = [&](int64_t n, int64_t c) {
+    return c < C_head ? x + (n * C_head + c) * HW : x_tail + (n * (C - C_head) + c - C_head) * HW;
+  };
+  parallel_for(N * G, [&](int64_t ng0, int64_t ng1) {
+    std::vector<float> gathered;  // scratch: a group across the seam, in concat's order
+    for (int64_t ng = ng0; ng < ng1; ng++) {
+      const int64_t n = ng / G, g = ng % G, c0 = g * Cg;
+      const float* xg = channel(n, c0);
+      if (c0 < C_head && c0 + Cg > C_head) {
+        gathered.resize(M);
+        for (int64_t c = c0; c < c0 + Cg; c++) std::copy(channel(n, c), channel(n, c) + HW, gathered.data() + (c - c0) * HW);
+        xg = gathered.data();
+      }
+      group_stats(xg, M, eps, &mean[ng], &rstd[ng]);
+      for (int64_t c = c0; c < c0 + Cg; c++) {
+        // y = xhat * gamma + beta, then silu(y), one vector at a time: group_norm_silu_forward's
+        // arithmetic (normalize_group's, then silu_forward's), stored into the three planes
+        // at once, each shifted by its column tap (conv.h):
+        //   plane_0[W + 1 + m] = plane_1[W + m] = plane_2[W - 1 + m] = silu(y[m])
+        // then the zero column of planes 0 and 2 and the zero rows.
+        using namespace simd;
+        const float* xc = channel(n, c);
+        float* d1 = conv2d_center_plane(planes + n * image + c * p.channel_floats(), p);
+        float* d0 = d1 - p.plane_floats + 1;
+        float* d2 = d1 + p.plane_floats - 1;
+        const Vec vm = set1(mean[ng]), vscale = set1(rstd[ng] * gamma[c]), vshift = set1(beta[c]);
+        for (int64_t q = 0; q < HW; q += kLanes) {
+          const int n_lanes = static_cast<int>(std::min<int64_t>(kLanes, HW - q));
+          const Vec s = simd::silu(normalize_vec(xc, q, n_lanes, vm, vscale, vshift));
+          if (n_lanes == kLanes) {
+            store(d0 + q, s);
+            store(d1 + q, s);
+            store(d2 + q, s);
+          } else {
+            store_first(d0 + q, s, n_lanes);
+            store_first(d1 + q, s, n_lanes);
+            store_first(d2 + q, s, n_lanes);
+          }
+        }
+        conv2d_zero_planes_border(planes + n * image + c * p.channel_floats(), p);
+      }
+    }
+  });
 }
 
 template <typename T>

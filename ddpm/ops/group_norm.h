@@ -21,6 +21,7 @@
 #pragma once
 
 #include "ddpm/core/tape.h"
+#include "ddpm/ops/conv.h"
 
 namespace ddpm {
 
@@ -65,5 +66,17 @@ void group_norm_silu_backward_ref(float* dx, float* dgamma, float* dbeta, const 
                                   int64_t N, int64_t C, int64_t HW, int64_t G);
 
 Var group_norm_silu(Tape& tape, const Var& x, const Var& gamma, const Var& beta, int64_t groups, float eps = 1e-5f);
+
+// Inference: GroupNorm then SiLU straight into the tap planes of the convolution that
+// reads it (ops/conv.h, ConvPlanes p of a [C, H, W] image, HW = H * W): the normalized
+// activation is never stored as a tensor. planes is [N, C, p.channel_floats()]; mean and
+// rstd [N, G] as above. The values are group_norm_silu_forward's, bit for bit (its
+// arithmetic, one vector at a time). The input may come in two parts, as the up path's
+// concat_channels(x, x_tail) without the copy: channels [0, C_head) from x ([N, C_head, HW])
+// and [C_head, C) from x_tail ([N, C - C_head, HW]); a group across the seam is gathered
+// first, so the statistics are summed in concat's order.
+void group_norm_silu_planes_forward(float* planes, float* mean, float* rstd, const float* x, const float* gamma,
+                                    const float* beta, int64_t N, int64_t C, int64_t HW, int64_t G, float eps,
+                                    const ConvPlanes& p, const float* x_tail = nullptr, int64_t C_head = -1);
 
 }  // namespace ddpm

@@ -35,14 +35,7 @@ TEST_CASE("cli: bad flags give clear errors") {
   Flags f("prog", "a test");
   f.add("--steps", &steps, "steps");
   f.add("--lr", &lr, "learning rate");
-  auto message = [&](std::vector<std::string> args) {
-    try {
-      f.parse(args);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
+  auto message = [&](const std::vector<std::string>& args) { return testing::error_of([&] { f.parse(args); }); };
   CHECK(message({"--stpes", "3"}).find("did you mean --steps") != std::string::npos);
   CHECK(message({"--steps", "3x"}).find("expects an integer") != std::string::npos);
   CHECK(message({"--steps", "99999999999999999999999"}).find("expects an integer") != std::string::npos);

@@ -22,18 +22,10 @@
 #include "tests/testing.h"
 
 using namespace ddpm;
+using ddpm::testing::error_of;
 using ddpm::testing::TempDir;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 bool exists(const std::string& path) {
   struct stat st;

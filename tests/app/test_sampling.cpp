@@ -2,62 +2,31 @@
 // the denoising-chain and forward-process figures. A minimal U-Net (8x8 images) with
 // perturbed weights stands in for a trained model; T is 10, so the file runs fast.
 #include <cmath>
+#include <functional>
 #include <map>
 #include <memory>
 
 #include "ddpm/core/check.h"
 #include "ddpm/core/parallel.h"
+#include "ddpm/app/checkpoint_model.h"
 #include "ddpm/app/figures.h"
 #include "ddpm/app/sampling.h"
 #include "ddpm/io/safetensors.h"
+#include "ddpm/model/unet_inference.h"
 #include "ddpm/extensions/prediction_targets.h"
 #include "ddpm/train/trainer.h"
 #include "tests/dist/thread_ranks.h"
+#include "tests/app/app_testing.h"
 #include "tests/temp_dir.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
+using testing::bit_equal;
 using testing::randn;
+using testing::save_minimal_checkpoint;
 using testing::TempDir;
 
 namespace {
-
-// Saves a minimal U-Net as a training checkpoint would: weights, EMA weights ("ema."
-// prefix, a different perturbation so the two are told apart) and the config metadata.
-// The zero-initialized layers are perturbed too, so eps_theta depends on x_t, t and labels.
-void save_minimal_checkpoint(const std::string& path, int64_t num_classes, int64_t T,
-                             const std::string& predict = "eps") {
-  UNetConfig c = unet_config("minimal");
-  c.num_classes = num_classes;
-  UNet net(c, 3);
-  Generator gen(17);
-  NamedTensors tensors, ema;
-  for (Parameter* p : net.parameters()) {
-    Tensor w = p->var->value.clone();
-    for (int64_t i = 0; i < w.numel(); i++) w[i] += 0.05f * gen.normal();
-    Tensor e = w.clone();
-    for (int64_t i = 0; i < e.numel(); i++) e[i] += 0.05f * gen.normal();
-    tensors.emplace_back(p->name, w);
-    ema.emplace_back("ema." + p->name, e);
-  }
-  tensors.insert(tensors.end(), ema.begin(), ema.end());
-  TrainConfig tc;
-  tc.model = "minimal";
-  tc.schedule = "linear";
-  tc.T = T;
-  tc.conditional = num_classes > 0;
-  tc.predict = parse_target(predict);
-  std::map<std::string, std::string> meta = c.to_metadata();
-  for (auto& kv : tc.to_metadata()) meta.insert(kv);
-  save_safetensors(path, tensors, meta);
-}
-
-bool bit_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape()) return false;
-  for (int64_t i = 0; i < a.numel(); i++)
-    if (!(a[i] == b[i])) return false;
-  return true;
-}
 
 // Image `i` of x [N, ...] equals image `j` of y [M, ...], bit for bit.
 bool image_equal(const Tensor& x, int64_t i, const Tensor& y, int64_t j) {
@@ -68,18 +37,19 @@ bool image_equal(const Tensor& x, int64_t i, const Tensor& y, int64_t j) {
   return true;
 }
 
-struct Loaded {
-  std::unique_ptr<UNet> model;
-  std::map<std::string, std::string> meta;
-  bool ema = false;
-  Schedule schedule;
-};
-
-Loaded load(const std::string& path, bool use_ema = true) {
-  Loaded l;
-  l.model = load_model(path, use_ema, &l.meta, &l.ema);
-  l.schedule = make_schedule(l.meta.at("train.schedule"), std::stoll(l.meta.at("train.T")));
-  return l;
+// Runs of 1, 3 and all n images per batch give the same images [n, 1, 8, 8] and the same K
+// chain entries, bit for bit. Returns the run of all n at once.
+SampleResult same_for_batches_1_3_and_all(const std::function<SampleResult(int64_t batch)>& run, int64_t n, size_t K) {
+  SampleResult all = run(n), one = run(1), three = run(3);
+  REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
+  CHECK(bit_equal(one.x0, all.x0));
+  CHECK(bit_equal(three.x0, all.x0));
+  REQUIRE((all.chain.size() == K && one.chain.size() == K && three.chain.size() == K));
+  for (size_t k = 0; k < K; k++) {
+    CHECK(bit_equal(one.chain[k], all.chain[k]));
+    CHECK(bit_equal(three.chain[k], all.chain[k]));
+  }
+  return all;
 }
 
 }  // namespace
@@ -97,7 +67,7 @@ TEST_CASE("sample: images from a checkpoint are bit-identical for batch sizes 1,
   TempDir dir;
   const std::string path = dir / "ckpt.safetensors";
   save_minimal_checkpoint(path, 0, 10);
-  Loaded l = load(path);
+  LoadedModel l = load_checkpoint_model(path, true);
   CHECK(l.ema);
   const Shape image{1, 8, 8};
   const int64_t n = 5;
@@ -108,20 +78,12 @@ TEST_CASE("sample: images from a checkpoint are bit-identical for batch sizes 1,
     o.sample.keep_t = {10, 5, 0};
     return sample_in_batches(ddpm_sampler(l.schedule, 4), eps, n, image, o);
   };
-  SampleResult all = run(n), one = run(1), three = run(3);
-  REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
-  CHECK(bit_equal(one.x0, all.x0));
-  CHECK(bit_equal(three.x0, all.x0));
-  REQUIRE(three.chain.size() == 3);
-  for (size_t k = 0; k < 3; k++) {
-    CHECK(bit_equal(one.chain[k], all.chain[k]));
-    CHECK(bit_equal(three.chain[k], all.chain[k]));
-  }
+  const SampleResult all = same_for_batches_1_3_and_all(run, n, 3);
   // The same images as one direct call of Algorithm 2.
   CHECK(bit_equal(sample(l.schedule, unet_model(*l.model, l.schedule), {n, 1, 8, 8}, 4).x0, all.x0));
   // The model matters (the perturbed net is not the zero predictor): the EMA and the raw
   // weights give different images, and so does another seed.
-  Loaded raw = load(path, false);
+  LoadedModel raw = load_checkpoint_model(path, false);
   CHECK_FALSE(raw.ema);
   BatchModelFn raw_eps = [&](int64_t, int64_t) { return unet_model(*raw.model, raw.schedule); };
   BatchedSampleOptions o;
@@ -134,8 +96,8 @@ TEST_CASE("sample: the DDIM sampler of ./sample equals ddim_sample, is batch ind
   TempDir dir;
   const std::string path = dir / "v.safetensors";
   save_minimal_checkpoint(path, 0, 10, "v");
-  Loaded l = load(path);
-  const PredictionTarget predict = prediction_target(l.meta);  // what ./sample reads
+  LoadedModel l = load_checkpoint_model(path, true);
+  const PredictionTarget predict = prediction_target(l.metadata);  // what ./sample reads
   REQUIRE(predict == PredictionTarget::v);
   const Shape image{1, 8, 8};
   const int64_t n = 5;
@@ -160,15 +122,7 @@ TEST_CASE("sample: the DDIM sampler of ./sample equals ddim_sample, is batch ind
     o.sample.keep_t = {10, tau[1], 0};
     return sample_in_batches(sampler, eps, n, image, o);
   };
-  SampleResult all = run(n), one = run(1), three = run(3);
-  REQUIRE(all.x0.shape() == Shape{n, 1, 8, 8});
-  CHECK(bit_equal(one.x0, all.x0));
-  CHECK(bit_equal(three.x0, all.x0));
-  REQUIRE(all.chain.size() == 3);
-  for (size_t k = 0; k < 3; k++) {
-    CHECK(bit_equal(one.chain[k], all.chain[k]));
-    CHECK(bit_equal(three.chain[k], all.chain[k]));
-  }
+  const SampleResult all = same_for_batches_1_3_and_all(run, n, 3);
   // One direct call of the library's DDIM on the converted model gives the same images.
   DdimOptions direct = ddim;
   direct.keep_t = {10, tau[1], 0};
@@ -191,7 +145,7 @@ TEST_CASE("sample: class labels follow the global image index across batches, an
   TempDir dir;
   const std::string path = dir / "cond.safetensors";
   save_minimal_checkpoint(path, 10, 10);
-  Loaded l = load(path);
+  LoadedModel l = load_checkpoint_model(path, true);
   REQUIRE(l.model->config().num_classes == 10);
   const Shape image{1, 8, 8};
   const std::vector<int64_t> labels = class_grid_labels(3, 2);  // rows of classes 0, 1, 2
@@ -228,7 +182,7 @@ TEST_CASE("sample: the chain has one entry per kept t, from x_T to x_0, and its 
   TempDir dir;
   const std::string path = dir / "ckpt.safetensors";
   save_minimal_checkpoint(path, 0, 12);
-  Loaded l = load(path);
+  LoadedModel l = load_checkpoint_model(path, true);
   const int64_t n = 7, rows = 4, K = 5;
   BatchModelFn eps = [&](int64_t, int64_t) { return unet_model(*l.model, l.schedule); };
   BatchedSampleOptions o;
@@ -272,7 +226,7 @@ TEST_CASE("sample: ranks (test threads for MPI's) share the images, and every ra
     const int64_t n = split[0], chain_n = split[2];
     const int R = static_cast<int>(split[1]);
     auto run = [&](Communicator* comm) {
-      Loaded l = load(path);  // each rank its own model, as each MPI process has
+      LoadedModel l = load_checkpoint_model(path, true);  // each rank its own model, as each MPI process has
       BatchedSampleOptions o;
       o.batch = 2;
       o.chain_n = chain_n;
@@ -327,10 +281,12 @@ TEST_CASE("sample: a missing or foreign checkpoint gives an error naming the fil
 
 TEST_CASE("sample: the shared sampler flags are checked, and a checkpoint's variance is chosen as documented") {
   auto parse = [](const std::vector<std::string>& args, SamplerChoice* choice) {
+    std::set<std::string> given;
     Flags flags("t", "");
+    flags.record_given(&given);
     add_sampler_flags(flags, choice);
     REQUIRE(flags.parse(args));
-    check_sampler_flags(flags, *choice);
+    check_sampler_flags(given, *choice);
   };
   SamplerChoice c;
   parse({"--sampler", "ddim", "--ddim-steps", "20", "--spacing", "linspace", "--eta", "1", "--clip-x0"}, &c);
@@ -381,10 +337,8 @@ TEST_CASE("sampling: unet_network guides a conditional U-Net's prediction channe
   }
   Tensor x = randn({2, 1, 8, 8}, 4);
   const std::vector<int64_t> t{5, 17}, labels{3, 7}, nulls{10, 10};
-  auto raw = [&](const std::vector<int64_t>& ls) {
-    Tape tape = Tape::no_grad();
-    return model.forward(tape, constant(x), t, ForwardContext{}, &ls)->value;
-  };
+  UNetInference network(model);  // what unet_network runs
+  auto raw = [&](const std::vector<int64_t>& ls) { return network.forward(x, t, &ls); };
   Tensor oc = raw(labels), on = raw(nulls);
   Tensor g = unet_network(model, &labels, 2.0)(x, t);
   REQUIRE(g.shape() == Shape{2, 2, 8, 8});

@@ -236,3 +236,18 @@ TEST_CASE("kernels: sgemm with a short last row panel and more columns than one 
       REQUIRE(testing::allclose("sgemm", C.data(), C_ref.data(), M * N, 1e-5, 1e-5));
     }
 }
+
+TEST_CASE("simd: load_first and store_first touch lanes [0, n) only, for n = 0..kLanes") {
+  using namespace simd;
+  for (int n = 0; n <= kLanes; n++) {
+    CAPTURE(n);
+    std::vector<float> src(kLanes), dst(2 * kLanes, -7.0f), lanes(kLanes);
+    for (int i = 0; i < kLanes; i++) src[i] = 1.0f + i;
+    // load_first: lanes < n from memory, the rest 0; reads nothing past src + n.
+    store(lanes.data(), load_first(src.data(), n));
+    for (int i = 0; i < kLanes; i++) CHECK(lanes[i] == (i < n ? src[i] : 0.0f));
+    // store_first: writes dst[0, n), leaves the rest alone.
+    store_first(dst.data(), load(src.data()), n);
+    for (int i = 0; i < 2 * kLanes; i++) CHECK(dst[i] == (i < n ? src[i] : -7.0f));
+  }
+}

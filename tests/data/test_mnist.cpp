@@ -7,6 +7,7 @@
 #include "ddpm/core/check.h"
 #include "ddpm/data/mnist.h"
 #include "ddpm/io/file.h"
+#include "tests/idx_files.h"
 #include "tests/memory_limit.h"
 #include "tests/temp_dir.h"
 #include "tests/testing.h"
@@ -14,30 +15,9 @@
 using namespace ddpm;
 using testing::TempDir;
 using testing::check_clean_error;
-
-static void put_be32(std::vector<uint8_t>& out, uint32_t v) {
-  for (int k = 3; k >= 0; k--) out.push_back(static_cast<uint8_t>(v >> (8 * k)));
-}
-
-// N images of H x W with pixel (n, h, w) = (n * 31 + h * 7 + w * 3) % 256, covering 0
-// and 255.
-static std::vector<uint8_t> idx_images(uint32_t N, uint32_t H, uint32_t W) {
-  std::vector<uint8_t> out;
-  put_be32(out, 0x00000803);
-  put_be32(out, N), put_be32(out, H), put_be32(out, W);
-  for (uint32_t n = 0; n < N; n++)
-    for (uint32_t h = 0; h < H; h++)
-      for (uint32_t w = 0; w < W; w++) out.push_back(static_cast<uint8_t>((n * 31 + h * 7 + w * 3) % 256));
-  return out;
-}
-
-static std::vector<uint8_t> idx_labels(const std::vector<uint8_t>& labels) {
-  std::vector<uint8_t> out;
-  put_be32(out, 0x00000801);
-  put_be32(out, static_cast<uint32_t>(labels.size()));
-  out.insert(out.end(), labels.begin(), labels.end());
-  return out;
-}
+using testing::idx_images;
+using testing::idx_labels;
+using testing::put_be32;
 
 static std::string images_error(const std::vector<uint8_t>& bytes) {
   try {

@@ -137,7 +137,7 @@ grep -q "^note: --batch is ignored with --resume" "$WORK/ignored.log" || fail "n
 [ "$("$TRAIN" --help | grep -c -- '^  --data .*default')" -eq 1 ] && [ "$("$TRAIN" --help | grep -- '^  --data ' | grep -o default | wc -l)" -eq 1 ] ||
   fail "the --data help line does not give one default: $("$TRAIN" --help | grep -- '^  --data ')"
 train --epochs 1 --batch 32 --sample-every 0 --out "$WORK/epochs" >"$WORK/epochs.log" 2>&1 || fail "--epochs 1: $(tail -n 2 "$WORK/epochs.log")"
-grep -q "target 2 steps" "$WORK/epochs.log" || fail "--epochs 1 of 64 images at batch 32 is not 2 steps: $(grep target "$WORK/epochs.log")"
+grep -q "target step 2$" "$WORK/epochs.log" || fail "--epochs 1 of 64 images at batch 32 is not 2 steps: $(grep target "$WORK/epochs.log")"
 echo "ok: --dataset, --threads, --T, --inject-nan-at, --steps below/at a checkpoint, ignored flags, --data help, --epochs"
 echo "fault_test: write errors (2), SIGINT, NaN (and its advice), option resume and flag checks handled"
 

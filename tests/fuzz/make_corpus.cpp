@@ -1,6 +1,6 @@
 // make_corpus: writes the seed corpora of the fuzz harnesses into tests/fuzz/corpus/
-// (`make fuzz-corpus`; the output is committed). Seeds are small valid inputs plus a few
-// near-misses, so the fuzzer starts deep inside each format.
+// (`make fuzz-corpus`, from the repository root; the output is committed). Seeds are
+// small valid inputs plus a few near-misses, so the fuzzer starts deep inside each format.
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "ddpm/core/check.h"
+#include "ddpm/data/cifar10.h"
 #include "ddpm/io/file.h"
+#include "ddpm/io/png.h"
 #include "ddpm/io/safetensors.h"
 #include "tests/fuzz/fuzz_setup.h"
 
@@ -106,6 +108,48 @@ int main(int argc, char** argv) {
   put(fd, "typo", words({"--stesp", "4"}));
   put(fd, "help", words({"--steps", "1", "--help"}));
   put(fd, "bad-number", words({"--lr", "1e999"}));
+  // png: the repo's own writer for gray, RGB and RGBA (stored deflate blocks); zlib's
+  // files from tests/fixtures/zlib_fixtures.py for dynamic Huffman codes, a palette (with
+  // tRNS), gray+alpha and a 4-bit palette; PGM and PPM; and near-misses.
+  const std::string pd = root + "/png";
+  for (int channels : {1, 3, 4}) {
+    std::vector<uint8_t> pixels(size_t(5 * 3 * channels));
+    for (size_t i = 0; i < pixels.size(); i++) pixels[i] = static_cast<uint8_t>(i * 29);
+    put(pd, "writer-" + std::to_string(channels) + "ch-5x3.png", encode_png(5, 3, channels, pixels.data()));
+  }
+  for (const char* name : {"rgb8-dynamic", "palette8", "gray-alpha8", "palette4"})
+    put(pd, std::string("zlib-") + name + ".png", read_file_bytes(std::string("tests/fixtures/png/") + name + ".png"));
+  const std::string pgm = "P5\n# a comment\n3 2\n255\n", ppm = "P6 2 1 15\n";
+  std::vector<uint8_t> pgm_file(pgm.begin(), pgm.end()), ppm_file(ppm.begin(), ppm.end());
+  pgm_file.insert(pgm_file.end(), {0, 50, 100, 150, 200, 250});
+  ppm_file.insert(ppm_file.end(), {1, 2, 3, 13, 14, 15});
+  put(pd, "gray-3x2.pgm", pgm_file);
+  put(pd, "rgb-2x1-maxval15.ppm", ppm_file);
+  std::vector<uint8_t> bad_crc = encode_png(2, 2, 1, std::vector<uint8_t>{1, 2, 3, 4}.data());
+  bad_crc[bad_crc.size() - 20] ^= 1;  // inside IDAT
+  put(pd, "bad-crc.png", bad_crc);
+  std::vector<uint8_t> cut = encode_png(4, 4, 3, std::vector<uint8_t>(48, 7).data());
+  cut.resize(cut.size() - 15);  // no IEND
+  put(pd, "truncated.png", cut);
+
+  // cifar: whole records (labels 3 and 9, then 0), and near-misses.
+  const std::string cd = root + "/cifar";
+  auto records = [](const std::vector<uint8_t>& labels) {
+    std::vector<uint8_t> out;
+    for (uint8_t label : labels) {
+      out.push_back(label);
+      for (size_t i = 0; i < kCifarImageBytes; i++) out.push_back(static_cast<uint8_t>(i * 7 + label));
+    }
+    return out;
+  };
+  put(cd, "two-records", records({3, 9}));
+  put(cd, "one-record", records({0}));
+  std::vector<uint8_t> label10 = records({10});
+  put(cd, "label-10", label10);
+  std::vector<uint8_t> short_record = records({1, 2});
+  short_record.resize(short_record.size() - 100);
+  put(cd, "truncated-record", short_record);
+
   std::printf("wrote the seed corpora under %s\n", root.c_str());
   return 0;
 }

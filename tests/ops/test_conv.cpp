@@ -1,10 +1,14 @@
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "ddpm/core/check.h"
 #include "ddpm/ops/conv.h"
+#include "ddpm/ops/elementwise.h"
+#include "ddpm/ops/shape.h"
 #include "ddpm/core/parallel.h"
+#include "ddpm/core/simd.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
@@ -213,4 +217,182 @@ TEST_CASE("conv2d: shape errors name the op") {
     CHECK(what.find("[4, 2, 3, 3]") != std::string::npos);
     CHECK(what.find("[2, 3, 5, 5]") != std::string::npos);
   }
+}
+
+// ---------------------------------------------------------------------------
+// Inference: tap planes and the direct convolution (conv2d_planes_forward).
+
+namespace {
+
+// The planes' stored floats (the slack aside) of channel c, for comparing two writers.
+std::vector<float> stored_floats(const float* channel, const ConvPlanes& p) {
+  const int64_t rows = p.planes == 3 ? (p.H + 2) * p.W : p.P();
+  std::vector<float> v;
+  for (int64_t t = 0; t < p.planes; t++) v.insert(v.end(), channel + t * p.plane_floats, channel + t * p.plane_floats + rows);
+  return v;
+}
+
+// One image [C, H, W] through conv2d_planes_forward, against conv2d_forward followed by the
+// tape's adds (bit for bit) and against the double twin (within rounding); temb, residual
+// and in place as asked.
+void check_planes_conv(int64_t C, int64_t OC, int64_t H, int64_t W, int64_t K, int64_t stride, int64_t pad,
+                       bool with_temb, bool with_residual, bool in_place, uint64_t seed) {
+  CAPTURE(C);
+  CAPTURE(OC);
+  CAPTURE(H);
+  CAPTURE(W);
+  CAPTURE(K);
+  CAPTURE(stride);
+  CAPTURE(with_temb);
+  CAPTURE(with_residual);
+  CAPTURE(in_place);
+  const ConvPlanes p = conv2d_planes(C, H, W, K, stride, pad);
+  const int64_t P = p.P(), CKK = C * K * K;
+  const Conv2dSize s{1, C, H, W, OC, K, stride, pad};
+  REQUIRE(P == s.OH() * s.OW());
+  Tensor x = randn({C * H * W + kConvSlack}, seed), weight = randn({OC, C, K, K}, seed + 1),
+         bias = randn({OC}, seed + 2), temb = randn({OC}, seed + 3), residual = randn({OC * P}, seed + 4);
+  // The input: planes, or the image itself (with the slack the kernel may read).
+  Tensor planes = Tensor::full({C * p.channel_floats()}, 1e30f);  // slack poisoned: read only into unstored lanes
+  std::vector<const float*> in(C);
+  for (int64_t c = 0; c < C; c++) {
+    if (K == 1) {
+      in[c] = x.data() + c * H * W;
+      continue;
+    }
+    conv2d_write_planes(planes.data() + c * p.channel_floats(), x.data() + c * H * W, p);
+    in[c] = planes.data() + c * p.channel_floats();
+    Tensor want = Tensor::full({p.channel_floats()}, 1e30f);
+    conv2d_write_planes_ref(want.data(), x.data() + c * H * W, p, false);
+    CHECK(stored_floats(in[c], p) == stored_floats(want.data(), p));
+  }
+  Tensor packed({OC * CKK});
+  conv2d_pack_weights(packed.data(), weight.data(), OC, CKK);
+  ConvEpilogue e;
+  if (with_temb) e.temb = temb.data();
+  Tensor out = Tensor::full({OC * P + kConvSlack}, -3.0f);
+  if (with_residual) {
+    if (in_place) std::copy(residual.data(), residual.data() + OC * P, out.data());
+    e.residual = in_place ? out.data() : residual.data();
+  }
+  conv2d_planes_forward(out.data(), in.data(), p, packed.data(), bias.data(), OC, e);
+  for (int64_t i = OC * P; i < OC * P + kConvSlack; i++) REQUIRE(out[i] == -3.0f);  // nothing past [OC, P]
+
+  // The training pass's ops: conv2d, then add(h, temb[o]) over the positions, then add(residual, h).
+  Tensor want({std::max<int64_t>(1, OC * P)});
+  conv2d_forward(want.data(), x.data(), weight.data(), bias.data(), s);
+  if (with_temb) add_channel_forward(want.data(), want.data(), temb.data(), OC, P);
+  if (with_residual)
+    for (int64_t i = 0; i < OC * P; i++) want[i] = residual[i] + want[i];
+  CHECK(std::equal(out.data(), out.data() + OC * P, want.data()));
+
+  // The double twin, on the same planes.
+  Tensor ref({std::max<int64_t>(1, OC * P)});
+  ConvEpilogue er = e;
+  if (with_residual) er.residual = residual.data();
+  conv2d_planes_forward_ref(ref.data(), in.data(), p, weight.data(), bias.data(), OC, er);
+  // A sum of CKK products of N(0,1) values, in float against double (as conv2d's bound).
+  testing::check_allclose("conv2d_planes_forward", out.data(), ref.data(), OC * P, 1e-6 * (1 + CKK + 2), 1e-4);
+}
+
+}  // namespace
+
+TEST_CASE("conv2d_planes: the direct convolution at awkward sizes equals conv2d and its adds bit for bit") {
+  const int64_t L = simd::kLanes, MR = kConvMR;
+  struct Config {
+    int64_t K, stride, pad;
+  };
+  // Positions P = 1, lanes - 1, lanes, lanes + 1, + 2, + 3 (the few past the last vector go along
+  // the channels), one tile + 1 and large, as one row, plus the U-Net's images.
+  std::vector<std::pair<int64_t, int64_t>> images;
+  for (int64_t P : {int64_t(1), L > 1 ? L - 1 : 2, L, L + 1, L + 2, 2 * L + 3, 3 * L + 1, int64_t(200)})
+    images.push_back({1, P});
+  for (int64_t side : {7, 14, 28}) images.push_back({side, side});
+  images.push_back({5, 3});
+  uint64_t seed = 500;
+  for (const Config& cfg : {Config{1, 1, 0}, Config{3, 1, 1}, Config{3, 2, 1}})
+    for (const auto& hw : images)
+      for (int64_t OC : {int64_t(0), int64_t(1), int64_t(3), MR - 1, MR, MR + 1, int64_t(2 * MR + 3)}) {
+        if (OC > 3 && hw.first * hw.second > 200) continue;  // the large images with a few channel counts
+        const int64_t C = (seed % 3 == 0) ? 1 : (seed % 3 == 1 ? 3 : 17);
+        const bool temb = seed % 2 == 0, residual = seed % 4 < 2, in_place = seed % 8 < 4;
+        check_planes_conv(C, OC, hw.first, hw.second, cfg.K, cfg.stride, cfg.pad, temb, residual, in_place, seed);
+        seed += 7;
+      }
+  // The U-Net's shapes, all epilogues.
+  check_planes_conv(32, 32, 28, 28, 3, 1, 1, true, false, false, 900);
+  check_planes_conv(96, 32, 28, 28, 1, 1, 0, false, false, false, 901);
+  check_planes_conv(64, 64, 7, 7, 3, 1, 1, false, true, true, 902);
+  check_planes_conv(32, 32, 28, 28, 3, 2, 1, false, true, false, 903);
+}
+
+TEST_CASE("conv2d_planes: the Upsample planes are upsample_nearest2x's image, and the conv on them matches") {
+  for (int64_t side : {1, 2, 7}) {
+    CAPTURE(side);
+    const int64_t C = 3, OC = 5, H = 2 * side, W = 2 * side;
+    Tensor x = randn({C, side, side}, 40 + side), up({C, H, W}), weight = randn({OC, C, 3, 3}, 41), bias = randn({OC}, 42);
+    upsample_nearest2x_forward(up.data(), x.data(), C, side, side);
+    const ConvPlanes p = conv2d_planes(C, H, W, 3, 1, 1);
+    Tensor planes({C * p.channel_floats()}), want({p.channel_floats()});
+    std::vector<const float*> in(C);
+    for (int64_t c = 0; c < C; c++) {
+      conv2d_write_planes_upsampled(planes.data() + c * p.channel_floats(), x.data() + c * side * side, p);
+      conv2d_write_planes_ref(want.data(), x.data() + c * side * side, p, true);
+      CHECK(stored_floats(planes.data() + c * p.channel_floats(), p) == stored_floats(want.data(), p));
+      in[c] = planes.data() + c * p.channel_floats();
+    }
+    Tensor packed({OC * C * 9}), out({OC * H * W}), ref({OC * H * W});
+    conv2d_pack_weights(packed.data(), weight.data(), OC, C * 9);
+    conv2d_planes_forward(out.data(), in.data(), p, packed.data(), bias.data(), OC);
+    conv2d_forward(ref.data(), up.data(), weight.data(), bias.data(), Conv2dSize{1, C, H, W, OC, 3, 1, 1});
+    CHECK(out.to_vector() == ref.to_vector());
+  }
+}
+
+TEST_CASE("conv2d_upsampled: the four 2x2 phase convolutions equal conv2d on the upsampled image, within rounding") {
+  struct Case {
+    int64_t C, OC, H, W;
+  };
+  // Images with 0..4 positions past a whole vector (7x7 = 3 x 16 + 1, 14x14 = 12 x 16 + 4 on AVX-512).
+  for (Case k : {Case{1, 1, 1, 1}, Case{3, 5, 2, 3}, Case{17, 8, 5, 4}, Case{4, 19, 7, 7}, Case{64, 16, 14, 14}}) {
+    CAPTURE(k.C);
+    CAPTURE(k.OC);
+    CAPTURE(k.H);
+    CAPTURE(k.W);
+    const int64_t H2 = 2 * k.H, W2 = 2 * k.W;
+    Tensor x = randn({k.C, k.H, k.W}, 60 + k.C), weight = randn({k.OC, k.C, 3, 3}, 61), bias = randn({k.OC}, 62);
+    Tensor up({k.C, H2, W2});
+    upsample_nearest2x_forward(up.data(), x.data(), k.C, k.H, k.W);
+    const ConvPlanes p = conv2d_planes(k.C, k.H, k.W, 3, 1, 1);
+    Tensor planes({k.C * p.channel_floats()}), packed({16 * k.OC * k.C}), out = Tensor::full({k.OC * H2 * W2 + 1}, -5.0f);
+    std::vector<const float*> in(k.C);
+    for (int64_t c = 0; c < k.C; c++) {
+      conv2d_write_planes(planes.data() + c * p.channel_floats(), x.data() + c * k.H * k.W, p);
+      in[c] = planes.data() + c * p.channel_floats();
+    }
+    conv2d_pack_upsampled_weights(packed.data(), weight.data(), k.OC, k.C);
+    conv2d_upsampled_forward(out.data(), in.data(), p, packed.data(), bias.data(), k.OC);
+    CHECK(out[k.OC * H2 * W2] == -5.0f);  // nothing written past [OC, 2H, 2W]
+    const Conv2dSize s{1, k.C, H2, W2, k.OC, 3, 1, 1};
+    Tensor ref({k.OC * H2 * W2}), conv({k.OC * H2 * W2});
+    conv2d_forward_ref(ref.data(), up.data(), weight.data(), bias.data(), s);
+    conv2d_forward(conv.data(), up.data(), weight.data(), bias.data(), s);
+    // Against double: a float chain of 4C terms with summed weights, as conv2d's bound
+    // (1e-6 per term of N(0,1) products, with weights up to 4x larger). Against conv2d in
+    // float: both round, so twice that.
+    const double atol = 4e-6 * (1 + 9 * k.C);
+    testing::check_allclose("upsampled vs double", out.data(), ref.data(), k.OC * H2 * W2, atol, 1e-4);
+    testing::check_allclose("upsampled vs conv2d", out.data(), conv.data(), k.OC * H2 * W2, 2 * atol, 2e-4);
+  }
+}
+
+TEST_CASE("conv2d_planes: layouts other than 1x1 and 3x3 pad 1 are refused") {
+  CHECK_NOTHROW(conv2d_planes(2, 5, 5, 3, 2, 1));
+  CHECK_THROWS_AS(conv2d_planes(2, 5, 5, 3, 1, 0), Error);
+  CHECK_THROWS_AS(conv2d_planes(2, 5, 5, 5, 1, 2), Error);
+  CHECK_THROWS_AS(conv2d_planes(2, 5, 5, 1, 2, 0), Error);
+  CHECK_THROWS_AS(conv2d_planes(0, 5, 5, 3, 1, 1), Error);
+  Tensor planes({64});
+  CHECK_THROWS_AS(conv2d_write_planes(planes.data(), planes.data(), conv2d_planes(1, 2, 2, 1, 1, 0)), Error);
+  CHECK_THROWS_AS(conv2d_write_planes_upsampled(planes.data(), planes.data(), conv2d_planes(1, 3, 3, 3, 1, 1)), Error);
 }

@@ -27,6 +27,17 @@ TEST_CASE("silu: kernels match their double twins at awkward lengths") {
   }
 }
 
+TEST_CASE("silu: silu_forward_serial gives silu_forward's values at awkward lengths") {
+  const int64_t L = simd::kLanes;
+  for (int64_t n : {int64_t(0), int64_t(1), L > 1 ? L - 1 : 2, L, L + 1, int64_t(5000), int64_t(8195)}) {
+    CAPTURE(n);
+    Tensor x = randn({n}, 15, 3.0f), y(Shape{n}), y_serial(Shape{n});
+    silu_forward(y.data(), x.data(), n);
+    silu_forward_serial(y_serial.data(), x.data(), n);
+    CHECK(y.to_vector() == y_serial.to_vector());
+  }
+}
+
 TEST_CASE("silu: kernels are bit-identical at 1, 2 and 3 threads") {
   const int64_t n = 3 * 4096 + 7;  // several parallel chunks, chunk edges off the lanes
   Tensor x = randn({n}, 13, 4.0f), dout = randn({n}, 14);

@@ -5,6 +5,8 @@
 #include "ddpm/ops/elementwise.h"
 #include "ddpm/ops/group_norm.h"
 #include "ddpm/core/parallel.h"
+#include "ddpm/core/simd.h"
+#include "ddpm/ops/conv.h"
 #include "tests/testing.h"
 
 using namespace ddpm;
@@ -260,4 +262,78 @@ TEST_CASE("group_norm_silu: gradients match finite differences; bit-identical at
   Tape tape;
   CHECK_THROWS_AS(group_norm_silu(tape, constant(Tensor({2, 6, 3, 3})), constant(Tensor({6})), constant(Tensor({6})), 4),
                   Error);
+}
+
+TEST_CASE("group_norm_silu_planes: writes group_norm_silu's values into the conv planes, bit for bit") {
+  const int64_t L = simd::kLanes;
+  struct Case {
+    int64_t N, C, H, W, G;
+  };
+  for (Case s : {Case{1, 1, 1, 1, 1}, Case{2, 4, 1, L > 1 ? L - 1 : 2, 2}, Case{1, 6, 1, L, 3}, Case{2, 3, 1, L + 1, 1},
+                 Case{2, 32, 7, 7, 8}, Case{1, 12, 28, 28, 4}}) {
+    CAPTURE(s.N);
+    CAPTURE(s.C);
+    CAPTURE(s.H);
+    CAPTURE(s.W);
+    const int64_t HW = s.H * s.W;
+    const Shape shape{s.N, s.C, HW};
+    Tensor x = randn(shape, 31, 2.0f), gamma = randn({s.C}, 32), beta = randn({s.C}, 33);
+    Tensor y(shape), mean({s.N * s.G}), rstd({s.N * s.G}), mean_p({s.N * s.G}), rstd_p({s.N * s.G});
+    group_norm_silu_forward(y.data(), mean.data(), rstd.data(), x.data(), gamma.data(), beta.data(), s.N, s.C, HW, s.G,
+                            1e-5f);
+    const ConvPlanes p = conv2d_planes(s.C, s.H, s.W, 3, 1, 1);
+    const int64_t image = s.C * p.channel_floats();
+    Tensor planes = Tensor::full({s.N * image}, 1e30f), want = Tensor::full({s.N * image}, 1e30f);
+    group_norm_silu_planes_forward(planes.data(), mean_p.data(), rstd_p.data(), x.data(), gamma.data(), beta.data(),
+                                   s.N, s.C, HW, s.G, 1e-5f, p);
+    for (int64_t i = 0; i < s.N * s.C; i++)
+      conv2d_write_planes(want.data() + i * p.channel_floats(), y.data() + i * HW, p);
+    CHECK(planes.to_vector() == want.to_vector());  // the slack untouched by both
+    CHECK(mean_p.to_vector() == mean.to_vector());
+    CHECK(rstd_p.to_vector() == rstd.to_vector());
+  }
+  Tensor x({1, 4, 9});
+  CHECK_THROWS_AS(group_norm_silu_planes_forward(x.data(), x.data(), x.data(), x.data(), x.data(), x.data(), 1, 4, 9, 2,
+                                                 1e-5f, conv2d_planes(4, 3, 3, 3, 2, 1)),
+                  Error);  // stride-2 planes
+}
+
+TEST_CASE("group_norm_silu_planes: bit-identical at 1, 2 and 3 threads") {
+  const int64_t N = 5, C = 8, H = 5, W = 6, G = 4;
+  Tensor x = randn({N, C, H * W}, 34, 3.0f), gamma = randn({C}, 35), beta = randn({C}, 36), stats({2 * N * G});
+  const ConvPlanes p = conv2d_planes(C, H, W, 3, 1, 1);
+  std::vector<float> first;
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    Tensor planes({N * C * p.channel_floats()});
+    group_norm_silu_planes_forward(planes.data(), stats.data(), stats.data() + N * G, x.data(), gamma.data(),
+                                   beta.data(), N, C, H * W, G, 1e-5f, p);
+    if (first.empty()) first = planes.to_vector();
+    CHECK(planes.to_vector() == first);
+  }
+  set_num_threads(1);
+}
+
+TEST_CASE("group_norm_silu_planes: a two-part input (an uncopied concat) gives the contiguous input's bits") {
+  const int64_t N = 2, C = 12, H = 3, W = 7, HW = H * W, G = 4;  // groups of 3 channels
+  Tensor x = randn({N, C, HW}, 37, 2.0f), gamma = randn({C}, 38), beta = randn({C}, 39), stats({2 * N * G});
+  const ConvPlanes p = conv2d_planes(C, H, W, 3, 1, 1);
+  Tensor want({N * C * p.channel_floats()});
+  group_norm_silu_planes_forward(want.data(), stats.data(), stats.data() + N * G, x.data(), gamma.data(), beta.data(),
+                                 N, C, HW, G, 1e-5f, p);
+  // Split at every channel: groups on the seam (C_head = 4, 5, 7, ...) are gathered first.
+  for (int64_t C_head = 0; C_head <= C; C_head++) {
+    CAPTURE(C_head);
+    Tensor head({N * C_head * HW + 1}), tail({N * (C - C_head) * HW + 1});
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t c = 0; c < C; c++) {
+        const float* src = x.data() + (n * C + c) * HW;
+        float* dst = c < C_head ? head.data() + (n * C_head + c) * HW : tail.data() + (n * (C - C_head) + c - C_head) * HW;
+        std::copy(src, src + HW, dst);
+      }
+    Tensor got({N * C * p.channel_floats()});
+    group_norm_silu_planes_forward(got.data(), stats.data(), stats.data() + N * G, head.data(), gamma.data(),
+                                   beta.data(), N, C, HW, G, 1e-5f, p, tail.data(), C_head);
+    CHECK(got.to_vector() == want.to_vector());
+  }
 }
