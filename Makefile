@@ -51,10 +51,17 @@ CXXFLAGS ?= -O3
 CXXFLAGS += -std=c++17 -Wall -Wextra -I. $(ARCH_FLAGS) -MMD -MP
 LDFLAGS += -pthread
 
-# MPI=1: Open MPI's compile and link flags from its wrapper (mpicxx --showme), used for
-# ddpm/dist/mpi.cpp and the links only; objects and tools in their own folder, so nothing
-# of the default build is reused or overwritten.
+# MPI=1: Open MPI's compile and link flags from its wrapper (mpicxx --showme). MPI changes
+# two objects only, ddpm/dist/communicator.o (world_communicator) and ddpm/dist/mpi.o: they,
+# the library and the tools go to build/mpi-$(SIMD)/. Every other object is the default
+# build's own, in $(OBJ) (build/$(SIMD)/, compiled by the same command with the same flags),
+# so `make MPI=1` after `make` compiles two files and links, and overwrites nothing of the
+# default build.
+OBJ := $(BUILD)
 ifeq ($(MPI),1)
+  ifneq ($(SANITIZE),)
+    $(error MPI=1 and SANITIZE=1 together are not supported)
+  endif
   MPICXX ?= mpicxx
   MPI_COMPILE := $(shell $(MPICXX) --showme:compile 2>/dev/null)
   MPI_LINK := $(shell $(MPICXX) --showme:link 2>/dev/null)
@@ -62,7 +69,6 @@ ifeq ($(MPI),1)
     $(error MPI=1 needs Open MPI's $(MPICXX): sudo apt-get install -y libopenmpi-dev openmpi-bin)
   endif
   BUILD := build/mpi-$(SIMD)
-  CXXFLAGS += -DDDPM_MPI
   LDFLAGS += $(MPI_LINK)
   TOOL_DIR := $(BUILD)/
 else ifneq ($(MPI),)
@@ -141,9 +147,6 @@ LIB_SRCS := \
 # The MPI communicator: compiled only with MPI=1, the one file that includes <mpi.h>.
 MPI_SRCS := \
 	ddpm/dist/mpi.cpp
-ifeq ($(MPI),1)
-  LIB_SRCS += $(MPI_SRCS)
-endif
 
 # --- test sources ----------------------------------------------------------
 TEST_SRCS := \
@@ -218,8 +221,12 @@ TOOLS := \
 	eval \
 	ckpt_hash
 
-LIB_OBJS := $(LIB_SRCS:%.cpp=$(BUILD)/%.o)
-TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:%.cpp=$(OBJ)/%.o)
+ifeq ($(MPI),1)
+  MPI_OBJS := $(BUILD)/ddpm/dist/communicator.o $(MPI_SRCS:%.cpp=$(BUILD)/%.o)
+  LIB_OBJS := $(filter-out $(OBJ)/ddpm/dist/communicator.o,$(LIB_OBJS)) $(MPI_OBJS)
+endif
+TEST_OBJS := $(TEST_SRCS:%.cpp=$(OBJ)/%.o)
 LIB := $(BUILD)/libddpm.a
 TEST_BIN := $(BUILD)/test_ddpm
 
@@ -236,17 +243,25 @@ MNIST_DIR := data/mnist
 data:
 	@test -f $(MNIST_DIR)/train-images-idx3-ubyte || bash tools/fetch_mnist.sh $(MNIST_DIR)
 
-$(BUILD)/%.o: %.cpp
+define COMPILE
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
+endef
+$(OBJ)/%.o: %.cpp
+	$(COMPILE)
+ifeq ($(MPI),1)
+$(BUILD)/%.o: %.cpp
+	$(COMPILE)
+endif
 
 $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/ddpm/dist/mpi.o: CXXFLAGS += $(MPI_COMPILE)
+$(BUILD)/ddpm/dist/communicator.o: CXXFLAGS += -DDDPM_MPI
+$(BUILD)/ddpm/dist/mpi.o: CXXFLAGS += -DDDPM_MPI $(MPI_COMPILE)
 
-$(TOOL_TARGETS): $(TOOL_DIR)%: $(BUILD)/tools/%.o $(LIB)
+$(TOOL_TARGETS): $(TOOL_DIR)%: $(OBJ)/tools/%.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 
 $(TEST_BIN): $(TEST_OBJS) $(LIB)
@@ -277,7 +292,7 @@ check-sources:
 # Then the sampling table: ./bench's sample rows beside PyTorch's no-grad forward at the same
 # batch (tools/bench_torch.py --inference; skipped without torch).
 BENCH_ARGS ?= --json build/bench.json
-$(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
+$(BUILD)/bench: $(OBJ)/tools/bench.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)
 	$(if $(TOOL_DIR),,cp $@ bench)
 bench: $(BUILD)/bench
@@ -401,4 +416,4 @@ mpi-test:
 	$(MAKE) MPI=1 SIMD=$(SIMD) build/mpi-$(SIMD)/train_mnist build/mpi-$(SIMD)/sample build/mpi-$(SIMD)/eval
 	MPI_BIN=build/mpi-$(SIMD) bash tests/e2e/mpi_test.sh
 
--include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TOOLS:%=$(BUILD)/tools/%.d) $(FUZZ_LIB_OBJS:.o=.d) $(wildcard $(FUZZ_BUILD)/tests/fuzz/*.d)
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(TOOLS:%=$(OBJ)/tools/%.d) $(FUZZ_LIB_OBJS:.o=.d) $(wildcard $(FUZZ_BUILD)/tests/fuzz/*.d)
