@@ -108,27 +108,9 @@ void write_samples(Trainer& trainer, const std::string& path, int64_t n, bool dd
   std::fflush(stdout);
 }
 
-// A fresh Trainer, or one resumed from --resume (a file or the newest loadable checkpoint
-// in --out); the resume applies --lr and notes every other config flag it ignores. Over MPI
-// ranks, rank 0 resumes and sends its state; the others build theirs from those bytes, so
-// only rank 0 needs to see --out.
-std::unique_ptr<Trainer> make_trainer(const TrainRun& r, Dataset data, Communicator& comm) {
-  if (r.resume.empty()) return std::make_unique<Trainer>(r.config, std::move(data));
-  if (comm.size() > 1) {
-    std::unique_ptr<Trainer> trainer;
-    std::vector<uint8_t> bytes;
-    if (comm.rank() == 0) {
-      SingleProcess here;  // rank 0 resumes as one process would
-      trainer = make_trainer(r, data, here);
-      bytes = trainer->checkpoint_bytes();
-    }
-    uint64_t size = bytes.size();
-    comm.broadcast(&size, sizeof size, 0);
-    bytes.resize(size);
-    comm.broadcast(bytes.data(), static_cast<int64_t>(size), 0);
-    if (comm.rank() == 0) return trainer;
-    return trainer_from_checkpoint(parse_safetensors(bytes.data(), bytes.size(), "rank 0's resumed state"), data);
-  }
+// --resume as one process does it: applies --lr, --steps and --minutes and notes every
+// other config flag it ignores.
+std::unique_ptr<Trainer> resume(const TrainRun& r, Dataset data) {
   std::vector<std::string> candidates{r.resume};
   if (r.resume == "auto") {
     candidates = list_checkpoints(r.out);
@@ -163,6 +145,26 @@ std::unique_ptr<Trainer> make_trainer(const TrainRun& r, Dataset data, Communica
     std::printf("note: %s replaces where the run ends (recorded in the next checkpoint's train.steps)\n",
                 overrides.has_minutes ? "--minutes" : "--steps");
   return std::move(resumed.trainer);
+}
+
+// A fresh Trainer, or one resumed from --resume (a file or the newest loadable checkpoint
+// in --out). Over MPI ranks, rank 0 resumes and sends its state as checkpoint bytes; the
+// others build theirs from those bytes, so only rank 0 needs to see --out.
+std::unique_ptr<Trainer> make_trainer(const TrainRun& r, Dataset data, Communicator& comm) {
+  if (r.resume.empty()) return std::make_unique<Trainer>(r.config, std::move(data));
+  if (comm.size() == 1) return resume(r, std::move(data));
+  std::unique_ptr<Trainer> trainer;
+  std::vector<uint8_t> bytes;
+  if (comm.rank() == 0) {
+    trainer = resume(r, data);
+    bytes = trainer->checkpoint_bytes();
+  }
+  uint64_t size = bytes.size();
+  comm.broadcast(&size, sizeof size, 0);
+  bytes.resize(size);
+  comm.broadcast(bytes.data(), static_cast<int64_t>(size), 0);
+  if (comm.rank() == 0) return trainer;
+  return trainer_from_checkpoint(parse_safetensors(bytes.data(), bytes.size(), "rank 0's resumed state"), data);
 }
 
 // The checks of the step this run trains to (train.steps; 0 while --minutes has not chosen it).

@@ -165,29 +165,60 @@ constexpr int64_t kHeader = 2;
 // Unwinds tree_sum when a micro-batch fails or a stop is asked.
 struct Abandon {};
 
+// Every parameter's gradient, flattened in parameter order; `finite` says whether all are.
+std::vector<float> flat_grad(const ParamList& params, bool* finite) {
+  std::vector<float> grad;
+  *finite = true;
+  for (Parameter* p : params) {
+    const Tensor& g = p->var->grad;
+    for (int64_t i = 0; i < g.numel(); i++) *finite = *finite && std::isfinite(g[i]);
+    grad.insert(grad.end(), g.data(), g.data() + g.numel());
+  }
+  return grad;
+}
+
 }  // namespace
 
 struct Trainer::StepBatch {
   Tensor x0;                    // the whole batch [B, C, H, W], the same on every rank
-  std::vector<int64_t> labels;  // after the label drop
+  std::vector<int64_t> labels;  // [B], after the label drop
   uint64_t k = 0;               // the step, 0-based (keys t, eps, dropout)
   int64_t K = 1, M = 0;         // micro-batches and their size
   Objective objective;
+
+  // " (micro-batch m of K, samples a..b of the batch)" for a report; "" for the whole batch.
+  std::string name(int64_t m) const {
+    if (K == 1) return "";
+    return " (micro-batch " + std::to_string(m) + " of " + std::to_string(K) + ", samples " + std::to_string(m * M) +
+           ".." + std::to_string(m * M + M - 1) + " of the batch)";
+  }
 };
 
 struct Trainer::StepShare {
-  int64_t first = 0;          // this rank's first micro-batch
-  std::vector<double> record; // header + one record per micro-batch (see StepStatus)
-  std::string report;         // the non-finite report, when failed
+  int64_t first = 0;           // this rank's first micro-batch
+  std::vector<double> record;  // header + one record per micro-batch (see StepStatus)
+  std::string report;          // the non-finite report, when failed
+
+  // Micro-batch m's record: its loss, its samples' t and per-sample losses (M of each).
+  void keep(int64_t m, int64_t M, double loss, const ObjectiveStep& ts) {
+    double* rec = record.data() + kHeader + (m - first) * (1 + 2 * M);
+    rec[0] = loss;
+    for (int64_t i = 0; i < M; i++) rec[1 + i] = static_cast<double>(ts.t[i]);
+    for (int64_t i = 0; i < M && !ts.per_sample_loss.empty(); i++) rec[1 + M + i] = ts.per_sample_loss[i];
+  }
+  // Ends this rank's share of the step: a stop, or a failure with its report.
+  [[noreturn]] void abandon(StepStatus status, std::string why = "") {
+    record[0] = status;
+    report = std::move(why);
+    record[1] = static_cast<double>(report.size());
+    throw Abandon{};
+  }
 };
 
 std::vector<float> Trainer::micro_batch_grad(const StepBatch& b, int64_t m, StepShare& share) {
-  if (stop_ && stop_->load()) {
-    share.record[0] = step_stopped;
-    throw Abandon{};
-  }
+  if (stop_ && stop_->load()) share.abandon(step_stopped);
   const int64_t first = m * b.M;  // the global index of its first sample
-  const Tensor x0 = b.K == 1 ? b.x0 : rows(b.x0, first, b.M);
+  const Tensor x0 = b.K == 1 ? b.x0 : rows(b.x0, first, b.M);  // [M, C, H, W]
   const std::vector<int64_t> labels(b.labels.begin() + first, b.labels.begin() + first + b.M);
   const ForwardContext ctx{true, RngKey{config_.seed, make_stream(rng_dropout, b.k)}, first};
   TapeEpsFn network = [&](Tape& tape, const Var& x_t, const std::vector<int64_t>& t) {
@@ -195,55 +226,62 @@ std::vector<float> Trainer::micro_batch_grad(const StepBatch& b, int64_t m, Step
   };
   zero_grad(params_);
   Tape tape;
-  // Algorithm 1, lines 3-5: t, eps and the loss (Algorithm 1 itself unless an option is on),
-  // keyed by the samples' indices in the whole batch.
+  // Forward, Algorithm 1, lines 3-5: t, eps and the loss (Algorithm 1 itself unless an option
+  // is on), keyed by the samples' indices in the whole batch.
   ObjectiveStep ts = objective_step(tape, schedule_, network, x0, config_.seed, b.k, first, b.objective);
   const double loss = ts.loss->value[0];
-  const std::string where =
-      b.K == 1 ? "" : " (micro-batch " + std::to_string(m) + " of " + std::to_string(b.K) + ", samples " +
-                          std::to_string(first) + ".." + std::to_string(first + b.M - 1) + " of the batch)";
   auto fail = [&](const std::string& what) {
-    share.record[0] = step_failed;
-    share.report = nonfinite_report(step_ + 1, where, what, ts, tape, params_);
-    share.record[1] = static_cast<double>(share.report.size());
-    throw Abandon{};
+    share.abandon(step_failed, nonfinite_report(step_ + 1, b.name(m), what, ts, tape, params_));
   };
   if (!std::isfinite(loss)) fail("the loss is " + std::to_string(loss));
-
-  // The loss of a micro-batch is its mean; scaled by 1/K, the micro-batches sum to the batch mean.
-  if (b.K == 1) {
-    tape.backward(ts.loss);
-  } else {
-    Tensor upstream({1});
-    upstream[0] = 1.0f / static_cast<float>(b.K);
-    tape.backward(ts.loss, upstream);
-  }
-  std::vector<float> grad;
-  bool finite = true;
-  for (Parameter* p : params_) {
-    const Tensor& g = p->var->grad;
-    for (int64_t i = 0; i < g.numel(); i++) finite = finite && std::isfinite(g[i]);
-    grad.insert(grad.end(), g.data(), g.data() + g.numel());
-  }
+  // Backward: the micro-batch's loss is its mean; seeded with 1/K, the K of them sum to the
+  // batch mean's gradient (1/K = 1 exactly for the whole batch).
+  tape.backward(ts.loss, Tensor::full({1}, 1.0f / static_cast<float>(b.K)));
+  bool finite = false;
+  std::vector<float> grad = flat_grad(params_, &finite);
   if (!finite) fail("a gradient is not finite");
-
-  double* rec = share.record.data() + kHeader + (m - share.first) * (1 + 2 * b.M);
-  rec[0] = loss;
-  for (int64_t i = 0; i < b.M; i++) rec[1 + i] = static_cast<double>(ts.t[i]);
-  for (int64_t i = 0; i < b.M && !ts.per_sample_loss.empty(); i++) rec[1 + b.M + i] = ts.per_sample_loss[i];
+  share.keep(m, b.M, loss, ts);
   return grad;
 }
 
 double Trainer::step() {
   const int64_t saved_epoch = epoch_, saved_position = position_;
+  auto rewind = [&] { epoch_ = saved_epoch, position_ = saved_position; };  // an abandoned step leaves no trace
+  try {
+    // Algorithm 1, line 2: x_0 ~ q(x_0), the whole batch, on every rank.
+    const StepBatch b = draw_batch();
+    // Lines 3-5 for this rank's micro-batches, their gradients summed over the tree nodes it owns.
+    StepShare share;
+    std::vector<std::vector<float>> sums = owned_sums(b, share);
+    // Every rank's status and losses to every rank (raising any rank's failure or stop), then
+    // the sum over the whole tree: one process's gradient of the batch's loss.
+    const auto t_comm = std::chrono::steady_clock::now();
+    const std::vector<double> records = exchange_records(share);
+    const std::vector<float> grad = tree_allreduce(*comm_, b.K, std::move(sums), model_->num_parameters());
+    if (comm_->size() > 1) comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_comm).count();
+    // Line 5's gradient step: clipping, Adam, then the EMA of the weights.
+    apply_gradient(grad);
+    const double loss = batch_loss(b, records);
+    step_++;
+    return loss;
+  } catch (const NonFiniteError&) {
+    rewind();
+    throw;
+  } catch (const StepInterrupted&) {
+    rewind();
+    throw;
+  }
+}
+
+// The whole batch as one process draws it: the data, the label drop, the objective, K and M.
+Trainer::StepBatch Trainer::draw_batch() {
   StepBatch b;
-  // Algorithm 1, line 2: x_0 ~ q(x_0), a batch from the shuffled data (the whole batch, on every rank).
-  next_batch(b.x0, b.labels);
+  next_batch(b.x0, b.labels);  // [B, C, H, W], [B]
   if (step_ + 1 == nan_step_) b.x0[nan_sample_ * (b.x0.numel() / b.x0.size(0))] = NAN;  // debug: inject_nan
   b.k = static_cast<uint64_t>(step_);
-  const int64_t null_class = model_->config().num_classes;
   if (config_.conditional) {
     // Classifier-free guidance (Ho & Salimans 2022): drop the label to null with p_uncond.
+    const int64_t null_class = model_->config().num_classes;
     RngKey drop{config_.seed, make_stream(rng_label_drop, b.k)};
     for (size_t i = 0; i < b.labels.size(); i++)
       if (uniform(drop, i) < config_.p_uncond) b.labels[i] = null_class;
@@ -255,48 +293,51 @@ double Trainer::step() {
   b.objective.timesteps = timestep_sampler_.get();
   b.K = micro_batches();
   b.M = config_.batch / b.K;
+  return b;
+}
 
-  // This rank's micro-batches, summed over the tree nodes it owns (all of it on one process).
+// This rank's micro-batches [r K / R, (r + 1) K / R), summed over the tree nodes it owns
+// (the whole tree on one process). None when one failed or a stop was asked: share.record's
+// status says which.
+std::vector<std::vector<float>> Trainer::owned_sums(const StepBatch& b, StepShare& share) {
   const int R = comm_->size(), r = comm_->rank();
-  const int64_t per_rank = b.K / R, record_size = 1 + 2 * b.M;
-  StepShare share;
+  const int64_t per_rank = b.K / R;
   share.first = r * per_rank;
-  share.record.assign(static_cast<size_t>(kHeader + per_rank * record_size), 0.0);
-  std::vector<std::vector<float>> sums;
+  share.record.assign(static_cast<size_t>(kHeader + per_rank * (1 + 2 * b.M)), 0.0);
+  std::vector<std::vector<float>> sums;  // one flattened gradient per owned node
   try {
     for (const TreeNode& node : owned_nodes(b.K, R, r))
       sums.push_back(tree_sum(node, [&](int64_t m) { return micro_batch_grad(b, m, share); }));
   } catch (const Abandon&) {
     sums.clear();
   }
+  return sums;
+}
 
-  // Every rank learns every rank's status, losses and timesteps.
-  const auto t_comm = std::chrono::steady_clock::now();
-  std::vector<double> all(share.record.size() * static_cast<size_t>(R));
-  comm_->allgather(share.record.data(), static_cast<int64_t>(share.record.size() * sizeof(double)), all.data());
-  auto status_of = [&](int rank) { return static_cast<int>(all[static_cast<size_t>(rank) * share.record.size()]); };
+// Every rank's record, in rank order. A failure on any rank raises its report on every rank
+// (the first rank that failed sends it), and a stop on any rank raises StepInterrupted.
+std::vector<double> Trainer::exchange_records(const StepShare& share) {
+  const int R = comm_->size();
+  const size_t n = share.record.size();
+  std::vector<double> all(n * static_cast<size_t>(R));
+  comm_->allgather(share.record.data(), static_cast<int64_t>(n * sizeof(double)), all.data());
+  auto status_of = [&](int rank) { return static_cast<int>(all[static_cast<size_t>(rank) * n]); };
   for (int rank = 0; rank < R; rank++) {
     if (status_of(rank) != step_failed) continue;
-    // The first rank that failed sends its report; every rank raises it.
-    std::string report(static_cast<size_t>(all[static_cast<size_t>(rank) * share.record.size() + 1]), ' ');
-    if (rank == r) report = share.report;
+    std::string report(static_cast<size_t>(all[static_cast<size_t>(rank) * n + 1]), ' ');
+    if (rank == comm_->rank()) report = share.report;
     comm_->broadcast(&report[0], static_cast<int64_t>(report.size()), rank);
-    epoch_ = saved_epoch;
-    position_ = saved_position;
     throw NonFiniteError(report);
   }
-  for (int rank = 0; rank < R; rank++) {
-    if (status_of(rank) != step_stopped) continue;
-    epoch_ = saved_epoch;
-    position_ = saved_position;
-    throw StepInterrupted("step " + std::to_string(step_ + 1) + " was abandoned: a stop was asked");
-  }
-  int64_t n_params = 0;
-  for (Parameter* p : params_) n_params += p->var->grad.numel();
-  const std::vector<float> grad = tree_allreduce(*comm_, b.K, std::move(sums), n_params);
-  comm_seconds_ += R > 1 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - t_comm).count() : 0.0;
+  for (int rank = 0; rank < R; rank++)
+    if (status_of(rank) == step_stopped)
+      throw StepInterrupted("step " + std::to_string(step_ + 1) + " was abandoned: a stop was asked");
+  return all;
+}
 
-  // The batch's gradient into the parameters, then the step every rank takes alike.
+// The batch's gradient (flattened in parameter order) into the parameters, then what every
+// rank does alike: clipping at --grad-clip, Adam at the scheduled learning rate, the EMA.
+void Trainer::apply_gradient(const std::vector<float>& grad) {
   const float* g = grad.data();
   for (Parameter* p : params_) {
     std::copy(g, g + p->var->grad.numel(), p->var->grad.data());
@@ -304,29 +345,29 @@ double Trainer::step() {
   }
   const double max_norm = config_.grad_clip > 0 ? config_.grad_clip : std::numeric_limits<double>::infinity();
   const double grad_norm = clip_grad_norm(params_, max_norm);
-  if (!std::isfinite(grad_norm)) {
-    epoch_ = saved_epoch;
-    position_ = saved_position;
+  if (!std::isfinite(grad_norm))
     throw NonFiniteError("step " + std::to_string(step_ + 1) + ": the gradient norm is " + std::to_string(grad_norm) +
                          " although every micro-batch's gradient was finite (their sum overflowed). Resume from the "
                          "last checkpoint with a lower --lr, or check the data.");
-  }
-
-  // The optimizer: Adam with linear warm-up, then the EMA of the weights.
   adam_->step(scheduled_lr(config_.lr, step_ + 1, config_.warmup, config_.lr_schedule, config_.lr_floor, config_.steps));
   ema_->update(params_);
-  // The batch's loss, t and per-sample losses, micro-batch by micro-batch in order.
+}
+
+// The batch's loss, the mean of the micro-batches' means; each sample's t and loss, micro-
+// batch by micro-batch in order, go to --timesteps importance's E[L_t^2] history.
+double Trainer::batch_loss(const StepBatch& b, const std::vector<double>& records) {
+  const int64_t per_rank = b.K / comm_->size(), record_size = 1 + 2 * b.M;
+  const size_t rank_size = static_cast<size_t>(kHeader + per_rank * record_size);
   double loss = 0;
   std::vector<int64_t> t;
   std::vector<double> per_sample_loss;
   for (int64_t m = 0; m < b.K; m++) {
-    const double* rec = all.data() + (m / per_rank) * share.record.size() + kHeader + (m % per_rank) * record_size;
+    const double* rec = records.data() + static_cast<size_t>(m / per_rank) * rank_size + kHeader + (m % per_rank) * record_size;
     loss += rec[0];
     for (int64_t i = 0; i < b.M; i++) t.push_back(static_cast<int64_t>(rec[1 + i]));
     per_sample_loss.insert(per_sample_loss.end(), rec + 1 + b.M, rec + 1 + 2 * b.M);
   }
-  if (timestep_sampler_) timestep_sampler_->update(t, per_sample_loss);  // E[L_t^2] history
-  step_++;
+  if (timestep_sampler_) timestep_sampler_->update(t, per_sample_loss);
   return loss / static_cast<double>(b.K);
 }
 

@@ -117,8 +117,14 @@ class Trainer {
   struct StepShare;
   void next_batch(Tensor& x0, std::vector<int64_t>& labels);
   const std::vector<int64_t>& permutation(int64_t epoch);
+  // The pieces of step(), in its order (trainer.cpp says what each does).
+  StepBatch draw_batch();
+  std::vector<std::vector<float>> owned_sums(const StepBatch& batch, StepShare& share);
   // Forward and backward of micro-batch m of the batch: its gradient, flattened.
   std::vector<float> micro_batch_grad(const StepBatch& batch, int64_t m, StepShare& share);
+  std::vector<double> exchange_records(const StepShare& share);
+  void apply_gradient(const std::vector<float>& grad);
+  double batch_loss(const StepBatch& batch, const std::vector<double>& records);
   NamedTensors checkpoint_tensors() const;
   std::map<std::string, std::string> checkpoint_meta() const;
 
