@@ -193,8 +193,10 @@ TEST_SRCS := \
 	tests/extensions/test_importance_sampling.cpp \
 	tests/extensions/test_learned_variance.cpp \
 	tests/extensions/test_prediction_targets.cpp \
+	tests/train/test_checkpoint.cpp \
+	tests/train/test_config.cpp \
 	tests/train/test_optim.cpp \
-	tests/train/test_train.cpp \
+	tests/train/test_trainer.cpp \
 	tests/train/test_micro_batch.cpp \
 	tests/eval/test_classifier.cpp \
 	tests/eval/test_evaluate.cpp \

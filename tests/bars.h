@@ -1,7 +1,10 @@
 // tests/bars.h: the synthetic training set the training tests share: 40 images of 8x8,
 // label k < 5 a horizontal bar at row k + 1, label k >= 5 a vertical bar at column k - 4,
-// and the small training config the tests run on it.
+// the small training config the tests run on it, and the weights a trainer holds (for
+// bit-for-bit comparisons of two runs).
 #pragma once
+
+#include <vector>
 
 #include "ddpm/train/trainer.h"
 
@@ -33,6 +36,20 @@ inline TrainConfig bars_config() {
   c.seed = 7;
   c.ema = 0.99;
   return c;
+}
+
+// The trainer's state after a run: the model's weights, then the EMA's shadow.
+inline std::vector<float> trainer_weights(Trainer& t) {
+  std::vector<float> w;
+  for (Parameter* p : t.model().parameters()) {
+    auto v = p->var->value.to_vector();
+    w.insert(w.end(), v.begin(), v.end());
+  }
+  for (Tensor& s : t.ema().shadow()) {
+    auto v = s.to_vector();
+    w.insert(w.end(), v.begin(), v.end());
+  }
+  return w;
 }
 
 }  // namespace testing

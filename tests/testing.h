@@ -223,7 +223,8 @@ inline double gradcheck(const char* name, const OpFn& f, const std::vector<Tenso
   return worst;
 }
 
-inline std::string error_of(const std::function<void()>& f) {
+template <typename F>
+std::string error_of(F&& f) {
   try {
     f();
   } catch (const Error& e) {

@@ -2,7 +2,7 @@
 # study_default.sh: the measured study behind ./train_mnist's default run (docs/results.md).
 #
 #   tools/study_default.sh speeds            time each model/batch of the study (img/s, 2 threads)
-#   tools/study_default.sh screen            10-minute runs, one axis at a time, judged by DDIM 50
+#   tools/study_default.sh screen [ROW...]   10-minute runs, one axis at a time, judged by DDIM 50
 #   tools/study_default.sh confirm NAME...   20-minute runs of the named rows, judged by Algorithm 2
 #   tools/study_default.sh table             the results so far, as docs/results.md's table
 #
@@ -25,17 +25,19 @@ CLASSIFIER=${CLASSIFIER:-$STUDY/classifier.safetensors}
 mkdir -p "$STUDY"
 
 # The rows: NAME and the flags that differ from the current default run's recipe (the base).
-# One axis at a time from the base, then the combinations the screen suggests.
+# One axis at a time from the base, then the combinations the screen suggests; a likely
+# winner second, so that a partial screen already has a candidate.
 BASE="--lr 1e-3 --lr-schedule constant --warmup 200 --ema 0.999 --batch 64 --grad-clip 1"
 rows() {
   cat <<'EOF'
 base
-lr5e-4        --lr 5e-4
+lr2e-3cos10ema0.995   --lr 2e-3 --lr-schedule cosine --lr-floor 0.1 --ema 0.995
+ema0.995      --ema 0.995
+cos10         --lr-schedule cosine --lr-floor 0.1
 lr2e-3        --lr 2e-3
 lr4e-3        --lr 4e-3
 cos0          --lr-schedule cosine --lr-floor 0
-cos10         --lr-schedule cosine --lr-floor 0.1
-ema0.995      --ema 0.995
+lr5e-4        --lr 5e-4
 ema0.9995     --ema 0.9995
 b32           --batch 32
 b128          --batch 128
@@ -43,7 +45,6 @@ ch48          --ch 48
 rb2           --res-blocks 2
 noclip        --grad-clip 0
 lr2e-3cos10   --lr 2e-3 --lr-schedule cosine --lr-floor 0.1
-lr2e-3cos10ema0.995   --lr 2e-3 --lr-schedule cosine --lr-floor 0.1 --ema 0.995
 lr4e-3cos10ema0.995   --lr 4e-3 --lr-schedule cosine --lr-floor 0.1 --ema 0.995
 lr2e-3cos10ema0.995ch48   --lr 2e-3 --lr-schedule cosine --lr-floor 0.1 --ema 0.995 --ch 48
 EOF
@@ -92,15 +93,16 @@ steps_for() {  # steps_for ROW MINUTES
 }
 
 # train_row ROW MINUTES SEED: the run in $STUDY/ROW-MINUTESm-sSEED (skipped when its final
-# checkpoint exists).
+# checkpoint exists). An interrupted row resumes from its last checkpoint (every 250 steps),
+# which gives the same bits as an uninterrupted run.
 train_row() {
-  local row=$1 minutes=$2 seed=$3 dir steps
+  local row=$1 minutes=$2 seed=$3 dir steps resume=""
   dir="$STUDY/$row-${minutes}m-s$seed"
   steps=$(steps_for "$row" "$minutes")
   [ -f "$dir/done" ] && return 0
-  rm -rf "$dir"
+  ls "$dir"/ckpt-*.safetensors >/dev/null 2>&1 && resume="--resume auto"
   "$BIN/train_mnist" $BASE $(row_flags "$row") --seed "$seed" --steps "$steps" --threads 1 --sample-every 0 \
-    --ckpt-every 100000 --log-every 100 --data "$DATA" --out "$dir" >"$dir.train.log" 2>&1
+    --ckpt-every 250 --log-every 100 --data "$DATA" --out "$dir" $resume >>"$dir.train.log" 2>&1
   echo "$steps" >"$dir/done"
 }
 
@@ -122,8 +124,9 @@ judge() {
 export -f train_row judge steps_for speed_key row_flags rows
 export STUDY BIN DATA CLASSIFIER BASE
 
-screen() {
-  rows | awk '{print $1}' | xargs -P "$JOBS" -I{} bash -c 'train_row {} 10 0 && judge {} 10 0 ddim'
+screen() {  # screen [ROW...]: the named rows, or all of them
+  { [ $# -gt 0 ] && printf '%s\n' "$@" || rows | awk '{print $1}'; } |
+    xargs -P "$JOBS" -I{} bash -c 'train_row {} 10 0 && judge {} 10 0 ddim'
   judge base@fixed_small 10 0 ddim
 }
 
@@ -163,7 +166,7 @@ table() {
 
 case "${1:-}" in
   speeds) speeds ;;
-  screen) screen ;;
+  screen) shift; screen "$@" ;;
   confirm) shift; confirm "$@" ;;
   seeds) shift; seeds "$1" ;;
   table) table ;;

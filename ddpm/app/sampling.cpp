@@ -39,8 +39,9 @@ PredictionTarget prediction_target(const std::map<std::string, std::string>& met
 }
 
 EpsFn unet_network(UNet& model, const std::vector<int64_t>* labels, double guidance) {
-  // The tape-free pass (unet_inference.h), bit-identical to model.forward in eval mode. It
-  // copies the weights now: a network made before the weights change does not see the change.
+  // The tape-free pass (unet_inference.h): model.forward in eval mode, rounded differently
+  // only in the Upsample (a few float ulps). It copies the weights now: a network made before
+  // the weights change does not see the change.
   auto inference = std::make_shared<UNetInference>(model);
   return [inference, labels, guidance](const Tensor& x_t, const std::vector<int64_t>& t) -> Tensor {
     const UNetConfig& c = inference->config();

@@ -51,6 +51,13 @@ TrainStep training_loss(Tape& tape, const Schedule& s, const TapeEpsFn& model, c
 // ---------------------------------------------------------------------------
 // Algorithm 2: sampling
 
+void SampleResult::keep_if_asked(int64_t t, const Tensor& x, const std::vector<int64_t>& keep_t) {
+  if (std::find(keep_t.begin(), keep_t.end(), t) != keep_t.end()) {
+    kept_t.push_back(t);
+    chain.push_back(x.clone());
+  }
+}
+
 SampleResult sample(const Schedule& s, const ModelFn& model, const Shape& shape, uint64_t seed,
                     const SampleOptions& options) {
   DDPM_CHECK(shape.size() >= 1 && shape[0] >= 1 && numel_of(shape) > 0,
@@ -59,15 +66,9 @@ SampleResult sample(const Schedule& s, const ModelFn& model, const Shape& shape,
     DDPM_CHECK(k >= 0 && k <= s.T, "sample: keep_t = " << k << " is outside 0..T = 0.." << s.T);
   const int64_t N = shape[0];
   SampleResult r;
-  auto keep = [&](int64_t t, const Tensor& x) {
-    if (std::find(options.keep_t.begin(), options.keep_t.end(), t) != options.keep_t.end()) {
-      r.kept_t.push_back(t);
-      r.chain.push_back(x.clone());
-    }
-  };
   // Algorithm 2 line 1: x_T ~ N(0, I)
   Tensor x = keyed_normal(shape, RngKey{seed, make_stream(rng_sample_xT)}, options.first_index);
-  keep(s.T, x);
+  r.keep_if_asked(s.T, x, options.keep_t);
   // Algorithm 2 line 2: for t = T, ..., 1 do
   for (int64_t t = s.T; t >= 1; t--) {
     const std::vector<int64_t> tv(N, t);
@@ -76,7 +77,7 @@ SampleResult sample(const Schedule& s, const ModelFn& model, const Shape& shape,
                            : Tensor(shape);
     // Algorithm 2 line 4: x_{t-1} = 1/sqrt(alpha_t) (x_t - (1 - alpha_t) / sqrt(1 - alpha-bar_t) eps_theta(x_t, t)) + sigma_t z
     x = p_sample(s, x, tv, model(x, tv), z, options.clip_x0);
-    keep(t - 1, x);
+    r.keep_if_asked(t - 1, x, options.keep_t);
     if (options.progress) options.progress(t);
   }  // Algorithm 2 line 5: end for
   // Algorithm 2 line 6: return x_0

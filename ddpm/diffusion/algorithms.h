@@ -55,6 +55,8 @@ struct SampleResult {
   Tensor x0;                    // [N, C, H, W]
   std::vector<int64_t> kept_t;  // the t of each chain entry, descending
   std::vector<Tensor> chain;    // x_t for each kept t
+  // Appends a copy of x_t to the chain when t is one of `keep_t` (SampleOptions::keep_t).
+  void keep_if_asked(int64_t t, const Tensor& x, const std::vector<int64_t>& keep_t);
 };
 // Algorithm 2 for `shape` = [N, C, H, W]: the noise of sample i at step t is keyed by
 // (seed, t, first_index + i), so any batch split gives the same images.

@@ -318,74 +318,103 @@ static std::vector<double> sum_per_sample(const Tensor& x) {
   return out;
 }
 
-VlbResult vlb_terms(const Schedule& s, const ModelFn& model, const Tensor& x0, uint64_t seed,
-                    const VlbOptions& options) {
+static void check_vlb_inputs(const Schedule& s, const Tensor& x0, const VlbOptions& options) {
   const std::vector<int64_t> t_one(x0.defined() && x0.dim() >= 1 ? x0.size(0) : 0, 1);
   check_timesteps(s, x0, t_one, "vlb_terms");
   DDPM_CHECK(options.stride >= 1, "vlb_terms: stride = " << options.stride << " must be at least 1");
   for (int64_t j = 0; j < x0.numel(); j++)
     DDPM_CHECK(x0[j] >= -1.0f && x0[j] <= 1.0f,
                "vlb_terms: x0[" << j << "] = " << x0[j] << " is outside [-1, 1]; the decoder L_0 needs 8-bit data scaled to [-1, 1]");
+}
+
+// x_t ~ q(x_t | x_0), keyed by (seed, t, first_index + i): the same draw for an image
+// whatever batch it is in.
+static Tensor vlb_q_draw(const Schedule& s, const Tensor& x0, int64_t t, uint64_t seed, int64_t first_index) {
+  Tensor eps = keyed_normal(x0.shape(), RngKey{seed, make_stream(rng_vlb_eps, t)}, first_index);
+  return q_sample(s, x0, std::vector<int64_t>(x0.size(0), t), eps);
+}
+
+// Which L_{t-1} to evaluate, and how many of the T - 1 terms each stands for, T first.
+// Stride 1: every t = 2..T. Stride k > 1 estimates the sum: the first k terms (t = 2..k+1,
+// where L_{t-1} changes fastest) are all evaluated; after them each block of k consecutive t
+// is represented by its midpoint term, counted for the whole block (the last block may be shorter).
+static void vlb_kl_plan(int64_t T, int64_t stride, std::vector<int64_t>& kl_t, std::vector<int64_t>& kl_count) {
+  for (int64_t b = 2; b <= T; b += stride) {
+    const int64_t n = std::min(stride, T + 1 - b);  // block [b, b + n - 1]
+    if (b == 2) {
+      for (int64_t t = 2; t < 2 + n; t++) {
+        kl_t.push_back(t);
+        kl_count.push_back(1);
+      }
+    } else {
+      kl_t.push_back(b + n / 2);
+      kl_count.push_back(n);
+    }
+  }
+  std::reverse(kl_t.begin(), kl_t.end());  // the reverse process's order: T first
+  std::reverse(kl_count.begin(), kl_count.end());
+}
+
+static std::string vlb_name(int64_t stride, size_t evaluated, int64_t T) {
+  if (stride == 1) return "L_vlb (all T terms)";
+  return "L_vlb estimate (stride " + std::to_string(stride) + ": " + std::to_string(evaluated) + " of the " +
+         std::to_string(T - 1) + " KL terms: the first " + std::to_string(stride) + ", then one per block of " +
+         std::to_string(stride) + " counted for the block)";
+}
+
+// L_T = KL(q(x_T | x_0) || p(x_T)), p(x_T) = N(0, I)   (slide "Reverse (7/15)"; Eq. 5)
+static std::vector<double> prior_term(const Schedule& s, const Tensor& x0) {
+  Gaussian qT = q_mean_variance(s, x0, std::vector<int64_t>(x0.size(0), s.T));
+  Tensor zeros(x0.shape());
+  return sum_per_sample(normal_kl(qT.mean, qT.log_variance, zeros, zeros));
+}
+
+// L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))   (slide "Reverse (7/15)"; Eq. 5)
+static std::vector<double> kl_term(const Schedule& s, const ModelFn& model, const Tensor& x0, const Tensor& x_t,
+                                   int64_t t, bool clip_x0) {
+  const std::vector<int64_t> tv(x0.size(0), t);
+  Gaussian q = q_posterior(s, x0, x_t, tv);
+  PMeanVariance p = p_mean_variance(s, x_t, tv, model(x_t, tv), clip_x0);
+  return sum_per_sample(normal_kl(q.mean, q.log_variance, p.mean, p.log_variance));
+}
+
+// L_0 = -log p_theta(x_0 | x_1), the discretized Gaussian decoder   (slide "Reverse (15/15)"; Eq. 13)
+static std::vector<double> decoder_term(const Schedule& s, const ModelFn& model, const Tensor& x0, const Tensor& x_1,
+                                        bool clip_x0) {
+  const std::vector<int64_t> t1(x0.size(0), 1);
+  PMeanVariance p = p_mean_variance(s, x_1, t1, model(x_1, t1), clip_x0);
+  Tensor log_scales(x0.shape());
+  for (int64_t j = 0; j < x0.numel(); j++) log_scales[j] = 0.5f * p.log_variance[j];
+  std::vector<double> nats = sum_per_sample(discretized_gaussian_log_likelihood(x0, p.mean, log_scales));
+  for (double& v : nats) v = -v;
+  return nats;
+}
+
+VlbResult vlb_terms(const Schedule& s, const ModelFn& model, const Tensor& x0, uint64_t seed,
+                    const VlbOptions& options) {
+  check_vlb_inputs(s, x0, options);
   const int64_t N = x0.size(0), D = elements_per_sample(x0);
   VlbResult r;
   r.T = s.T;
   r.stride = options.stride;
   r.D = D;
-  auto tvec = [&](int64_t t) { return std::vector<int64_t>(N, t); };
-  auto q_draw = [&](int64_t t) {  // x_t ~ q(x_t | x_0), keyed by (seed, t, first_index + i)
-    Tensor eps = keyed_normal(x0.shape(), RngKey{seed, make_stream(rng_vlb_eps, t)}, options.first_index);
-    return q_sample(s, x0, tvec(t), eps);
-  };
 
-  // L_T = KL(q(x_T | x_0) || p(x_T)), p(x_T) = N(0, I)   (slide "Reverse (7/15)"; Eq. 5)
-  Gaussian qT = q_mean_variance(s, x0, tvec(s.T));
-  Tensor zeros(x0.shape());
-  r.prior_nats = sum_per_sample(normal_kl(qT.mean, qT.log_variance, zeros, zeros));
+  // L_T: the prior term.
+  r.prior_nats = prior_term(s, x0);
 
-  // L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)), t = 2..T   (slide 7/15; Eq. 5)
-  // Stride 1: every t = 2..T. Stride k > 1 estimates the sum: the first k terms (t = 2..k+1,
-  // where L_{t-1} changes fastest) are all evaluated; after them each block of k consecutive t
-  // is represented by its midpoint term, counted for the whole block (the last block may be shorter).
-  for (int64_t b = 2; b <= s.T; b += options.stride) {
-    const int64_t n = std::min(options.stride, s.T + 1 - b);  // block [b, b + n - 1]
-    if (b == 2) {
-      for (int64_t t = 2; t < 2 + n; t++) {
-        r.kl_t.push_back(t);
-        r.kl_count.push_back(1);
-      }
-    } else {
-      r.kl_t.push_back(b + n / 2);
-      r.kl_count.push_back(n);
-    }
-  }
-  std::reverse(r.kl_t.begin(), r.kl_t.end());  // the reverse process's order: T first
-  std::reverse(r.kl_count.begin(), r.kl_count.end());
+  // sum_{t=2..T} L_{t-1}, each term at its own draw x_t ~ q(x_t | x_0).
+  vlb_kl_plan(s.T, options.stride, r.kl_t, r.kl_count);
   r.kl_sum_nats.assign(N, 0.0);
   for (size_t k = 0; k < r.kl_t.size(); k++) {
     const int64_t t = r.kl_t[k];
-    Tensor x_t = q_draw(t);
-    Gaussian q = q_posterior(s, x0, x_t, tvec(t));
-    PMeanVariance p = p_mean_variance(s, x_t, tvec(t), model(x_t, tvec(t)), options.clip_x0);
-    r.kl_nats.push_back(sum_per_sample(normal_kl(q.mean, q.log_variance, p.mean, p.log_variance)));
+    Tensor x_t = vlb_q_draw(s, x0, t, seed, options.first_index);
+    r.kl_nats.push_back(kl_term(s, model, x0, x_t, t, options.clip_x0));
     for (int64_t i = 0; i < N; i++) r.kl_sum_nats[i] += static_cast<double>(r.kl_count[k]) * r.kl_nats.back()[i];
   }
-  if (options.stride == 1) {
-    r.name = "L_vlb (all T terms)";
-  } else {
-    r.name = "L_vlb estimate (stride " + std::to_string(options.stride) + ": " + std::to_string(r.kl_t.size()) +
-             " of the " + std::to_string(s.T - 1) + " KL terms: the first " + std::to_string(options.stride) +
-             ", then one per block of " + std::to_string(options.stride) + " counted for the block)";
-  }
+  r.name = vlb_name(options.stride, r.kl_t.size(), s.T);
 
-  // L_0 = -log p_theta(x_0 | x_1), the discretized Gaussian decoder   (slide "Reverse (15/15)"; Eq. 13)
-  {
-    Tensor x_1 = q_draw(1);
-    PMeanVariance p = p_mean_variance(s, x_1, tvec(1), model(x_1, tvec(1)), options.clip_x0);
-    Tensor log_scales(x0.shape());
-    for (int64_t j = 0; j < x0.numel(); j++) log_scales[j] = 0.5f * p.log_variance[j];
-    r.decoder_nats = sum_per_sample(discretized_gaussian_log_likelihood(x0, p.mean, log_scales));
-    for (double& v : r.decoder_nats) v = -v;
-  }
+  // L_0: the decoder term, at x_1 ~ q(x_1 | x_0).
+  r.decoder_nats = decoder_term(s, model, x0, vlb_q_draw(s, x0, 1, seed, options.first_index), options.clip_x0);
 
   // -log p_theta(x_0) <= L_T + sum_{t>=2} L_{t-1} + L_0   (slide "Reverse (7/15)"; Eq. 5)
   r.total_nats.resize(N);

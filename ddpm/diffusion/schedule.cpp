@@ -66,6 +66,24 @@ Schedule make_schedule(const std::string& name, int64_t T, const ScheduleOptions
 
 static std::vector<float> to_float(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
 
+// The float copies of the double tables, for the hot path.
+static Schedule::Floats float_copies(const Schedule& s) {
+  Schedule::Floats f;
+  f.beta = to_float(s.beta);
+  f.alpha = to_float(s.alpha);
+  f.alpha_bar = to_float(s.alpha_bar);
+  f.alpha_bar_prev = to_float(s.alpha_bar_prev);
+  f.sqrt_alpha_bar = to_float(s.sqrt_alpha_bar);
+  f.sqrt_one_minus_alpha_bar = to_float(s.sqrt_one_minus_alpha_bar);
+  f.sqrt_recip_alpha = to_float(s.sqrt_recip_alpha);
+  f.eps_coef = to_float(s.eps_coef);
+  f.posterior_variance = to_float(s.posterior_variance);
+  f.posterior_log_variance_clipped = to_float(s.posterior_log_variance_clipped);
+  f.posterior_mean_coef1 = to_float(s.posterior_mean_coef1);
+  f.posterior_mean_coef2 = to_float(s.posterior_mean_coef2);
+  return f;
+}
+
 Schedule schedule_from_betas(const std::string& name, const std::vector<double>& betas) {
   const int64_t T = static_cast<int64_t>(betas.size());
   DDPM_CHECK(T >= 1, "schedule_from_betas: no betas (T = 0); T must be at least 1");
@@ -111,18 +129,7 @@ Schedule schedule_from_betas(const std::string& name, const std::vector<double>&
     s.posterior_log_variance_clipped[t] = std::log(v);
   }
 
-  s.f.beta = to_float(s.beta);
-  s.f.alpha = to_float(s.alpha);
-  s.f.alpha_bar = to_float(s.alpha_bar);
-  s.f.alpha_bar_prev = to_float(s.alpha_bar_prev);
-  s.f.sqrt_alpha_bar = to_float(s.sqrt_alpha_bar);
-  s.f.sqrt_one_minus_alpha_bar = to_float(s.sqrt_one_minus_alpha_bar);
-  s.f.sqrt_recip_alpha = to_float(s.sqrt_recip_alpha);
-  s.f.eps_coef = to_float(s.eps_coef);
-  s.f.posterior_variance = to_float(s.posterior_variance);
-  s.f.posterior_log_variance_clipped = to_float(s.posterior_log_variance_clipped);
-  s.f.posterior_mean_coef1 = to_float(s.posterior_mean_coef1);
-  s.f.posterior_mean_coef2 = to_float(s.posterior_mean_coef2);
+  s.f = float_copies(s);
   return s;
 }
 

@@ -65,8 +65,8 @@ ParamList Classifier::params() {
   return ps;
 }
 
-void train_classifier(Classifier& model, const Tensor& images, const std::vector<uint8_t>& labels,
-                      const ClassifierTrainConfig& config, const ClassifierProgress& progress) {
+static void check_train_inputs(const Tensor& images, const std::vector<uint8_t>& labels,
+                               const ClassifierTrainConfig& config) {
   const Shape& s = images.shape();
   DDPM_CHECK(s.size() == 4 && s[1] == 1 && s[2] == Classifier::image_size && s[3] == Classifier::image_size &&
                  static_cast<int64_t>(labels.size()) == s[0] && s[0] > 0,
@@ -75,7 +75,37 @@ void train_classifier(Classifier& model, const Tensor& images, const std::vector
   DDPM_CHECK(config.epochs >= 1 && config.batch >= 1 && config.lr > 0 && config.max_shift >= 0 && config.max_shift < 28,
              "train_classifier: epochs " << config.epochs << ", batch " << config.batch << ", lr " << config.lr
                                          << " must all be positive");
-  const int64_t N = s[0], B = std::min(config.batch, N), image_numel = 28 * 28;
+}
+
+// The epoch's order of the N images: Fisher-Yates with the epoch's own stream.
+static void shuffle_epoch(std::vector<int64_t>& perm, uint64_t seed, int64_t epoch) {
+  const int64_t N = static_cast<int64_t>(perm.size());
+  std::iota(perm.begin(), perm.end(), 0);
+  Generator gen(seed, make_stream(rng_classifier_shuffle, static_cast<uint64_t>(epoch)));
+  for (int64_t i = N - 1; i > 0; i--) std::swap(perm[i], perm[gen.below(static_cast<uint64_t>(i + 1))]);
+}
+
+// Batch b of the epoch into x [B, 1, 28, 28] and y: each image shifted by up to max_shift
+// pixels each way, the shift keyed by (seed, epoch, position in the epoch).
+static void fill_batch(Tensor& x, std::vector<int64_t>& y, const Tensor& images, const std::vector<uint8_t>& labels,
+                       const std::vector<int64_t>& perm, int64_t b, int64_t epoch, const ClassifierTrainConfig& config) {
+  const int64_t B = x.size(0), image_numel = 28 * 28;
+  for (int64_t i = 0; i < B; i++) {
+    const int64_t src = perm[b * B + i];
+    const uint64_t r = rng_bits(config.seed, make_stream(rng_classifier_shift, static_cast<uint64_t>(epoch)),
+                                static_cast<uint64_t>(b * B + i));
+    const uint64_t span = static_cast<uint64_t>(2 * config.max_shift + 1);
+    const int64_t dy = static_cast<int64_t>(r % span) - config.max_shift;
+    const int64_t dx = static_cast<int64_t>((r >> 32) % span) - config.max_shift;
+    shift_image(x.data() + i * image_numel, images.data() + src * image_numel, dy, dx);
+    y[i] = labels[src];
+  }
+}
+
+void train_classifier(Classifier& model, const Tensor& images, const std::vector<uint8_t>& labels,
+                      const ClassifierTrainConfig& config, const ClassifierProgress& progress) {
+  check_train_inputs(images, labels, config);
+  const int64_t N = images.size(0), B = std::min(config.batch, N);
   const int64_t steps_per_epoch = N / B;  // the last partial batch of an epoch is dropped
   const int64_t steps = steps_per_epoch * config.epochs;
   ParamList params = model.params();
@@ -90,21 +120,9 @@ void train_classifier(Classifier& model, const Tensor& images, const std::vector
   int64_t loss_count = 0;
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < config.epochs; epoch++) {
-    // Fisher-Yates with the epoch's own stream.
-    std::iota(perm.begin(), perm.end(), 0);
-    Generator gen(config.seed, make_stream(rng_classifier_shuffle, static_cast<uint64_t>(epoch)));
-    for (int64_t i = N - 1; i > 0; i--) std::swap(perm[i], perm[gen.below(static_cast<uint64_t>(i + 1))]);
+    shuffle_epoch(perm, config.seed, epoch);
     for (int64_t b = 0; b < steps_per_epoch; b++) {
-      for (int64_t i = 0; i < B; i++) {
-        const int64_t src = perm[b * B + i];
-        const uint64_t r = rng_bits(config.seed, make_stream(rng_classifier_shift, static_cast<uint64_t>(epoch)),
-                                    static_cast<uint64_t>(b * B + i));
-        const uint64_t span = static_cast<uint64_t>(2 * config.max_shift + 1);
-        const int64_t dy = static_cast<int64_t>(r % span) - config.max_shift;
-        const int64_t dx = static_cast<int64_t>((r >> 32) % span) - config.max_shift;
-        shift_image(x.data() + i * image_numel, images.data() + src * image_numel, dy, dx);
-        y[i] = labels[src];
-      }
+      fill_batch(x, y, images, labels, perm, b, epoch, config);
       zero_grad(params);
       Tape tape;
       Classifier::Output out = model.forward(tape, constant(x));

@@ -22,16 +22,65 @@ std::vector<double> matmul(const std::vector<double>& A, const std::vector<doubl
   return C;
 }
 
-SymmetricEigen eigh(const std::vector<double>& A_in, int64_t n) {
-  DDPM_CHECK(n >= 0 && static_cast<int64_t>(A_in.size()) == n * n,
-             "eigh: A has " << A_in.size() << " values, expected n * n with n = " << n);
+static void check_symmetric(const std::vector<double>& A, int64_t n) {
+  DDPM_CHECK(n >= 0 && static_cast<int64_t>(A.size()) == n * n,
+             "eigh: A has " << A.size() << " values, expected n * n with n = " << n);
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j < i; j++) {
-      const double x = A_in[i * n + j], y = A_in[j * n + i];
+      const double x = A[i * n + j], y = A[j * n + i];
       DDPM_CHECK(std::isfinite(x) && std::fabs(x - y) <= 1e-9 * (std::fabs(x) + std::fabs(y)) + 1e-300,
                  "eigh: A is not symmetric (or not finite): A[" << i << ", " << j << "] = " << x << " but A[" << j
                                                                 << ", " << i << "] = " << y);
     }
+}
+
+// One Jacobi rotation in the (p, q) plane that zeroes A[p, q] (a_pq != 0), applied to A
+// from both sides and to V from the right.
+static void jacobi_rotate(std::vector<double>& A, std::vector<double>& V, int64_t n, int64_t p, int64_t q) {
+  const double a_pq = A[p * n + q];
+  // The rotation J (J_pp = J_qq = c, J_pq = s, J_qp = -s) makes (J^T A J)_pq =
+  // cs (a_pp - a_qq) + (c^2 - s^2) a_pq vanish: with t = s / c,
+  // t^2 + 2 theta t - 1 = 0, theta = (a_qq - a_pp) / (2 a_pq); take the smaller
+  // root, so the rotation angle is at most pi/4 (this is what makes Jacobi converge).
+  const double theta = (A[q * n + q] - A[p * n + p]) / (2.0 * a_pq);
+  const double t = (theta >= 0 ? 1.0 : -1.0) / (std::fabs(theta) + std::sqrt(theta * theta + 1.0));
+  const double c = 1.0 / std::sqrt(t * t + 1.0), s = t * c;
+  // A <- A J (columns p and q), then A <- J^T A (rows p and q), V <- V J.
+  for (int64_t k = 0; k < n; k++) {
+    const double a_kp = A[k * n + p], a_kq = A[k * n + q];
+    A[k * n + p] = c * a_kp - s * a_kq;
+    A[k * n + q] = s * a_kp + c * a_kq;
+  }
+  for (int64_t k = 0; k < n; k++) {
+    const double a_pk = A[p * n + k], a_qk = A[q * n + k];
+    A[p * n + k] = c * a_pk - s * a_qk;
+    A[q * n + k] = s * a_pk + c * a_qk;
+  }
+  A[p * n + q] = A[q * n + p] = 0.0;  // zero by construction; drop the rounding
+  for (int64_t k = 0; k < n; k++) {
+    const double v_kp = V[k * n + p], v_kq = V[k * n + q];
+    V[k * n + p] = c * v_kp - s * v_kq;
+    V[k * n + q] = s * v_kp + c * v_kq;
+  }
+}
+
+// The diagonal of the rotated A as eigenvalues, ascending, with V's columns carried along.
+static SymmetricEigen sorted_eigen(const std::vector<double>& A, const std::vector<double>& V, int64_t n) {
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return A[a * n + a] < A[b * n + b]; });
+  SymmetricEigen e;
+  e.w.resize(n);
+  e.V.resize(n * n);
+  for (int64_t k = 0; k < n; k++) {
+    e.w[k] = A[order[k] * n + order[k]];
+    for (int64_t i = 0; i < n; i++) e.V[i * n + k] = V[i * n + order[k]];
+  }
+  return e;
+}
+
+SymmetricEigen eigh(const std::vector<double>& A_in, int64_t n) {
+  check_symmetric(A_in, n);
   std::vector<double> A = A_in;
   std::vector<double> V(n * n, 0.0);
   for (int64_t i = 0; i < n; i++) V[i * n + i] = 1.0;
@@ -46,52 +95,15 @@ SymmetricEigen eigh(const std::vector<double>& A_in, int64_t n) {
   double total = 0.0;
   for (double a : A) total += a * a;
 
+  // Cyclic Jacobi: sweep over every pair (p, q) above the diagonal until A is diagonal.
   for (int sweep = 0; sweep < 100; sweep++) {
     // Converged once the off-diagonal mass is at rounding level of the whole matrix.
     if (off_diagonal() <= 1e-30 * total) break;
     for (int64_t p = 0; p < n - 1; p++)
-      for (int64_t q = p + 1; q < n; q++) {
-        const double a_pq = A[p * n + q];
-        if (a_pq == 0.0) continue;
-        // The rotation J (J_pp = J_qq = c, J_pq = s, J_qp = -s) makes (J^T A J)_pq =
-        // cs (a_pp - a_qq) + (c^2 - s^2) a_pq vanish: with t = s / c,
-        // t^2 + 2 theta t - 1 = 0, theta = (a_qq - a_pp) / (2 a_pq); take the smaller
-        // root, so the rotation angle is at most pi/4 (this is what makes Jacobi converge).
-        const double theta = (A[q * n + q] - A[p * n + p]) / (2.0 * a_pq);
-        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::fabs(theta) + std::sqrt(theta * theta + 1.0));
-        const double c = 1.0 / std::sqrt(t * t + 1.0), s = t * c;
-        // A <- A J (columns p and q), then A <- J^T A (rows p and q), V <- V J.
-        for (int64_t k = 0; k < n; k++) {
-          const double a_kp = A[k * n + p], a_kq = A[k * n + q];
-          A[k * n + p] = c * a_kp - s * a_kq;
-          A[k * n + q] = s * a_kp + c * a_kq;
-        }
-        for (int64_t k = 0; k < n; k++) {
-          const double a_pk = A[p * n + k], a_qk = A[q * n + k];
-          A[p * n + k] = c * a_pk - s * a_qk;
-          A[q * n + k] = s * a_pk + c * a_qk;
-        }
-        A[p * n + q] = A[q * n + p] = 0.0;  // zero by construction; drop the rounding
-        for (int64_t k = 0; k < n; k++) {
-          const double v_kp = V[k * n + p], v_kq = V[k * n + q];
-          V[k * n + p] = c * v_kp - s * v_kq;
-          V[k * n + q] = s * v_kp + c * v_kq;
-        }
-      }
+      for (int64_t q = p + 1; q < n; q++)
+        if (A[p * n + q] != 0.0) jacobi_rotate(A, V, n, p, q);
   }
-
-  // Sort ascending, carrying the eigenvector columns along.
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return A[a * n + a] < A[b * n + b]; });
-  SymmetricEigen e;
-  e.w.resize(n);
-  e.V.resize(n * n);
-  for (int64_t k = 0; k < n; k++) {
-    e.w[k] = A[order[k] * n + order[k]];
-    for (int64_t i = 0; i < n; i++) e.V[i * n + k] = V[i * n + order[k]];
-  }
-  return e;
+  return sorted_eigen(A, V, n);
 }
 
 std::vector<double> sqrtm_psd(const std::vector<double>& A, int64_t n) {

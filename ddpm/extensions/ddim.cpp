@@ -83,15 +83,9 @@ SampleResult ddim_sample(const Schedule& sch, const EpsFn& model, const Shape& s
                "ddim_sample: keep_t = " << k << " is not 0 or a step of the respaced sequence");
   const int64_t N = shape[0];
   SampleResult r;
-  auto keep = [&](int64_t t, const Tensor& x) {
-    if (std::find(options.keep_t.begin(), options.keep_t.end(), t) != options.keep_t.end()) {
-      r.kept_t.push_back(t);
-      r.chain.push_back(x.clone());
-    }
-  };
   // x_T ~ N(0, I), the same draw as Algorithm 2 line 1 (tau_S = T).
   Tensor x = keyed_normal(shape, RngKey{seed, make_stream(rng_sample_xT)}, options.first_index);
-  keep(sch.T, x);
+  r.keep_if_asked(sch.T, x, options.keep_t);
   for (int64_t k = static_cast<int64_t>(tau.size()) - 1; k >= 0; k--) {
     const int64_t t = tau[k], s = k > 0 ? tau[k - 1] : 0;
     const std::vector<int64_t> tv(N, t);
@@ -100,7 +94,7 @@ SampleResult ddim_sample(const Schedule& sch, const EpsFn& model, const Shape& s
                    ? keyed_normal(shape, RngKey{seed, make_stream(rng_ddim_z, t)}, options.first_index)
                    : Tensor();
     x = ddim_step(sch, x, t, s, eps, options.eta, z, options.clip_x0);
-    keep(s, x);
+    r.keep_if_asked(s, x, options.keep_t);
   }
   r.x0 = x;
   return r;

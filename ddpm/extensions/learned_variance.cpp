@@ -62,9 +62,10 @@ double vlb_element_forward_backward(double x0, double mean_q, double logvar_q, d
   return normal_kl(mean_q, logvar_q, mean_p, logvar_p, dlogvar_p);
 }
 
-HybridLoss hybrid_loss(Tape& tape, const Schedule& s, const Var& out, const Tensor& target, const Tensor& x0,
-                       const Tensor& x_t, const std::vector<int64_t>& t, const HybridLossOptions& options) {
-  const Tensor& o = out->value;
+// The shapes hybrid_loss takes: out [N, 2C, H, W] for x_t, target and x0 [N, C, H, W], and
+// one weight per sample when weights are given.
+static void check_hybrid_inputs(const Schedule& s, const Tensor& o, const Tensor& target, const Tensor& x0,
+                                const Tensor& x_t, const std::vector<int64_t>& t, const std::vector<double>& weights) {
   check_timesteps(s, x_t, t, "hybrid_loss");
   DDPM_CHECK(x_t.dim() == 4 && o.dim() == 4 && o.size(0) == x_t.size(0) && o.size(1) == 2 * x_t.size(1) &&
                  o.size(2) == x_t.size(2) && o.size(3) == x_t.size(3),
@@ -73,9 +74,16 @@ HybridLoss hybrid_loss(Tape& tape, const Schedule& s, const Var& out, const Tens
   DDPM_CHECK(target.shape() == x_t.shape() && x0.shape() == x_t.shape(),
              "hybrid_loss: target " << target.shape_str() << " and x0 " << x0.shape_str() << " must be x_t's "
                                     << x_t.shape_str());
+  const size_t N = static_cast<size_t>(x_t.size(0));
+  DDPM_CHECK(weights.empty() || weights.size() == N, "hybrid_loss: " << weights.size() << " weights for N = " << N);
+}
+
+HybridLoss hybrid_loss(Tape& tape, const Schedule& s, const Var& out, const Tensor& target, const Tensor& x0,
+                       const Tensor& x_t, const std::vector<int64_t>& t, const HybridLossOptions& options) {
+  const Tensor& o = out->value;
+  check_hybrid_inputs(s, o, target, x0, x_t, t, options.weights);
   const int64_t N = x_t.size(0), C = x_t.size(1), HW = x_t.size(2) * x_t.size(3), D = C * HW;
-  std::vector<double> w = options.weights.empty() ? std::vector<double>(N, 1.0) : options.weights;
-  DDPM_CHECK(static_cast<int64_t>(w.size()) == N, "hybrid_loss: " << w.size() << " weights for N = " << N);
+  const std::vector<double> w = options.weights.empty() ? std::vector<double>(N, 1.0) : options.weights;
 
   const LearnedOutput split = split_learned_output(o);
   const Tensor& prediction = split.prediction;

@@ -95,41 +95,8 @@ struct Parser {
     v.offset = base + pos;
     if (pos >= n) error("unexpected end of input, expected a value");
     unsigned char c = s[pos];
-    if (c == '{') {
-      v.kind = JsonValue::Object;
-      pos++;
-      skip_ws();
-      if (pos < n && s[pos] == '}') return pos++, v;
-      for (;;) {
-        skip_ws();
-        if (pos >= n || s[pos] != '"') error("expected a string key, found " + describe_here());
-        size_t key_at = pos;
-        std::string key = string_body();
-        for (const auto& m : v.members)
-          if (m.first == key) error("duplicate key \"" + key + "\" (keys must be unique)", key_at);
-        skip_ws();
-        if (pos >= n || s[pos] != ':') error("expected ':' after key \"" + key + "\", found " + describe_here());
-        pos++;
-        v.members.emplace_back(std::move(key), value(depth + 1));
-        skip_ws();
-        if (pos < n && s[pos] == ',') { pos++; continue; }
-        if (pos < n && s[pos] == '}') { pos++; return v; }
-        error("expected ',' or '}' in object, found " + describe_here());
-      }
-    }
-    if (c == '[') {
-      v.kind = JsonValue::Array;
-      pos++;
-      skip_ws();
-      if (pos < n && s[pos] == ']') return pos++, v;
-      for (;;) {
-        v.items.push_back(value(depth + 1));
-        skip_ws();
-        if (pos < n && s[pos] == ',') { pos++; continue; }
-        if (pos < n && s[pos] == ']') { pos++; return v; }
-        error("expected ',' or ']' in array, found " + describe_here());
-      }
-    }
+    if (c == '{') return object(std::move(v), depth);
+    if (c == '[') return array(std::move(v), depth);
     if (c == '"') {
       v.kind = JsonValue::String;
       v.text = string_body();
@@ -144,6 +111,45 @@ struct Parser {
       return v;
     }
     error("expected a value, found " + describe_here());
+  }
+
+  // { "key": value, ... } from its '{' on (v holds its offset); keys must be unique.
+  JsonValue object(JsonValue v, int depth) {
+    v.kind = JsonValue::Object;
+    pos++;
+    skip_ws();
+    if (pos < n && s[pos] == '}') return pos++, v;
+    for (;;) {
+      skip_ws();
+      if (pos >= n || s[pos] != '"') error("expected a string key, found " + describe_here());
+      size_t key_at = pos;
+      std::string key = string_body();
+      for (const auto& m : v.members)
+        if (m.first == key) error("duplicate key \"" + key + "\" (keys must be unique)", key_at);
+      skip_ws();
+      if (pos >= n || s[pos] != ':') error("expected ':' after key \"" + key + "\", found " + describe_here());
+      pos++;
+      v.members.emplace_back(std::move(key), value(depth + 1));
+      skip_ws();
+      if (pos < n && s[pos] == ',') { pos++; continue; }
+      if (pos < n && s[pos] == '}') { pos++; return v; }
+      error("expected ',' or '}' in object, found " + describe_here());
+    }
+  }
+
+  // [ value, ... ] from its '[' on (v holds its offset).
+  JsonValue array(JsonValue v, int depth) {
+    v.kind = JsonValue::Array;
+    pos++;
+    skip_ws();
+    if (pos < n && s[pos] == ']') return pos++, v;
+    for (;;) {
+      v.items.push_back(value(depth + 1));
+      skip_ws();
+      if (pos < n && s[pos] == ',') { pos++; continue; }
+      if (pos < n && s[pos] == ']') { pos++; return v; }
+      error("expected ',' or ']' in array, found " + describe_here());
+    }
   }
 
   bool digit_here() const { return pos < n && s[pos] >= '0' && s[pos] <= '9'; }

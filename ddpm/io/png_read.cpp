@@ -130,23 +130,21 @@ void unfilter(uint8_t* raw, uint64_t height, size_t row_bytes, size_t bpp, const
   }
 }
 
-}  // namespace
-
-Image decode_png(const uint8_t* bytes, size_t size, const std::string& source) {
-  static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  DDPM_CHECK(size >= 8 && std::memcmp(bytes, signature, 8) == 0,
-             "png: '" << source << "' does not start with the PNG signature: not a PNG file"
-                      << (size >= 8 && std::memcmp(bytes + 1, "PNG", 3) == 0
-                              ? " (its line endings were converted: transfer it in binary mode)"
-                              : ""));
+// What the chunks of a PNG file say: the header, the palette and where the image data lie.
+struct Chunks {
   Header h;
-  bool have_header = false, have_end = false;
   std::vector<uint8_t> palette;  // RGB triples
   // Where the IDAT chunks' data lie: they must be consecutive (PNG spec, section 5.6).
   std::vector<std::pair<size_t, size_t>> idat;
-  bool idat_ended = false;
   uint64_t idat_bytes = 0;
+};
 
+// Walks the chunks from after the signature to IEND, checking each one's length against the
+// file and its CRC before reading it, and their order (IHDR first, PLTE before IDAT, IDATs
+// consecutive, no unknown critical chunk).
+Chunks read_chunks(const uint8_t* bytes, size_t size, const std::string& source) {
+  Chunks c;
+  bool have_header = false, have_end = false, idat_ended = false;
   size_t pos = 8;
   while (!have_end) {
     DDPM_CHECK(size - pos >= 12, "png: '" << source << "' is truncated at byte " << size
@@ -167,23 +165,23 @@ Image decode_png(const uint8_t* bytes, size_t size, const std::string& source) {
                                            << " computed): the file is corrupt");
     DDPM_CHECK(have_header || name == "IHDR", "png: '" << source << "' starts with chunk " << name
                                                        << " where IHDR must come first: corrupt");
-    if (name != "IDAT" && !idat.empty()) idat_ended = true;
+    if (name != "IDAT" && !c.idat.empty()) idat_ended = true;
     if (name == "IHDR") {
       DDPM_CHECK(!have_header, "png: '" << source << "' has a second IHDR chunk at byte " << pos << ": corrupt");
       DDPM_CHECK(len == 13, "png: '" << source << "' has an IHDR of " << len << " bytes; it must be 13: corrupt");
-      h = parse_ihdr(data, source);
+      c.h = parse_ihdr(data, source);
       have_header = true;
     } else if (name == "PLTE") {
-      DDPM_CHECK(palette.empty() && idat.empty(), "png: '" << source << "' has a PLTE chunk at byte " << pos
-                                                           << " after another PLTE or after IDAT: corrupt");
+      DDPM_CHECK(c.palette.empty() && c.idat.empty(), "png: '" << source << "' has a PLTE chunk at byte " << pos
+                                                               << " after another PLTE or after IDAT: corrupt");
       DDPM_CHECK(len >= 3 && len <= 768 && len % 3 == 0, "png: '" << source << "' has a PLTE of " << len
                                                                   << " bytes; it must hold 1..256 RGB entries");
-      palette.assign(data, data + len);
+      c.palette.assign(data, data + len);
     } else if (name == "IDAT") {
       DDPM_CHECK(!idat_ended, "png: '" << source << "' has IDAT chunks split by other chunks (again at byte " << pos
                                        << "); they must be consecutive: corrupt");
-      idat.emplace_back(static_cast<size_t>(data - bytes), static_cast<size_t>(len));
-      idat_bytes += len;
+      c.idat.emplace_back(static_cast<size_t>(data - bytes), static_cast<size_t>(len));
+      c.idat_bytes += len;
     } else if (name == "IEND") {
       have_end = true;
     } else {
@@ -194,34 +192,41 @@ Image decode_png(const uint8_t* bytes, size_t size, const std::string& source) {
     }
     pos += 12 + size_t(len);
   }
-  DDPM_CHECK(!idat.empty(), "png: '" << source << "' has no IDAT chunk: no image data");
-  DDPM_CHECK(h.color_type != 3 || !palette.empty(),
+  DDPM_CHECK(!c.idat.empty(), "png: '" << source << "' has no IDAT chunk: no image data");
+  DDPM_CHECK(c.h.color_type != 3 || !c.palette.empty(),
              "png: '" << source << "' is a palette image without a PLTE chunk before its IDAT: corrupt");
+  return c;
+}
 
-  // The filtered rows the header announces, each a filter byte then ceil(width * bits
-  // per pixel / 8) bytes. All of it is bounded: at most 16384 * (1 + 16384 * 4) bytes.
-  const size_t bits_per_pixel = size_t(h.bit_depth) * size_t(h.samples);
-  const size_t row_bytes = (size_t(h.width) * bits_per_pixel + 7) / 8;
+// The filtered rows the header announces, each a filter byte then row_bytes =
+// ceil(width * bits per pixel / 8) bytes, inflated from the joined IDAT data. All of it is
+// bounded: at most 16384 * (1 + 16384 * 4) bytes, and no more than deflate can expand the
+// IDAT bytes to.
+std::vector<uint8_t> inflate_rows(const uint8_t* bytes, const Chunks& c, size_t row_bytes, const std::string& source) {
+  const Header& h = c.h;
   const uint64_t raw_size = uint64_t(h.height) * (1 + row_bytes);
-  DDPM_CHECK(raw_size <= kDeflateMaxRatio * idat_bytes,
-             "png: '" << source << "' has " << idat_bytes << " bytes of image data (IDAT), which cannot decompress to "
+  DDPM_CHECK(raw_size <= kDeflateMaxRatio * c.idat_bytes,
+             "png: '" << source << "' has " << c.idat_bytes << " bytes of image data (IDAT), which cannot decompress to "
                       << "the " << raw_size << " bytes its " << h.width << " x " << h.height
                       << " header announces (deflate expands at most " << kDeflateMaxRatio
                       << " times): truncated or corrupt");
   std::vector<uint8_t> z;
-  z.reserve(static_cast<size_t>(idat_bytes));
-  for (const auto& piece : idat) z.insert(z.end(), bytes + piece.first, bytes + piece.first + piece.second);
+  z.reserve(static_cast<size_t>(c.idat_bytes));
+  for (const auto& piece : c.idat) z.insert(z.end(), bytes + piece.first, bytes + piece.first + piece.second);
   std::vector<uint8_t> raw = zlib_inflate(z.data(), z.size(), static_cast<size_t>(raw_size), source);
   DDPM_CHECK(raw.size() == raw_size, "png: '" << source << "' image data ends after " << raw.size() << " of the "
                                               << raw_size << " bytes its " << h.width << " x " << h.height
                                               << " header announces: truncated or corrupt");
-  unfilter(raw.data(), h.height, row_bytes, bits_per_pixel >= 8 ? bits_per_pixel / 8 : 1, source);
+  return raw;
+}
 
-  // Expand to 8-bit samples: palette indices to RGB, low bit depths to 0..255.
+// Expands the unfiltered rows to 8-bit samples: palette indices to RGB, low bit depths to 0..255.
+Image expand_samples(const std::vector<uint8_t>& raw, const Chunks& c, size_t row_bytes, const std::string& source) {
+  const Header& h = c.h;
   Image img;
   img.width = h.width, img.height = h.height, img.channels = h.out_channels;
   img.pixels.resize(static_cast<size_t>(uint64_t(h.width) * h.height * uint64_t(h.out_channels)));
-  const size_t entries = palette.size() / 3;
+  const size_t entries = c.palette.size() / 3;
   const int depth = h.bit_depth, scale = depth == 1 ? 255 : depth == 2 ? 85 : depth == 4 ? 17 : 1;
   uint8_t* out = img.pixels.data();
   for (uint64_t y = 0; y < h.height; y++) {
@@ -238,7 +243,7 @@ Image decode_png(const uint8_t* bytes, size_t size, const std::string& source) {
       if (h.color_type == 3) {
         DDPM_CHECK(size_t(v) < entries, "png: '" << source << "' pixel (" << x << ", " << y << ") has palette index "
                                                  << v << ", beyond the " << entries << " entries of PLTE: corrupt");
-        std::memcpy(out, &palette[3 * size_t(v)], 3);
+        std::memcpy(out, &c.palette[3 * size_t(v)], 3);
         out += 3;
       } else {
         *out++ = static_cast<uint8_t>(v * scale);
@@ -246,6 +251,23 @@ Image decode_png(const uint8_t* bytes, size_t size, const std::string& source) {
     }
   }
   return img;
+}
+
+}  // namespace
+
+Image decode_png(const uint8_t* bytes, size_t size, const std::string& source) {
+  static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  DDPM_CHECK(size >= 8 && std::memcmp(bytes, signature, 8) == 0,
+             "png: '" << source << "' does not start with the PNG signature: not a PNG file"
+                      << (size >= 8 && std::memcmp(bytes + 1, "PNG", 3) == 0
+                              ? " (its line endings were converted: transfer it in binary mode)"
+                              : ""));
+  const Chunks c = read_chunks(bytes, size, source);
+  const size_t bits_per_pixel = size_t(c.h.bit_depth) * size_t(c.h.samples);
+  const size_t row_bytes = (size_t(c.h.width) * bits_per_pixel + 7) / 8;
+  std::vector<uint8_t> raw = inflate_rows(bytes, c, row_bytes, source);
+  unfilter(raw.data(), c.h.height, row_bytes, bits_per_pixel >= 8 ? bits_per_pixel / 8 : 1, source);
+  return expand_samples(raw, c, row_bytes, source);
 }
 
 }  // namespace ddpm

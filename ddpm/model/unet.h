@@ -36,7 +36,7 @@ struct UNetConfig {
   int64_t groups = 8;
   float dropout = 0.0f;
   int64_t num_classes = 0;        // > 0: class-conditional, with one extra "null" class
-  bool learned_variance = false;  // output 2*in_ch channels: eps and the variance interpolation v
+  bool learned_variance = false;  // output 2*in_ch channels: the prediction, then r (the variance interpolation)
 
   int64_t out_ch() const { return learned_variance ? 2 * in_ch : in_ch; }
   int64_t temb_ch() const { return 4 * ch; }

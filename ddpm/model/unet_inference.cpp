@@ -393,21 +393,10 @@ UNetInference::UNetInference(const UNet& model, bool exact) : config_(model.conf
 
 UNetInference::~UNetInference() = default;
 
-Tensor UNetInference::forward(const Tensor& x_t, const std::vector<int64_t>& t, const std::vector<int64_t>* labels) {
-  std::lock_guard<std::mutex> lock(mutex_);  // the workspaces serve one pass at a time
+Tensor UNetInference::time_embedding(const std::vector<int64_t>& t, const std::vector<int64_t>* labels) const {
   const UNetConfig& c = config_;
-  const Shape& xs = x_t.shape();
-  DDPM_CHECK(xs.size() == 4 && xs[1] == c.in_ch && xs[2] == c.image_size && xs[3] == c.image_size,
-             "unet inference: input " << x_t.shape_str() << ", expected [N, " << c.in_ch << ", " << c.image_size
-                                      << ", " << c.image_size << "]");
-  const int64_t N = xs[0];
-  DDPM_CHECK(static_cast<int64_t>(t.size()) == N, "unet inference: " << t.size() << " timesteps for a batch of " << N);
-  DDPM_CHECK((labels != nullptr) == (c.num_classes > 0),
-             "unet inference: " << (labels ? "labels given to an unconditional model"
-                                           : "a class-conditional model needs labels (use the null class for none)"));
-  const int64_t temb_ch = c.temb_ch();
-
-  // Timestep embedding for the whole batch: temb = dense1(silu(dense0(sinusoid(t)))) (+ class_emb[label]).
+  const int64_t N = static_cast<int64_t>(t.size()), temb_ch = c.temb_ch();
+  // temb = dense1(silu(dense0(sinusoid(t)))) (+ class_emb[label])
   std::vector<float> tf(t.begin(), t.end());
   Tensor temb = (*temb_dense0_)(timestep_embedding(tf, c.ch));  // [N, 4ch]
   silu_forward(temb.data(), temb.data(), temb.numel());
@@ -421,24 +410,49 @@ Tensor UNetInference::forward(const Tensor& x_t, const std::vector<int64_t>& t, 
       for (int64_t i = 0; i < temb_ch; i++) temb[n * temb_ch + i] += class_emb_[id * temb_ch + i];  // add
     }
   }
-  // Every ResBlock's temb_proj(silu(temb)), [N, out] each, side by side: row n of the
-  // table is image n's, the blocks at temb_at.
+  // Every ResBlock reads silu(temb).
   silu_forward(temb.data(), temb.data(), temb.numel());
+  return temb;
+}
+
+std::vector<float> UNetInference::resblock_temb_table(const Tensor& temb, std::vector<int64_t>& temb_at) const {
+  const int64_t N = temb.size(0);
   std::vector<const ResBlock*> blocks(res_blocks_);
   for (const std::vector<Level>* path : {&down_, &up_})
     for (const Level& l : *path)
       for (const ResBlock& b : l.blocks) blocks[b.index] = &b;
   blocks[mid_block1_->index] = mid_block1_.get();
   blocks[mid_block2_->index] = mid_block2_.get();
-  std::vector<int64_t> temb_at(res_blocks_ + 1, 0);
+  temb_at.assign(res_blocks_ + 1, 0);
   for (int64_t i = 0; i < res_blocks_; i++) temb_at[i + 1] = temb_at[i] + blocks[i]->temb_proj.OUT;
   const int64_t row = temb_at[res_blocks_];
-  std::vector<float> temb_proj(N * row);
+  std::vector<float> table(N * row);
   for (int64_t i = 0; i < res_blocks_; i++) {
     const Tensor proj = blocks[i]->temb_proj(temb);
     for (int64_t n = 0; n < N; n++)
-      std::memcpy(&temb_proj[n * row + temb_at[i]], proj.data() + n * proj.size(1), proj.size(1) * sizeof(float));
+      std::memcpy(&table[n * row + temb_at[i]], proj.data() + n * proj.size(1), proj.size(1) * sizeof(float));
   }
+  return table;
+}
+
+Tensor UNetInference::forward(const Tensor& x_t, const std::vector<int64_t>& t, const std::vector<int64_t>* labels) {
+  std::lock_guard<std::mutex> lock(mutex_);  // the workspaces serve one pass at a time
+  const UNetConfig& c = config_;
+  const Shape& xs = x_t.shape();
+  DDPM_CHECK(xs.size() == 4 && xs[1] == c.in_ch && xs[2] == c.image_size && xs[3] == c.image_size,
+             "unet inference: input " << x_t.shape_str() << ", expected [N, " << c.in_ch << ", " << c.image_size
+                                      << ", " << c.image_size << "]");
+  const int64_t N = xs[0];
+  DDPM_CHECK(static_cast<int64_t>(t.size()) == N, "unet inference: " << t.size() << " timesteps for a batch of " << N);
+  DDPM_CHECK((labels != nullptr) == (c.num_classes > 0),
+             "unet inference: " << (labels ? "labels given to an unconditional model"
+                                           : "a class-conditional model needs labels (use the null class for none)"));
+
+  // The time embedding for the whole batch, and every ResBlock's temb_proj(silu(temb)).
+  const Tensor temb = time_embedding(t, labels);
+  std::vector<int64_t> temb_at;
+  const std::vector<float> temb_proj = resblock_temb_table(temb, temb_at);
+  const int64_t row = temb_at[res_blocks_];
 
   // The images, each on one thread: slot s takes images from a shared counter with its
   // own workspace, so the split never shows in the values.

@@ -59,6 +59,11 @@ class UNetInference {
 
  private:
   struct Image;  // one image's pass
+  // The steps of forward: the batch's time embedding (silu applied, as every ResBlock
+  // reads it), then each ResBlock's projection of it, row n of `table` image n's, block i
+  // at columns temb_at[i]..temb_at[i+1].
+  Tensor time_embedding(const std::vector<int64_t>& t, const std::vector<int64_t>* labels) const;
+  std::vector<float> resblock_temb_table(const Tensor& temb, std::vector<int64_t>& temb_at) const;
   UNetConfig config_;
   std::unique_ptr<Linear> temb_dense0_, temb_dense1_;
   std::vector<float> class_emb_;  // [num_classes + 1, 4ch] when conditional

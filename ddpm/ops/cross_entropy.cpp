@@ -1,5 +1,6 @@
 #include "ddpm/ops/cross_entropy.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -7,29 +8,29 @@
 
 namespace ddpm {
 
+// One row: probs_k = softmax(z)_k, with the max m subtracted before exp; returns
+// logsumexp(z) = log sum_j exp(z_j - m) + m.
+static double softmax_row(float* probs, const float* z, int64_t K) {
+  float m = z[0];
+  for (int64_t k = 1; k < K; k++) m = std::max(m, z[k]);
+  // softmax(z)_k = exp(z_k - m) / sum_j exp(z_j - m)
+  double total = 0.0;
+  for (int64_t k = 0; k < K; k++) total += std::exp(static_cast<double>(z[k]) - m);
+  for (int64_t k = 0; k < K; k++) probs[k] = static_cast<float>(std::exp(static_cast<double>(z[k]) - m) / total);
+  return std::log(total) + m;
+}
+
 void softmax_forward(float* probs, const float* logits, int64_t N, int64_t K) {
-  for (int64_t n = 0; n < N; n++) {
-    const float* z = logits + n * K;
-    float m = z[0];
-    for (int64_t k = 1; k < K; k++) m = std::max(m, z[k]);
-    // softmax(z)_k = exp(z_k - m) / sum_j exp(z_j - m)
-    double total = 0.0;
-    for (int64_t k = 0; k < K; k++) total += std::exp(static_cast<double>(z[k]) - m);
-    for (int64_t k = 0; k < K; k++) probs[n * K + k] = static_cast<float>(std::exp(static_cast<double>(z[k]) - m) / total);
-  }
+  for (int64_t n = 0; n < N; n++) softmax_row(probs + n * K, logits + n * K, K);
 }
 
 double cross_entropy_forward(float* probs, const float* logits, const int64_t* labels, int64_t N, int64_t K) {
   double loss = 0.0;
   for (int64_t n = 0; n < N; n++) {
     const float* z = logits + n * K;
-    float m = z[0];
-    for (int64_t k = 1; k < K; k++) m = std::max(m, z[k]);
-    double total = 0.0;
-    for (int64_t k = 0; k < K; k++) total += std::exp(static_cast<double>(z[k]) - m);
     // -log softmax(z)_y = log sum_j exp(z_j - m) + m - z_y
-    loss += std::log(total) + m - z[labels[n]];
-    for (int64_t k = 0; k < K; k++) probs[n * K + k] = static_cast<float>(std::exp(static_cast<double>(z[k]) - m) / total);
+    const double log_sum_exp = softmax_row(probs + n * K, z, K);
+    loss += log_sum_exp - z[labels[n]];
   }
   return loss / static_cast<double>(N);
 }

@@ -123,6 +123,95 @@ void check_checkpoint_tensors(const SafeTensors& st, const std::vector<std::pair
   }
 }
 
+// The format tag and its version, before anything else is read.
+void check_format(const SafeTensors& st) {
+  const std::string& path = st.source;
+  auto it = st.metadata.find("format");
+  DDPM_CHECK(it != st.metadata.end() && it->second == kFormat,
+             path << ": not a ddpm training checkpoint (metadata 'format' is not '" << kFormat << "')");
+  const std::string& version = meta_get(st.metadata, "format_version", path);
+  DDPM_CHECK(version == kFormatVersion,
+             path << ": checkpoint format version " << version << ", this build reads " << kFormatVersion);
+}
+
+// The metadata entries whose key starts with `prefix` ("config.", "train.").
+std::map<std::string, std::string> metadata_with_prefix(const std::map<std::string, std::string>& m,
+                                                        const std::string& prefix) {
+  std::map<std::string, std::string> out;
+  for (const auto& kv : m)
+    if (kv.first.compare(0, prefix.size(), prefix) == 0) out.insert(kv);
+  return out;
+}
+
+// The model config and the training config must agree where they overlap: train.ch,
+// train.res_blocks and train.dropout (when set) size the model, and train.conditional and
+// train.learned_variance decide its class embedding and its output channels.
+void check_configs_agree(const UNetConfig& model, const TrainConfig& train, const std::string& path) {
+  DDPM_CHECK((train.ch == 0 || model.ch == train.ch) &&
+                 (train.res_blocks == 0 || model.num_res_blocks == train.res_blocks) &&
+                 (train.dropout < 0 || model.dropout == static_cast<float>(train.dropout)),
+             path << ": config.ch = " << model.ch << ", config.num_res_blocks = " << model.num_res_blocks
+                  << " and config.dropout = " << model.dropout << " do not fit train.ch = " << train.ch
+                  << ", train.res_blocks = " << train.res_blocks << " and train.dropout = " << train.dropout
+                  << "; the file is corrupt");
+  DDPM_CHECK(model.num_classes == (train.conditional ? 10 : 0) && model.learned_variance == train.learned_variance,
+             path << ": config.num_classes = " << model.num_classes << " and config.learned_variance = "
+                  << model.learned_variance << " do not fit train.conditional = " << train.conditional
+                  << " and train.learned_variance = " << train.learned_variance << "; the file is corrupt");
+}
+
+// The counters (state.*), each present and consistent: Adam and the EMA update at most once
+// per step, the data cursor lies inside the data. `lr` is train.lr, the history's last rate.
+TrainState read_state(const std::map<std::string, std::string>& meta, double lr, const std::string& path) {
+  std::set<std::string> known(std::begin(kStateKeys), std::end(kStateKeys));
+  known.insert("state.lr_history");
+  for (const auto& kv : meta)
+    DDPM_CHECK(kv.first.compare(0, 6, "state.") != 0 || known.count(kv.first),
+               path << ": metadata has '" << kv.first << "', which this build does not know (written by a newer ddpm?)");
+  TrainState s;
+  s.step = meta_int(meta, "state.step", path);
+  s.epoch = meta_int(meta, "state.epoch", path);
+  s.position = meta_int(meta, "state.position", path);
+  s.adam_steps = meta_int(meta, "state.adam_steps", path);
+  s.ema_updates = meta_int(meta, "state.ema_updates", path);
+  s.data_size = meta_int(meta, "state.data_size", path);
+  const int64_t max_step = kMaxSteps;
+  DDPM_CHECK(s.step >= 0 && s.step <= max_step && s.epoch >= 0 && s.epoch <= max_step && s.data_size >= 1 &&
+                 s.position >= 0 && s.position < s.data_size && s.adam_steps >= 0 && s.adam_steps <= s.step &&
+                 s.ema_updates >= 0 && s.ema_updates <= s.step,
+             path << ": inconsistent training state (step " << s.step << ", epoch " << s.epoch << ", position "
+                  << s.position << ", adam_steps " << s.adam_steps << ", ema_updates " << s.ema_updates << ", data_size "
+                  << s.data_size << "); the file is corrupt: resume from an older checkpoint");
+  auto h = meta.find("state.lr_history");
+  if (h != meta.end()) s.lr_history = parse_lr_history(h->second, s.step, lr, path);
+  return s;
+}
+
+// The tensors a checkpoint of these configs holds: the weights, the EMA weights and Adam's
+// two moments of every parameter, and the importance sampler's history when it is on.
+std::vector<std::pair<std::string, Shape>> checkpoint_tensor_shapes(const UNetConfig& model_config,
+                                                                    const TrainConfig& train) {
+  std::vector<std::pair<std::string, Shape>> expected;
+  {
+    UNet model(model_config);
+    expected = parameter_shapes(model, {"", "ema.", "adam.m.", "adam.v."});
+  }
+  if (train.timesteps == TimestepSampling::importance) {
+    expected.emplace_back("timesteps.history", Shape{train.T, TimestepSampler::kHistory});
+    expected.emplace_back("timesteps.count", Shape{train.T});
+  }
+  return expected;
+}
+
+// The importance sampler's counts are whole numbers of at most its history's length.
+void check_timestep_counts(const SafeTensors& st) {
+  const Tensor& count = st.at("timesteps.count");
+  for (int64_t k = 0; k < count.numel(); k++)
+    DDPM_CHECK(count[k] >= 0 && count[k] <= TimestepSampler::kHistory && count[k] == std::floor(count[k]),
+               st.source << ": tensor timesteps.count[" << k << "] = " << count[k] << " is not an integer in 0.."
+                         << TimestepSampler::kHistory << "; the file is corrupt");
+}
+
 }  // namespace
 
 std::map<std::string, std::string> checkpoint_metadata(const UNetConfig& model, const TrainConfig& train,
@@ -144,78 +233,17 @@ std::map<std::string, std::string> checkpoint_metadata(const UNetConfig& model, 
 CheckpointContents validate_checkpoint(const SafeTensors& st, const UNetConfig* expect_model,
                                        const TrainConfig* expect_train) {
   const std::string& path = st.source;
-  auto it = st.metadata.find("format");
-  DDPM_CHECK(it != st.metadata.end() && it->second == kFormat,
-             path << ": not a ddpm training checkpoint (metadata 'format' is not '" << kFormat << "')");
-  const std::string& version = meta_get(st.metadata, "format_version", path);
-  DDPM_CHECK(version == kFormatVersion,
-             path << ": checkpoint format version " << version << ", this build reads " << kFormatVersion);
+  check_format(st);
   // The configs, each read and validated.
   CheckpointContents c{UNetConfig::from_metadata(st.metadata, path), TrainConfig::from_metadata(st.metadata, path), {}};
   // And this run's, when given: the first key that differs is named.
-  if (expect_model) {
-    std::map<std::string, std::string> theirs;
-    for (const auto& kv : st.metadata)
-      if (kv.first.compare(0, 7, "config.") == 0) theirs.insert(kv);
-    check_same(theirs, expect_model->to_metadata(), path);
-  }
-  if (expect_train) {
-    std::map<std::string, std::string> theirs;
-    for (const auto& kv : st.metadata)
-      if (kv.first.compare(0, 6, "train.") == 0) theirs.insert(kv);
-    check_same(theirs, expect_train->to_metadata(), path);
-  }
-  DDPM_CHECK((c.train.ch == 0 || c.model.ch == c.train.ch) &&
-                 (c.train.res_blocks == 0 || c.model.num_res_blocks == c.train.res_blocks) &&
-                 (c.train.dropout < 0 || c.model.dropout == static_cast<float>(c.train.dropout)),
-             path << ": config.ch = " << c.model.ch << ", config.num_res_blocks = " << c.model.num_res_blocks
-                  << " and config.dropout = " << c.model.dropout << " do not fit train.ch = " << c.train.ch
-                  << ", train.res_blocks = " << c.train.res_blocks << " and train.dropout = " << c.train.dropout
-                  << "; the file is corrupt");
-  DDPM_CHECK(c.model.num_classes == (c.train.conditional ? 10 : 0) && c.model.learned_variance == c.train.learned_variance,
-             path << ": config.num_classes = " << c.model.num_classes << " and config.learned_variance = "
-                  << c.model.learned_variance << " do not fit train.conditional = " << c.train.conditional
-                  << " and train.learned_variance = " << c.train.learned_variance << "; the file is corrupt");
-  // The counters. Adam and the EMA update at most once per step.
-  TrainState& s = c.state;
-  std::set<std::string> known(std::begin(kStateKeys), std::end(kStateKeys));
-  known.insert("state.lr_history");
-  for (const auto& kv : st.metadata)
-    DDPM_CHECK(kv.first.compare(0, 6, "state.") != 0 || known.count(kv.first),
-               path << ": metadata has '" << kv.first << "', which this build does not know (written by a newer ddpm?)");
-  s.step = meta_int(st.metadata, "state.step", path);
-  s.epoch = meta_int(st.metadata, "state.epoch", path);
-  s.position = meta_int(st.metadata, "state.position", path);
-  s.adam_steps = meta_int(st.metadata, "state.adam_steps", path);
-  s.ema_updates = meta_int(st.metadata, "state.ema_updates", path);
-  s.data_size = meta_int(st.metadata, "state.data_size", path);
-  const int64_t max_step = kMaxSteps;
-  DDPM_CHECK(s.step >= 0 && s.step <= max_step && s.epoch >= 0 && s.epoch <= max_step && s.data_size >= 1 &&
-                 s.position >= 0 && s.position < s.data_size && s.adam_steps >= 0 && s.adam_steps <= s.step &&
-                 s.ema_updates >= 0 && s.ema_updates <= s.step,
-             path << ": inconsistent training state (step " << s.step << ", epoch " << s.epoch << ", position "
-                  << s.position << ", adam_steps " << s.adam_steps << ", ema_updates " << s.ema_updates << ", data_size "
-                  << s.data_size << "); the file is corrupt: resume from an older checkpoint");
-  auto h = st.metadata.find("state.lr_history");
-  if (h != st.metadata.end()) s.lr_history = parse_lr_history(h->second, s.step, c.train.lr, path);
+  if (expect_model) check_same(metadata_with_prefix(st.metadata, "config."), expect_model->to_metadata(), path);
+  if (expect_train) check_same(metadata_with_prefix(st.metadata, "train."), expect_train->to_metadata(), path);
+  check_configs_agree(c.model, c.train, path);
+  c.state = read_state(st.metadata, c.train.lr, path);
   // The tensors: exactly the ones the model (and the importance sampler) needs, all finite.
-  std::vector<std::pair<std::string, Shape>> expected;
-  {
-    UNet model(c.model);
-    expected = parameter_shapes(model, {"", "ema.", "adam.m.", "adam.v."});
-  }
-  if (c.train.timesteps == TimestepSampling::importance) {
-    expected.emplace_back("timesteps.history", Shape{c.train.T, TimestepSampler::kHistory});
-    expected.emplace_back("timesteps.count", Shape{c.train.T});
-  }
-  check_checkpoint_tensors(st, expected);
-  if (c.train.timesteps == TimestepSampling::importance) {
-    const Tensor& count = st.at("timesteps.count");
-    for (int64_t k = 0; k < count.numel(); k++)
-      DDPM_CHECK(count[k] >= 0 && count[k] <= TimestepSampler::kHistory && count[k] == std::floor(count[k]),
-                 path << ": tensor timesteps.count[" << k << "] = " << count[k] << " is not an integer in 0.."
-                      << TimestepSampler::kHistory << "; the file is corrupt");
-  }
+  check_checkpoint_tensors(st, checkpoint_tensor_shapes(c.model, c.train));
+  if (c.train.timesteps == TimestepSampling::importance) check_timestep_counts(st);
   return c;
 }
 

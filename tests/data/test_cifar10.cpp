@@ -10,7 +10,7 @@
 #include "ddpm/core/check.h"
 #include "ddpm/data/cifar10.h"
 #include "tests/data/synthetic.h"
-#include "tests/io/error_of.h"
+#include "tests/testing.h"
 #include "tests/memory_limit.h"
 #include "tests/temp_dir.h"
 

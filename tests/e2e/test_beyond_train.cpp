@@ -21,14 +21,7 @@ namespace {
 using testing::bars;
 using testing::bars_config;
 
-std::vector<float> weights(Trainer& t) {
-  std::vector<float> w;
-  for (Parameter* p : t.model().parameters()) {
-    auto v = p->var->value.to_vector();
-    w.insert(w.end(), v.begin(), v.end());
-  }
-  return w;
-}
+using testing::trainer_weights;
 
 double head_tail_ratio(const std::vector<double>& l) {
   double head = 0, tail = 0;
@@ -324,5 +317,5 @@ TEST_CASE("beyond_train: --predict v trains, and importance-sampled timesteps re
   Trainer resumed(c, bars());
   resumed.load_checkpoint(dir / "a.safetensors");
   for (int i = 0; i < 5; i++) resumed.step();
-  CHECK(weights(resumed) == weights(straight));
+  CHECK(trainer_weights(resumed) == trainer_weights(straight));
 }

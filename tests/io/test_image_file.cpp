@@ -9,7 +9,7 @@
 #include "ddpm/core/check.h"
 #include "ddpm/io/image_file.h"
 #include "ddpm/io/pnm.h"
-#include "tests/io/error_of.h"
+#include "tests/testing.h"
 #include "tests/memory_limit.h"
 #include "tests/temp_dir.h"
 

@@ -9,7 +9,7 @@
 #include "ddpm/io/inflate.h"
 #include "ddpm/io/png.h"
 #include "tests/io/deflate_writer.h"
-#include "tests/io/error_of.h"
+#include "tests/testing.h"
 #include "tests/temp_dir.h"
 
 using namespace ddpm;

@@ -13,7 +13,7 @@
 #include "ddpm/io/image_file.h"
 #include "ddpm/io/png.h"
 #include "tests/io/deflate_writer.h"
-#include "tests/io/error_of.h"
+#include "tests/testing.h"
 #include "tests/memory_limit.h"
 #include "tests/temp_dir.h"
 

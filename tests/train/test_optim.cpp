@@ -63,3 +63,19 @@ TEST_CASE("optim: warm-up and EMA with its warm-up") {
   CHECK(p.var->value[0] == 1.0f);
   CHECK_THROWS_AS(EMA({&p}, 1.0), Error);
 }
+
+TEST_CASE("optim: warm-up, then a decaying schedule lands at floor x lr at the target step") {
+  // The learning rate the optimizer sees: warm-up, then cosine down to floor x lr at --steps.
+  // Warm-up 2 steps, target step 6, floor 0.1, at the training tests' learning rate.
+  const LrSchedule cosine = LrSchedule::cosine;
+  const double lr = 3e-3;
+  CHECK(scheduled_lr(lr, 1, 2, cosine, 0.1, 6) == lr * 0.5);  // warm-up
+  CHECK(scheduled_lr(lr, 2, 2, cosine, 0.1, 6) == lr);
+  CHECK(scheduled_lr(lr, 4, 2, cosine, 0.1, 6) == doctest::Approx(lr * (0.1 + 0.9 * 0.5)).epsilon(1e-15));
+  CHECK(scheduled_lr(lr, 6, 2, cosine, 0.1, 6) == doctest::Approx(lr * 0.1).epsilon(1e-15));
+  CHECK(scheduled_lr(lr, 9, 2, cosine, 0.1, 6) == doctest::Approx(lr * 0.1).epsilon(1e-15));  // past the end
+  CHECK(scheduled_lr(lr, 5, 2, LrSchedule::linear, 0.0, 6) == doctest::Approx(lr * 0.25).epsilon(1e-15));
+  CHECK(scheduled_lr(lr, 5, 2, LrSchedule::constant, 0.1, 6) == lr);
+  CHECK(scheduled_lr(lr, 5, 2, LrSchedule::cosine, 0.1, 0) == lr);  // target not chosen yet (--minutes)
+  CHECK_THROWS_WITH_AS(parse_lr_schedule("step"), doctest::Contains("use constant, cosine or linear"), Error);
+}
