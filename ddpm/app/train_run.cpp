@@ -191,6 +191,14 @@ int64_t target_from_speed(double minutes, int64_t now, double seconds_per_step, 
   return now + static_cast<int64_t>(std::floor(left / seconds_per_step));
 }
 
+// Whether `flag` is up on any rank (every rank must ask alike).
+bool on_any_rank(Communicator& comm, bool flag) {
+  if (comm.size() == 1) return flag;
+  for (uint64_t f : allgather_u64(comm, flag ? 1 : 0))
+    if (f) return true;
+  return false;
+}
+
 // The dataset's bits, which every rank must read alike.
 uint64_t dataset_hash(const Dataset& data) {
   Fnv1a fnv;
@@ -224,9 +232,10 @@ class TrainLoop {
       : r_(run), trainer_(trainer), folder_(folder), comm_(comm), tc_(trainer.config()),
         first_step_(trainer.steps_done()), last_saved_(first_step_) {}
 
-  // Trains until the target step or a stop (the trainer's stop flag, Ctrl-C: every rank stops
-  // at the same step). Returns the exit code (3: a non-finite loss or gradient stopped it).
-  int run() {
+  // Trains until the target step or a stop (`interrupted`, Ctrl-C, is the trainer's stop
+  // flag: every rank stops at the same step). Returns the exit code (3: a non-finite loss or
+  // gradient stopped it).
+  int run(const std::atomic<bool>& interrupted) {
     bool stopped = false;
     while (!(tc_.steps > 0 && trainer_.steps_done() >= tc_.steps)) {
       const auto t0 = Clock::now();
@@ -248,7 +257,8 @@ class TrainLoop {
     }
     if (trainer_.steps_done() != last_saved_) save();
     report_communication();
-    if (stopped) {
+    // Interrupted: a step was abandoned, or Ctrl-C came during the last step (on any rank).
+    if (stopped || on_any_rank(comm_, interrupted)) {
       if (trainer_.steps_done() == first_step_) std::printf("interrupted before the first step of this run: nothing new to save\n");
       else std::printf("interrupted: checkpoint saved; continue with --resume auto --out %s\n", r_.out.c_str());
       return 0;
@@ -405,7 +415,7 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted, Communica
   check_target(r, *trainer);
   print_start(*trainer, comm);
   if (r.inject_nan_at > 0) trainer->inject_nan(r.inject_nan_at, r.inject_nan_sample);
-  return TrainLoop(r, *trainer, folder.get(), comm).run();
+  return TrainLoop(r, *trainer, folder.get(), comm).run(interrupted);
 }
 
 }  // namespace ddpm
