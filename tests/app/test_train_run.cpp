@@ -223,7 +223,7 @@ TEST_CASE("train_run: an RGB run resumed with --hflip gives the bits of the run 
   CHECK(testing::read_bytes(straight / "samples.png") == testing::read_bytes(split / "samples.png"));
 }
 
-TEST_CASE("train_run: what cannot train is refused before any work, saying what to do") {
+TEST_CASE("train_run: what cannot train is refused before training, saying what to do") {
   TempDir flat, many, out;
   write_rgb_pngs(flat, 2, 0);
   write_rgb_pngs(many, 11, 11);
