@@ -260,8 +260,12 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
+# Only in the MPI build: without MPI=1, $(BUILD) is $(OBJ), and the default build's
+# communicator.o must keep the one-process world_communicator.
+ifeq ($(MPI),1)
 $(BUILD)/ddpm/dist/communicator.o: CXXFLAGS += -DDDPM_MPI
 $(BUILD)/ddpm/dist/mpi.o: CXXFLAGS += -DDDPM_MPI $(MPI_COMPILE)
+endif
 
 $(TOOL_TARGETS): $(TOOL_DIR)%: $(OBJ)/tools/%.o $(LIB)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS)

@@ -4,7 +4,8 @@
 //
 //   load a model       ddpm/train/checkpoint.h   load_model: a checkpoint or a weights file -> UNet
 //                      ddpm/train/config.h       TrainConfig::from_metadata: its schedule, T, ...
-//                      ddpm/model/unet.h         UNet, UNetConfig, unet_config("tiny" | "small")
+//                      ddpm/model/unet.h         UNet, UNetConfig, unet_config("tiny" | "small" | "cifar10"),
+//                                                resized_config
 //   sample             ddpm/diffusion/schedule.h make_schedule (linear, cosine, sigmoid, quadratic)
 //                      ddpm/diffusion/algorithms.h  sample: Algorithm 2
 //                      ddpm/app/sampling.h       unet_model (U-Net -> the reverse process's model),

@@ -1,7 +1,7 @@
 // bench: how fast this machine runs ddpm's kernels, against its own measured FMA peak.
 //
 //   ./bench [--json FILE] [--threads 1,2] [--reps N] [--only SECTION]
-//           [--models tiny,small] [--batches 64,128] [--steps N]
+//           [--models tiny,small,cifar10] [--batches 64,128] [--steps N]
 //
 // Sections (each a function below, registered in kSections; add new ones there):
 //   peak   the FMA peak per thread count: every thread runs independent FMA chains
@@ -341,8 +341,9 @@ std::vector<Row> run_model(const Options& opt, const std::string& model, int bat
   TrainConfig tc;
   tc.model = model;
   tc.batch = batch;
+  const UNetConfig mc = tc.model_config();  // the model's own image size and channels (cifar10: 32x32x3)
   Dataset data;
-  data.images = Tensor({4 * static_cast<int64_t>(batch), 1, 28, 28});
+  data.images = Tensor({4 * static_cast<int64_t>(batch), mc.in_ch, mc.image_size, mc.image_size});
   fill_uniform(data.images.data(), data.images.numel(), RngKey{3, 0});
   for (int64_t i = 0; i < data.images.numel(); i++) data.images[i] = 2.0f * data.images[i] - 1.0f;
   data.labels.assign(data.images.size(0), 0);
@@ -406,7 +407,7 @@ std::vector<Row> run_model(const Options& opt, const std::string& model, int bat
 
   // Forward only: eval mode, no tape; what sampling pays per denoising step.
   UNet& unet = trainer.model();
-  Tensor x({batch, 1, 28, 28});
+  Tensor x({batch, mc.in_ch, mc.image_size, mc.image_size});
   fill_normal(x.data(), x.numel(), RngKey{4, 0});
   std::vector<int64_t> t(batch);
   for (int i = 0; i < batch; i++) t[i] = 1 + (i * 37) % 1000;
@@ -776,7 +777,7 @@ int run(int argc, char** argv) {
   flags.add("--threads", &threads, "thread counts, like 1,2");
   flags.add("--reps", &reps, "timed runs per figure (after one warm-up run)");
   flags.add("--only", &opt.only, "run one section: peak, bandwidth, sgemm, conv, model or sample (peak always runs)");
-  flags.add("--models", &models, "model section: U-Net configs, like tiny,small");
+  flags.add("--models", &models, "model and sample sections: U-Net configs, like tiny,small (or cifar10: 32x32x3)");
   flags.add("--batches", &batches, "model section: batch sizes, like 64,128");
   flags.add("--steps", &steps, "model section: timed training steps and forward passes per configuration");
   flags.add("--sample-batches", &sample_batches, "sample section: sampling batch sizes, like 64,256");

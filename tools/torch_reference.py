@@ -9,7 +9,8 @@ checkpoints (the format is parsed here; the `safetensors` package is not needed)
       Writes the reference fixtures that tests/e2e/test_crosscheck.cpp compares against
       (committed under tests/fixtures/): every layer alone, a minimal U-Net with every
       parameter's gradient, three Adam steps, ten training steps, twenty steps of
-      Algorithm 2, and schedule tables. Inputs come from torch.manual_seed(0).
+      Algorithm 2, schedule tables, and an RGB U-Net (16x16x3, ch 16) with weights from a
+      formula both sides compute. Inputs come from torch.manual_seed(0).
   eps-check --checkpoint CKPT --mnist DIR --out FILE [--ema] [--n 16]
       Loads a ddpm checkpoint (e.g. from ./train_mnist) into the mirror, noises real MNIST
       test digits to x_t at spread-out t, and writes x_t, t and the mirror's eps_theta. The
@@ -103,6 +104,12 @@ CONFIGS = {
                   groups=32, dropout=0.1, num_classes=0, learned_variance=False),
     "minimal": dict(image_size=8, in_ch=1, ch=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[4],
                     groups=2, dropout=0.0, num_classes=0, learned_variance=False),
+    # Ho et al. 2020's CIFAR-10 model (35,746,307 parameters)
+    "cifar10": dict(image_size=32, in_ch=3, ch=128, ch_mult=[1, 2, 2, 2], num_res_blocks=2, attn_resolutions=[16],
+                    groups=32, dropout=0.1, num_classes=0, learned_variance=False),
+    # the RGB fixture's: 16x16x3, ch 16, attention at 8
+    "rgb": dict(image_size=16, in_ch=3, ch=16, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8],
+                groups=4, dropout=0.0, num_classes=0, learned_variance=False),
 }
 
 
@@ -550,6 +557,45 @@ def schedule_fixture(path):
     save_safetensors(path, items, {"note": "float64 tables rounded once to float32; entry t-1 holds t = 1..T"})
 
 
+def formula_weights_(model):
+    """Every parameter from a formula both sides compute (no weights in the fixture): element i
+    of parameter `name` is sin(0.61 i + 0.17 h) / sqrt(fan_in) for a matrix or kernel,
+    0.1 sin(...) for a bias and 1 + 0.1 sin(...) for a GroupNorm weight, with h the sum of the
+    name's bytes; in float64 (libm's sin), rounded to float32 once."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            h = sum(name.encode())
+            fan_in = p.numel() // p.shape[0] if p.dim() >= 2 else 0
+            v = [math.sin(0.61 * i + 0.17 * h) for i in range(p.numel())]
+            if fan_in:
+                v = [x / math.sqrt(fan_in) for x in v]
+            elif "norm" in name and name.endswith(".weight"):
+                v = [1.0 + 0.1 * x for x in v]
+            else:
+                v = [0.1 * x for x in v]
+            p.copy_(torch.tensor(v, dtype=torch.float64).reshape(p.shape).to(torch.float32))
+
+
+def rgb_fixture(path):
+    """The RGB config (16x16x3, ch 16) with formula weights: eps_theta, L_simple and the
+    gradients of the layers that touch the channels (conv_in, conv_out)."""
+    c = CONFIGS["rgb"]
+    model = UNet(c)
+    formula_weights_(model)
+    x_t = torch.randn(2, 3, 16, 16)
+    t = torch.tensor([3, 700], dtype=torch.int64)
+    eps = torch.randn(2, 3, 16, 16)
+    eps_theta = model(x_t, t)
+    loss = F.mse_loss(eps_theta, eps)
+    loss.backward()
+    items = [("x_t", x_t), ("t", t), ("eps", eps), ("eps_theta", eps_theta.detach()), ("loss", loss.detach())]
+    items += [("grad." + n, p.grad) for n, p in model.named_parameters()
+              if n.startswith(("conv_in.", "conv_out.", "down.1.attns.0.q."))]
+    meta = config_metadata("rgb", c)
+    meta["weights"] = "formula (tools/torch_reference.py formula_weights_)"
+    save_safetensors(path, items, meta)
+
+
 def cmd_fixtures(args):
     torch.manual_seed(0)
     os.makedirs(args.out, exist_ok=True)
@@ -564,6 +610,7 @@ def cmd_fixtures(args):
     model.train()  # dropout is 0 in the minimal config, so train mode changes nothing
     train_fixture(os.path.join(args.out, "train_minimal.safetensors"), model)
     schedule_fixture(os.path.join(args.out, "schedules.safetensors"))
+    rgb_fixture(os.path.join(args.out, "unet_rgb.safetensors"))  # last: the ones above keep their random draws
     total = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
     print(f"torch_reference: fixtures in {args.out} ({total // 1024} KB)")
 

@@ -12,6 +12,7 @@
 #include "ddpm/app/progress.h"
 #include "ddpm/core/check.h"
 #include "ddpm/core/parallel.h"
+#include "ddpm/data/dataset.h"
 #include "ddpm/data/mnist.h"
 #include "ddpm/eval/classifier.h"
 #include "ddpm/eval/evaluate.h"
@@ -38,16 +39,22 @@ EvalRunFlags::EvalRunFlags(EvalRun* run)
   add("--class", &r.class_label,
       "with --checkpoint of a conditional model: the class of every image (-1: image i has class i mod 10)");
   add("--guidance", &r.guidance, "with --checkpoint of a conditional model: classifier-free guidance w");
-  add("--nll", &r.nll, "compute the VLB in bits/dim on MNIST test images (needs --checkpoint)");
-  add("--nll-n", &r.nll_n, "with --nll: the first M MNIST test images");
+  add("--nll", &r.nll, "compute the VLB in bits/dim on --dataset's test images (needs --checkpoint)");
+  add("--nll-n", &r.nll_n, "with --nll: the first M test images");
   add("--nll-stride", &r.nll_stride, "with --nll: 1 evaluates every L_{t-1}; k > 1 an estimate from every k-th");
   add("--seed", &r.seed, "seed for sampling, the VLB noise, subsets, the noise row and the classifier");
-  add("--data", &r.data_dir, "folder with the MNIST IDX files");
+  add("--dataset", &r.dataset,
+      "with --nll: mnist, fashion, cifar10 (test_batch.bin) or folder (its images at the checkpoint's size and "
+      "channels); the quality metrics are MNIST's");
+  add("--data", &r.data_dir, "the dataset's folder (empty: data/mnist; data/cifar10 for cifar10)");
   add("--threads", &r.threads, "worker threads (results do not depend on it)");
   record_given(&r.given);
 }
 
 namespace {
+
+// The MNIST folder of the classifier and quality paths.
+std::string mnist_dir(const EvalRun& r) { return r.data_dir.empty() ? "data/mnist" : r.data_dir; }
 
 // --train-classifier: trains on MNIST train, reports the test accuracy, saves to --classifier.
 // Returns 0, or 2 when the accuracy is below 99%.
@@ -55,8 +62,8 @@ int train_eval_classifier(const EvalRun& r) {
   ClassifierTrainConfig config;
   config.seed = static_cast<uint64_t>(r.seed);
   config.epochs = r.epochs;
-  const MnistSplit train_set = load_mnist(r.data_dir, "train");
-  const MnistSplit test_set = load_mnist(r.data_dir, "test");
+  const MnistSplit train_set = load_mnist(mnist_dir(r), "train");
+  const MnistSplit test_set = load_mnist(mnist_dir(r), "test");
   Classifier model(config.seed);
   std::printf("training the evaluation classifier: %lld epochs of %lld MNIST training images, batch %lld, seed %llu\n",
               static_cast<long long>(config.epochs), static_cast<long long>(train_set.images.size(0)),
@@ -92,21 +99,29 @@ void check_eval_flags(const EvalRun& r) {
              "give --checkpoint CKPT (sample from a model) or --samples FILE, or --nll --checkpoint CKPT, "
              "or --train-classifier; see --help");
   check_sampler_flags(r.given, r.sampler);
+  DDPM_CHECK(r.nll || r.dataset == "mnist",
+             "--dataset " << r.dataset << " is for --nll: the quality metrics use an MNIST classifier and MNIST's "
+                                          "test set");
+  check_dataset_name(r.dataset);
   for (const char* f : {"--sampler", "--ddim-steps", "--eta", "--spacing", "--class", "--guidance"})
     DDPM_CHECK(!r.given.count(f) || (!r.checkpoint.empty() && !r.nll),
                f << " is for sampling from --checkpoint (not --samples or --nll)");
 }
 
-// --nll: the VLB of the model on the first --nll-n MNIST test images.
+// --nll: the VLB of the model on the first --nll-n test images of --dataset, at the model's
+// size and channels.
 void report_nll(const EvalRun& r, const LoadedModel& m, const SigmaChoice& sigma, Communicator& comm) {
   DDPM_CHECK(m.model, "--nll needs --checkpoint");
-  const MnistSplit test_set = load_mnist(r.data_dir, "test");
-  DDPM_CHECK(r.nll_n <= test_set.images.size(0),
-             "--nll-n " << r.nll_n << " exceeds the " << test_set.images.size(0) << " test images");
-  const Tensor subset = slice_batch(test_set.images, 0, r.nll_n);  // [nll_n, 1, 28, 28]
-  const std::string data_name = r.nll_n == test_set.images.size(0)
-                                    ? std::string("the MNIST test set")
-                                    : "MNIST test images 0.." + std::to_string(r.nll_n - 1) + " (a subset)";
+  const UNetConfig& mc = m.model->config();
+  const Dataset test_set =
+      load_dataset(r.dataset, r.data_dir, {mc.image_size, static_cast<int>(mc.in_ch)}, "test");
+  DDPM_CHECK(r.nll_n <= test_set.size(), "--nll-n " << r.nll_n << " exceeds the " << test_set.size() << " test images");
+  const Tensor subset = slice_batch(test_set.images, 0, r.nll_n);  // [nll_n, C, S, S]
+  const std::string title = dataset_title(r.dataset, r.data_dir);
+  const std::string data_name = r.nll_n == test_set.size()
+                                    ? (r.dataset == "folder" ? title : "the " + title + " test set")
+                                    : title + (r.dataset == "folder" ? ", images 0.." : " test images 0..") +
+                                          std::to_string(r.nll_n - 1) + " (a subset)";
   std::fprintf(stderr, "VLB of %s (%s, %s), %lld images\n", r.checkpoint.c_str(), sigma_name(sigma).c_str(),
                r.nll_stride == 1 ? "all terms" : "strided estimate", static_cast<long long>(r.nll_n));
   const NllSummary s = evaluate_nll(m.schedule, unet_model(*m.model, m.schedule, m.predict, sigma), subset, data_name,
@@ -170,8 +185,8 @@ void report_quality(const EvalRun& r, const LoadedModel& m, const SigmaChoice& s
   SamplesFile file;
   if (!r.samples.empty()) file = load_samples(r.samples);
   const std::unique_ptr<Classifier> classifier = load_classifier(r.classifier);
-  const MnistSplit test_set = load_mnist(r.data_dir, "test");
-  const MnistSplit train_set = load_mnist(r.data_dir, "train");
+  const MnistSplit test_set = load_mnist(mnist_dir(r), "test");
+  const MnistSplit train_set = load_mnist(mnist_dir(r), "train");
   const uint64_t seed = static_cast<uint64_t>(r.seed);
   const EvalReference reference = make_reference(*classifier, test_set.images, "MNIST test set", seed);
   const ImagesToMeasure s = m.model ? sample_images(r, m, sigma, comm)
@@ -209,6 +224,11 @@ int eval_run(const EvalRun& r, Communicator& comm) {
   if (!r.checkpoint.empty()) {
     m = load_checkpoint_model(r.checkpoint, r.use_ema);
     sigma = checkpoint_sigma(m.model->config(), m.metadata, r.variance);
+    const UNetConfig& mc = m.model->config();
+    DDPM_CHECK(r.nll || (mc.in_ch == 1 && mc.image_size == 28),
+               r.checkpoint << " makes " << mc.in_ch << "x" << mc.image_size << "x" << mc.image_size
+                            << " images; the quality metrics use an MNIST classifier (1x28x28 only): use --nll for "
+                               "bits/dim, or ./sample for the images");
   }
   if (r.nll) report_nll(r, m, sigma, comm);
   else report_quality(r, m, sigma, comm);

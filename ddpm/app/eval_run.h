@@ -4,10 +4,11 @@
 //   classifier   --train-classifier: trains the evaluation classifier (a LeNet,
 //                ddpm/eval/classifier.h) on MNIST train, reports its test accuracy, saves it
 //                to --classifier
-//   nll          --nll --checkpoint CKPT: the VLB in bits/dim on the first --nll-n MNIST test
-//                images, L_T, sum L_{t-1} and L_0 apart (learned_range for a learned-variance
-//                model)
-//   quality      --checkpoint CKPT (--n images sampled with Algorithm 2 or DDIM, a conditional
+//   nll          --nll --checkpoint CKPT: the VLB in bits/dim (every channel a dimension) on the
+//                first --nll-n test images of --dataset (MNIST by default; CIFAR-10's
+//                test_batch.bin; a folder's own images, at the checkpoint's size and channels),
+//                L_T, sum L_{t-1} and L_0 apart (learned_range for a learned-variance model)
+//   quality      (28x28 gray models only: an MNIST classifier's features) --checkpoint CKPT (--n images sampled with Algorithm 2 or DDIM, a conditional
 //                model's --class and --guidance) or --samples FILE (./sample --save-samples):
 //                FLD, precision/recall and classes with the floor (N training images) and
 //                ceiling (N noise images) rows; for images with requested labels, the
@@ -43,7 +44,8 @@ struct EvalRun {
   bool nll = false;
   int64_t nll_n = 100, nll_stride = 1;
   int64_t seed = 0;
-  std::string data_dir = "data/mnist";
+  std::string dataset = "mnist";  // --nll's test images: mnist, fashion, cifar10 or folder
+  std::string data_dir;           // their folder (empty: the dataset's default, data/mnist for the rest)
   int64_t threads = default_threads();
   std::set<std::string> given;  // the flags the command line set (Flags::record_given)
 };

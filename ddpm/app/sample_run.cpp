@@ -14,6 +14,7 @@
 #include "ddpm/app/run_folder.h"
 #include "ddpm/core/check.h"
 #include "ddpm/core/parallel.h"
+#include "ddpm/data/dataset.h"
 #include "ddpm/data/mnist.h"
 #include "ddpm/io/gif.h"
 #include "ddpm/io/png.h"
@@ -43,17 +44,21 @@ SampleRunFlags::SampleRunFlags(SampleRun* run)
       "with --class-grid: guidance weights like 0,0.5,2, one class_grid_w<w>.png each (same x_T for every w)");
   add_sampler_flags(*this, &r.sampler);
   add("--save-samples", &r.save_samples,
-      "also write the samples to this safetensors file: \"samples\" [N, 1, 28, 28] clamped to [-1, 1] and, for "
+      "also write the samples to this safetensors file: \"samples\" [N, C, S, S] clamped to [-1, 1] and, for "
       "a conditional model, \"labels\" [N] (the requested class; 10 = null) for ./eval --samples");
   add("--class-grid", &r.class_grid,
       "conditional models: write class_grid.png, one row per class, --fig-cols images each");
   add("--chain", &r.chain, "write chain.png: --fig-rows samples (rows) at --fig-cols evenly spaced t from T to 0");
   add("--gif", &r.gif, "write chain.gif: the samples.png grid from x_T to x_0 in --gif-frames frames");
   add("--gif-frames", &r.gif_frames, "frames of chain.gif (evenly spaced t from T to 0)");
-  add("--forward", &r.forward, "write forward.png: --fig-rows test digits at --fig-cols evenly spaced t from 0 to T");
+  add("--forward", &r.forward,
+      "write forward.png: --fig-rows test images of --dataset at --fig-cols evenly spaced t from 0 to T");
   add("--fig-rows", &r.fig_rows, "rows of chain.png and forward.png");
   add("--fig-cols", &r.fig_cols, "columns (timesteps) of chain.png and forward.png; images per row of class_grid.png");
-  add("--data", &r.data_dir, "folder with the MNIST test files, for --forward");
+  add("--dataset", &r.dataset,
+      "the images of --forward: mnist, fashion, cifar10 (test_batch.bin) or folder (its images, at the "
+      "--checkpoint's size and channels)");
+  add("--data", &r.data_dir, "the --dataset's folder, for --forward (empty: data/mnist, data/cifar10, ...)");
   add("--schedule", &r.schedule,
       "beta schedule for --forward without --checkpoint: linear, cosine, sigmoid, quadratic");
   add("--T", &r.T, "number of diffusion steps (1.." + std::to_string(kMaxT) + ") for --forward without --checkpoint");
@@ -152,18 +157,24 @@ LoadedModel load_model_and_schedule(const SampleRun& r) {
   return m;
 }
 
-// forward.png: --fig-rows MNIST test digits at --fig-cols evenly spaced t from 0 to T.
-void write_forward_figure(const SampleRun& r, const Schedule& schedule, const std::string& prefix) {
+// forward.png: --fig-rows test images of --dataset at --fig-cols evenly spaced t from 0 to T;
+// with a checkpoint, at its model's size and channels.
+void write_forward_figure(const SampleRun& r, const LoadedModel& loaded, const std::string& prefix) {
   const Clock::time_point t0 = Clock::now();
-  MnistSplit test = load_mnist(r.data_dir, "test");
-  const int64_t rows = std::min<int64_t>(r.fig_rows, test.images.size(0));
-  Tensor x0 = slice_batch(test.images, 0, rows);  // [rows, 1, 28, 28]
+  const Schedule& schedule = loaded.schedule;
+  DatasetOptions options;
+  if (loaded.model) options = {loaded.model->config().image_size, static_cast<int>(loaded.model->config().in_ch)};
+  DDPM_CHECK(r.dataset != "folder" || loaded.model,
+             "--forward with --dataset folder needs --checkpoint: its model gives the image size and channels");
+  const Dataset test = load_dataset(r.dataset, r.data_dir, options, "test");
+  const int64_t rows = std::min<int64_t>(r.fig_rows, test.size());
+  Tensor x0 = slice_batch(test.images, 0, rows);  // [rows, C, S, S]
   std::vector<int64_t> t = evenly_spaced_t(0, schedule.T, r.fig_cols);
   Tensor fig = forward_figure(schedule, x0, t, static_cast<uint64_t>(r.seed));
   write_image_grid(prefix + "forward.png", fig, static_cast<int64_t>(t.size()));
-  std::printf("wrote %sforward.png (%lld test digits under the %s schedule, T = %lld, at t = %s; %.1fs)\n", prefix.c_str(),
-              static_cast<long long>(rows), schedule.name.c_str(), static_cast<long long>(schedule.T),
-              join_t(t).c_str(), seconds_since(t0));
+  std::printf("wrote %sforward.png (%lld test images of %s under the %s schedule, T = %lld, at t = %s; %.1fs)\n", prefix.c_str(),
+              static_cast<long long>(rows), dataset_title(r.dataset, r.data_dir).c_str(), schedule.name.c_str(),
+              static_cast<long long>(schedule.T), join_t(t).c_str(), seconds_since(t0));
   std::fflush(stdout);
 }
 
@@ -255,12 +266,13 @@ void write_chain_gif(const Drawing& d, const SampleResult& r, const std::vector<
   Image first;
   for (size_t k = 0; k < g.chain.size(); k++) {
     Image img = image_grid(g.chain[k], cols);
-    DDPM_CHECK(img.channels == 1, "sample: --gif writes gray images only, the model has " << img.channels << " channels");
     if (k == 0) first = img;
-    frames.push_back(std::move(img.pixels));
+    // RGB on the GIF's fixed 6x6x6 color cube (gif.h)
+    frames.push_back(img.channels == 3 ? gif_cube_frame(img.pixels.data(), img.pixels.size() / 3) : std::move(img.pixels));
     delays.push_back(k + 1 == g.chain.size() ? 300 : 10);  // 1/100 s; hold the result for 3 s
   }
-  write_gif(d.prefix + "chain.gif", first.width, first.height, frames, delays);
+  write_gif(d.prefix + "chain.gif", first.width, first.height, frames, delays, 0,
+            first.channels == 3 ? GifPalette::cube : GifPalette::gray);
   std::printf("wrote %schain.gif (%zu frames, t = %lld down to 0)\n", d.prefix.c_str(), frames.size(),
               static_cast<long long>(d.loaded.schedule.T));
 }
@@ -339,7 +351,7 @@ int sample_run(const SampleRun& r, Communicator& comm) {
   const LoadedModel loaded = load_model_and_schedule(r);
   ensure_writable_dir(r.out);  // created if absent; a file or an unwritable folder is refused here
   const std::string prefix = r.out + "/";
-  if (r.forward && comm.rank() == 0) write_forward_figure(r, loaded.schedule, prefix);
+  if (r.forward && comm.rank() == 0) write_forward_figure(r, loaded, prefix);
   if (!loaded.model) return 0;
 
   const UNetConfig& mc = loaded.model->config();

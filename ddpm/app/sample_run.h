@@ -37,7 +37,8 @@ struct SampleRun {
   std::string save_samples;  // a safetensors file of the samples for ./eval --samples
   bool class_grid = false, chain = false, gif = false, forward = false;
   int64_t gif_frames = 40, fig_rows = 8, fig_cols = 11;
-  std::string data_dir = "data/mnist";  // the MNIST test digits of forward.png
+  std::string dataset = "mnist";  // the test images of forward.png: mnist, fashion, cifar10 or folder
+  std::string data_dir;           // their folder (empty: the dataset's default, load_dataset)
   std::string schedule = "linear";      // --schedule and --T: without a checkpoint's own
   int64_t T = 1000;
   int64_t threads = default_threads();

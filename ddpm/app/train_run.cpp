@@ -17,6 +17,7 @@
 #include "ddpm/data/dataset.h"
 #include "ddpm/io/file.h"
 #include "ddpm/io/png.h"
+#include "ddpm/io/safetensors.h"
 #include "ddpm/io/svg.h"
 #include "ddpm/train/checkpoint.h"
 #include "ddpm/train/trainer.h"
@@ -25,7 +26,7 @@ namespace ddpm {
 
 TrainRunFlags::TrainRunFlags(TrainRun* run)
     : run_(run),
-      flags_("train_mnist", "Train a DDPM U-Net on MNIST with Algorithm 1 (L_simple) of Ho et al. 2020."),
+      flags_("train_mnist", "Train a DDPM U-Net on MNIST, Fashion-MNIST, CIFAR-10 or a folder of images with Algorithm 1 (L_simple) of Ho et al. 2020."),
       config_flags_(flags_, run->config) {
   TrainRun& r = *run;
   flags_.add("--preset", &r.preset, "start from a preset before the other flags: default, or paper (Ho et al.'s "
@@ -33,9 +34,12 @@ TrainRunFlags::TrainRunFlags(TrainRun* run)
                                     "warm-up 5000, grad clip 1)");
   flags_.add("--epochs", &r.epochs, "if > 0, --steps is this many epochs of the dataset");
   flags_.add("--threads", &r.threads, "worker threads (results do not depend on it)");
-  flags_.add("--dataset", &r.dataset, "mnist or fashion (Fashion-MNIST from Debian's dataset-fashion-mnist)");
+  flags_.add("--dataset", &r.dataset,
+             "mnist, fashion (Fashion-MNIST from Debian's dataset-fashion-mnist), cifar10 (its binary batches) or "
+             "folder (PNG/PGM/PPM images in --data, optionally one sub-folder per class; docs/data.md)");
   flags_.add("--data", &r.data_dir,
-             "folder with the four IDX files, gzipped or not; empty: data/mnist, or the Debian folder for fashion");
+             "the dataset's folder: the four IDX files, gzipped or not (empty: data/mnist, or the Debian folder for "
+             "fashion); data_batch_*.bin (empty: data/cifar10); the images for folder (required)");
   flags_.add("--out", &r.out, "output folder for checkpoints, sample grids and the loss curve");
   flags_.add("--resume", &r.resume, "continue from a checkpoint file, or 'auto' for the newest in --out");
   flags_.add("--overwrite", &r.overwrite,
@@ -108,14 +112,58 @@ void write_samples(Trainer& trainer, const std::string& path, int64_t n, bool dd
   std::fflush(stdout);
 }
 
+// --resume's checkpoints, newest first: the file, or every one in --out for 'auto'.
+std::vector<std::string> resume_candidates(const TrainRun& r) {
+  if (r.resume != "auto") return {r.resume};
+  std::vector<std::string> candidates = list_checkpoints(r.out);
+  DDPM_CHECK(!candidates.empty(), "--resume auto: no checkpoint ckpt-*.safetensors in " << r.out);
+  return candidates;
+}
+
+// The dataset at the size and channel count the model trains on: a resume's are its
+// checkpoint's (the model config in its metadata, read by rank 0 before the data and sent
+// to the other ranks, which need not see --out); a fresh run's are --image-size and
+// --channels, and a folder without --image-size gets the --model's own size. A fresh run
+// whose data is not the --model's own size or channel count records the data's in its
+// config (train.image_size, train.channels), so a resume continues alike.
+Dataset load_training_data(TrainRun& run, Communicator& comm) {
+  DatasetOptions options{run.config.image_size, static_cast<int>(run.config.channels)};
+  if (!run.resume.empty()) {
+    int64_t sizes[2] = {options.image_size, options.channels};
+    if (comm.rank() == 0) {
+      try {
+        for (const std::string& path : resume_candidates(run)) {
+          try {
+            const UNetConfig m = UNetConfig::from_metadata(load_safetensors_metadata(path), path);
+            sizes[0] = m.image_size;
+            sizes[1] = m.in_ch;
+            break;
+          } catch (const Error&) {
+            // not loadable: resume_trainer skips it, or reports it when it is the last
+          }
+        }
+      } catch (const Error&) {
+        // no checkpoint: resume() reports it
+      }
+    }
+    if (comm.size() > 1) comm.broadcast(sizes, sizeof sizes, 0);
+    options = DatasetOptions{sizes[0], static_cast<int>(sizes[1])};
+  } else if (run.dataset == "folder" && options.image_size == 0) {
+    options.image_size = run.config.model_config().image_size;
+  }
+  Dataset data = load_dataset(run.dataset, run.data_dir, options);
+  if (run.resume.empty()) {
+    const UNetConfig own = run.config.model_config();
+    if (data.images.size(2) != own.image_size) run.config.image_size = data.images.size(2);
+    if (data.images.size(1) != own.in_ch) run.config.channels = data.images.size(1);
+  }
+  return data;
+}
+
 // --resume as one process does it: applies --lr, --steps and --minutes and notes every
 // other config flag it ignores.
 std::unique_ptr<Trainer> resume(const TrainRun& r, Dataset data) {
-  std::vector<std::string> candidates{r.resume};
-  if (r.resume == "auto") {
-    candidates = list_checkpoints(r.out);
-    DDPM_CHECK(!candidates.empty(), "--resume auto: no checkpoint ckpt-*.safetensors in " << r.out);
-  }
+  const std::vector<std::string> candidates = resume_candidates(r);
   ResumeOverrides overrides;
   for (const std::string& f : r.config_flags_given) {
     if (f == "--lr") {
@@ -395,9 +443,9 @@ int train_run(const TrainRun& r, const std::atomic<bool>& interrupted, Communica
   // real work; dead writers' temp files removed.
   std::unique_ptr<RunFolder> folder = comm.rank() == 0 ? std::make_unique<RunFolder>(r.out) : nullptr;
   // Every rank reads the data itself (docs/scaling.md says why), and they check they read the same.
-  Dataset data = load_dataset(r.dataset, r.data_dir);
+  TrainRun run = r;  // --epochs and --minutes set where it ends; the data its size and channels
+  Dataset data = load_training_data(run, comm);
   if (comm.size() > 1) check_same_on_every_rank(comm, dataset_hash(data), "the dataset (--dataset " + r.dataset + ")");
-  TrainRun run = r;  // --epochs and --minutes set where it ends
   if (run.epochs > 0) {
     run.config.steps = (run.epochs * data.size() + run.config.batch - 1) / run.config.batch;  // the real dataset size
     run.config_flags_given.push_back("--steps");

@@ -14,6 +14,13 @@ void check_dataset_name(const std::string& name) {
              "unknown --dataset '" << name << "': use mnist, fashion, cifar10 or folder");
 }
 
+std::string dataset_title(const std::string& name, const std::string& dir) {
+  if (name == "mnist") return "MNIST";
+  if (name == "fashion") return "Fashion-MNIST";
+  if (name == "cifar10") return "CIFAR-10";
+  return "the images in " + dir;
+}
+
 void bytes_to_unit_range(float* out, const uint8_t* pixels, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = pixels[i] / 127.5f - 1.0f;  // [0, 255] -> [-1, 1]
 }
@@ -29,15 +36,17 @@ static void check_fixed_size(const std::string& name, const DatasetOptions& opti
                           << " channels apply to --dataset folder only");
 }
 
-Dataset load_dataset(const std::string& name, const std::string& dir, const DatasetOptions& options) {
+Dataset load_dataset(const std::string& name, const std::string& dir, const DatasetOptions& options,
+                     const std::string& split) {
   check_dataset_name(name);
+  DDPM_CHECK(split == "train" || split == "test", "load_dataset: split '" << split << "': use train or test");
   if (name == "folder") {
     DDPM_CHECK(!dir.empty(), "--dataset folder needs the folder of images: pass --data DIR");
-    return load_image_folder(dir, options.image_size, options.channels);
+    return load_image_folder(dir, options.image_size, options.channels);  // one split: the folder
   }
   if (name == "cifar10") {
     check_fixed_size(name, options, 32, 3);
-    return load_cifar10(dir.empty() ? "data/cifar10" : dir, "train");
+    return load_cifar10(dir.empty() ? "data/cifar10" : dir, split);
   }
   check_fixed_size(name, options, 28, 1);
   std::string d = dir;
@@ -49,8 +58,8 @@ Dataset load_dataset(const std::string& name, const std::string& dir, const Data
                                              << ": install Debian's package (apt-get install -y dataset-fashion-mnist)"
                                                 " or pass --data DIR");
   }
-  MnistSplit split = load_mnist(d, "train");
-  return Dataset{split.images, split.labels};
+  MnistSplit images = load_mnist(d, split);
+  return Dataset{images.images, images.labels};
 }
 
 }  // namespace ddpm

@@ -21,8 +21,8 @@ namespace ddpm {
 
 // Images [N, C, H, W] in [-1, 1] and their labels, 0..num_classes-1. MNIST, Fashion-MNIST
 // and CIFAR-10 have 10 classes; a folder has 1 (no class sub-folders: every label 0) or
-// one per sub-folder, up to 255. A conditional model today has 10 classes and uses label
-// 10 for "no class", so a trainer with --conditional must refuse num_classes > 10.
+// one per sub-folder, up to 255. A conditional model has 10 classes and uses label 10 for
+// "no class", so the Trainer refuses --conditional with num_classes > 10, or with 1.
 struct Dataset {
   Tensor images;
   std::vector<uint8_t> labels;
@@ -40,9 +40,13 @@ struct DatasetOptions {
 
 // Throws, naming the flag, unless `name` is a dataset load_dataset knows.
 void check_dataset_name(const std::string& name);
-// The training split of dataset `name` from `dir` (empty: the dataset's default folder;
-// a folder dataset has none).
-Dataset load_dataset(const std::string& name, const std::string& dir, const DatasetOptions& options = {});
+// Split "train" or "test" of dataset `name` from `dir` (empty: the dataset's default folder;
+// a folder dataset has none). A folder has one split: every image in it, for both.
+Dataset load_dataset(const std::string& name, const std::string& dir, const DatasetOptions& options = {},
+                     const std::string& split = "train");
+
+// How reports name the dataset: "MNIST", "Fashion-MNIST", "CIFAR-10" or "the images in DIR".
+std::string dataset_title(const std::string& name, const std::string& dir);
 
 // 8-bit pixels to [-1, 1]: x / 127.5 - 1 (the data scaling of Ho et al. 2020, Sec. 3.3),
 // so 0 -> -1 and 255 -> 1 exactly. Every reader of 8-bit data uses it.

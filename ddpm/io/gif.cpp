@@ -125,8 +125,19 @@ std::vector<uint8_t> gif_lzw_decode(const uint8_t* codes, size_t size) {
   return out;
 }
 
+uint8_t gif_cube_index(uint8_t r, uint8_t g, uint8_t b) {
+  auto level = [](uint8_t v) { return (v + 25) / 51; };  // the nearest of 0, 51, ..., 255
+  return static_cast<uint8_t>(36 * level(r) + 6 * level(g) + level(b));
+}
+
+std::vector<uint8_t> gif_cube_frame(const uint8_t* rgb, size_t pixels) {
+  std::vector<uint8_t> out(pixels);
+  for (size_t i = 0; i < pixels; i++) out[i] = gif_cube_index(rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2]);
+  return out;
+}
+
 std::vector<uint8_t> encode_gif(int64_t width, int64_t height, const std::vector<std::vector<uint8_t>>& frames,
-                                const std::vector<int>& delays_cs, int loop_count) {
+                                const std::vector<int>& delays_cs, int loop_count, GifPalette palette) {
   DDPM_CHECK(width >= 1 && height >= 1 && width <= 65535 && height <= 65535,
              "encode_gif: size " << width << "x" << height << " must be 1..65535 on each side");
   DDPM_CHECK(!frames.empty() && frames.size() == delays_cs.size(),
@@ -137,7 +148,11 @@ std::vector<uint8_t> encode_gif(int64_t width, int64_t height, const std::vector
   put_u16(out, width);
   put_u16(out, height);
   out.insert(out.end(), {0xF7, 0x00, 0x00});
-  for (int k = 0; k < 256; k++) out.insert(out.end(), {uint8_t(k), uint8_t(k), uint8_t(k)});  // gray palette
+  for (int k = 0; k < 256; k++) {
+    if (palette == GifPalette::gray) out.insert(out.end(), {uint8_t(k), uint8_t(k), uint8_t(k)});
+    else if (k < 216) out.insert(out.end(), {uint8_t(51 * (k / 36)), uint8_t(51 * (k / 6 % 6)), uint8_t(51 * (k % 6))});
+    else out.insert(out.end(), {0, 0, 0});  // unused
+  }
   // NETSCAPE2.0 application extension: loop count.
   out.insert(out.end(), {0x21, 0xFF, 0x0B, 'N', 'E', 'T', 'S', 'C', 'A', 'P', 'E', '2', '.', '0', 0x03, 0x01});
   put_u16(out, loop_count);
@@ -173,8 +188,9 @@ std::vector<uint8_t> encode_gif(int64_t width, int64_t height, const std::vector
 }
 
 void write_gif(const std::string& path, int64_t width, int64_t height,
-               const std::vector<std::vector<uint8_t>>& frames, const std::vector<int>& delays_cs, int loop_count) {
-  write_file_atomic(path, encode_gif(width, height, frames, delays_cs, loop_count));
+               const std::vector<std::vector<uint8_t>>& frames, const std::vector<int>& delays_cs, int loop_count,
+               GifPalette palette) {
+  write_file_atomic(path, encode_gif(width, height, frames, delays_cs, loop_count, palette));
 }
 
 }  // namespace ddpm

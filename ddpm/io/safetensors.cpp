@@ -345,6 +345,17 @@ SafeTensors load_safetensors(const std::string& path) {
   }, path);
 }
 
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path) {
+  InputFile file(path);
+  const Header header = read_header(file.size(), [&file](uint64_t offset, uint8_t* out, size_t n) {
+    file.read_at(offset, out, n);
+  }, path);
+  std::map<std::string, std::string> metadata;
+  for (const auto& member : header.root.members)
+    if (member.first == "__metadata__") read_metadata(member.second, metadata, path);
+  return metadata;
+}
+
 void check_tensor_shapes(const SafeTensors& loaded, const std::vector<std::pair<std::string, Shape>>& expected,
                          const std::string& hint, bool allow_extra) {
   std::vector<std::string> problems;

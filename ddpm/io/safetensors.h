@@ -52,6 +52,9 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
 
 SafeTensors parse_safetensors(const uint8_t* bytes, size_t size, const std::string& source);
 SafeTensors load_safetensors(const std::string& path);
+// The "__metadata__" of a file alone: the 8-byte length and the header are read and
+// checked as load_safetensors does, the tensors' bytes are not.
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path);
 
 // Checks that `loaded` holds every expected name with the expected shape; with
 // allow_extra false, also that it holds nothing else. Throws one error listing the

@@ -154,6 +154,16 @@ UNetConfig unet_config(const std::string& name) {
     c.attn_resolutions = {14};
     c.groups = 32;
     c.dropout = 0.1f;
+  } else if (name == "cifar10") {
+    // Ho et al. 2020, Appendix B: the CIFAR-10 model (35.7M parameters), 32x32 RGB
+    c.image_size = 32;
+    c.in_ch = 3;
+    c.ch = 128;
+    c.ch_mult = {1, 2, 2, 2};
+    c.num_res_blocks = 2;
+    c.attn_resolutions = {16};
+    c.groups = 32;
+    c.dropout = 0.1f;
   } else if (name == "minimal") {
     c.image_size = 8;
     c.ch = 8;
@@ -162,9 +172,25 @@ UNetConfig unet_config(const std::string& name) {
     c.attn_resolutions = {4};
     c.groups = 2;
   } else {
-    DDPM_FAIL("unknown model '" << name << "': use tiny, small or minimal");
+    DDPM_FAIL("unknown model '" << name << "': use tiny, small, cifar10 or minimal");
   }
   return c;
+}
+
+UNetConfig resized_config(const UNetConfig& c, int64_t image_size) {
+  const int64_t levels = static_cast<int64_t>(c.ch_mult.size());
+  const int64_t factor = int64_t(1) << (levels - 1);  // the image halves levels - 1 times
+  DDPM_CHECK(image_size >= 1 && image_size % factor == 0,
+             "config '" << c.name << "': image size " << image_size << " is not a multiple of " << factor << " (its "
+                        << levels << " levels halve the image " << levels - 1 << " times)");
+  UNetConfig r = c;
+  r.image_size = image_size;
+  r.attn_resolutions.clear();
+  int64_t from = c.image_size, to = image_size;
+  for (int64_t level = 0; level < levels; level++, from /= 2, to /= 2)
+    if (std::find(c.attn_resolutions.begin(), c.attn_resolutions.end(), from) != c.attn_resolutions.end())
+      r.attn_resolutions.push_back(to);
+  return r;
 }
 
 UNet::UNet(const UNetConfig& config, uint64_t seed) : config_(config) {

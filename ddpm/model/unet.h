@@ -1,4 +1,5 @@
-// unet.h: the DDPM U-Net of Ho et al. 2020, sized for 28x28 images.
+// unet.h: the DDPM U-Net of Ho et al. 2020, for square images of 1 or 3 channels (28x28 gray
+// for tiny and small, 32x32 RGB for cifar10; resized_config for other sizes).
 //
 //   temb = dense1(SiLU(dense0(sinusoid(t, ch))))            [N, 4ch]
 //          (+ class_emb[label] when conditional)             (classifier-free guidance)
@@ -49,9 +50,15 @@ struct UNetConfig {
   void validate() const;
 };
 
-// "tiny" (1,112,801 parameters), "small" (6,469,889), or "minimal" (a few thousand,
-// 8x8 images, for tests). Throws for any other name.
+// "tiny" (1,112,801 parameters), "small" (6,469,889), "cifar10" (Ho et al. 2020's CIFAR-10
+// model, 35,746,307: ch 128, ch_mult 1,2,2,2, 2 res blocks, attention at 16, dropout 0.1,
+// 32x32x3), or "minimal" (a few thousand, 8x8 images, for tests). Throws for any other name.
 UNetConfig unet_config(const std::string& name);
+
+// `c` for images of side `image_size`: the attention resolutions follow it, level by level
+// (tiny's attention at 7 of 28 is at 8 of 32: the level after two halvings). Throws unless
+// image_size is a multiple of 2^(levels-1).
+UNetConfig resized_config(const UNetConfig& c, int64_t image_size);
 
 class UNet {
  public:

@@ -144,8 +144,9 @@ std::map<std::string, std::string> metadata_with_prefix(const std::map<std::stri
 }
 
 // The model config and the training config must agree where they overlap: train.ch,
-// train.res_blocks and train.dropout (when set) size the model, and train.conditional and
-// train.learned_variance decide its class embedding and its output channels.
+// train.res_blocks, train.dropout, train.image_size and train.channels (when set) size the
+// model, and train.conditional and train.learned_variance decide its class embedding and
+// its output channels.
 void check_configs_agree(const UNetConfig& model, const TrainConfig& train, const std::string& path) {
   DDPM_CHECK((train.ch == 0 || model.ch == train.ch) &&
                  (train.res_blocks == 0 || model.num_res_blocks == train.res_blocks) &&
@@ -154,6 +155,11 @@ void check_configs_agree(const UNetConfig& model, const TrainConfig& train, cons
                   << " and config.dropout = " << model.dropout << " do not fit train.ch = " << train.ch
                   << ", train.res_blocks = " << train.res_blocks << " and train.dropout = " << train.dropout
                   << "; the file is corrupt");
+  DDPM_CHECK((train.image_size == 0 || model.image_size == train.image_size) &&
+                 (train.channels == 0 || model.in_ch == train.channels),
+             path << ": config.image_size = " << model.image_size << " and config.in_ch = " << model.in_ch
+                  << " do not fit train.image_size = " << train.image_size << " and train.channels = "
+                  << train.channels << "; the file is corrupt");
   DDPM_CHECK(model.num_classes == (train.conditional ? 10 : 0) && model.learned_variance == train.learned_variance,
              path << ": config.num_classes = " << model.num_classes << " and config.learned_variance = "
                   << model.learned_variance << " do not fit train.conditional = " << train.conditional

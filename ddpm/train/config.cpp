@@ -156,6 +156,26 @@ TrainConfig TrainConfig::from_metadata(const std::map<std::string, std::string>&
   return c;
 }
 
+UNetConfig TrainConfig::model_config() const {
+  UNetConfig mc = unet_config(model);
+  if (conditional) mc.num_classes = 10;
+  if (learned_variance) mc.learned_variance = true;
+  // each the named model's own unless given
+  if (ch > 0) mc.ch = ch;
+  if (res_blocks > 0) mc.num_res_blocks = res_blocks;
+  if (dropout >= 0) mc.dropout = static_cast<float>(dropout);
+  if (channels > 0) mc.in_ch = channels;
+  if (image_size > 0) {
+    const int64_t factor = int64_t(1) << (mc.ch_mult.size() - 1);
+    DDPM_CHECK(image_size % factor == 0, "train: --image-size " << image_size << " is not a multiple of " << factor
+                                             << ": model '" << model << "' halves the image " << mc.ch_mult.size() - 1
+                                             << " times (try " << std::max(kMinImageSize, image_size / factor * factor)
+                                             << ")");
+    mc = resized_config(mc, image_size);
+  }
+  return mc;
+}
+
 TrainConfig preset_config(const std::string& name) {
   TrainConfig c;
   if (name == "default") return c;
@@ -182,6 +202,11 @@ void TrainConfig::validate() const {
   DDPM_CHECK(micro_batch == 0 || (micro_batch <= batch && batch % micro_batch == 0),
              "train: --batch " << batch << " is not a whole number of --micro-batch " << micro_batch
                                << " micro-batches; choose a divisor of the batch (or 0: the whole batch)");
+  DDPM_CHECK(image_size == 0 || image_size >= kMinImageSize,
+             "train: --image-size " << image_size << " not in " << kMinImageSize << ".." << kMaxImageSize
+                                    << " (0: the dataset's own)");
+  DDPM_CHECK(channels != 2, "train: --channels 2: use 1 (gray) or 3 (RGB)");
+  model_config().validate();  // --model known, --image-size a multiple of 2^(levels-1), the sizes in bounds
   DDPM_CHECK(loss == LossType::simple || (predict == PredictionTarget::eps && !learned_variance),
              "train: --loss weighted is an eps-MSE; with --predict " << target_name(predict)
                  << (learned_variance ? " and --learned-variance (L_hybrid)" : "") << " use --loss simple");

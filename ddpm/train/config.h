@@ -13,6 +13,7 @@
 #include "ddpm/diffusion/schedule.h"
 #include "ddpm/extensions/objectives.h"
 #include "ddpm/extensions/prediction_targets.h"
+#include "ddpm/model/unet.h"
 #include "ddpm/train/optim.h"
 
 namespace ddpm {
@@ -33,6 +34,7 @@ constexpr FieldBounds above(double lo) { return {lo, kUnbounded, true, false}; }
 constexpr FieldBounds half_open(double lo, double hi) { return {lo, hi, false, true}; }
 constexpr FieldBounds kNoBounds{-kUnbounded, kUnbounded, false, false};
 constexpr int64_t kMaxSteps = int64_t(1) << 53;  // step counters: far beyond any run, far from overflow
+constexpr int64_t kMinImageSize = 8, kMaxImageSize = 64;  // --image-size (0: the dataset's own)
 
 // When a field is written to a checkpoint's metadata: always, or only when it is not the
 // default (the options beyond Algorithm 2: a default run's checkpoint stays as it was, and
@@ -92,7 +94,14 @@ enum class MetaRule { always, when_not_default };
   X(int64_t, res_blocks, 0, "--res-blocks", closed(0, 8), MetaRule::when_not_default,                                \
     "ResNet blocks per level of the U-Net (0: the --model's own)")                                                   \
   X(double, dropout, -1.0, "--dropout", closed(-1, 0.9), MetaRule::when_not_default,                                 \
-    "dropout in the ResNet blocks (-1: the --model's own: 0 for tiny, 0.1 for small)")
+    "dropout in the ResNet blocks (-1: the --model's own: 0 for tiny, 0.1 for small and cifar10)")                  \
+  X(int64_t, image_size, 0, "--image-size", closed(0, kMaxImageSize), MetaRule::when_not_default,                    \
+    "side of the square training images, 8..64 and a multiple of 2^(levels-1) (4 for tiny and small, 8 for "         \
+    "cifar10); the attention resolutions follow it (0: the dataset's own; for --dataset folder the --model's own)")  \
+  X(int64_t, channels, 0, "--channels", closed(0, 3), MetaRule::when_not_default,                                    \
+    "1 (gray) or 3 (RGB): --dataset folder converts every image to it (0: the dataset's own)")                       \
+  X(bool, hflip, false, "--hflip", kNoBounds, MetaRule::when_not_default,                                            \
+    "random horizontal flips of the training images (Ho et al. 2020 used them for CIFAR-10)")
 
 struct TrainConfig {
 #define DDPM_TRAIN_CONFIG_MEMBER(T_, name, default_value, flag, bounds, rule, help) T_ name = default_value;
@@ -108,6 +117,10 @@ struct TrainConfig {
   // Every field within its bounds and names known, and the combinations allowed; the
   // Trainer calls it before it allocates anything. Errors name the flag.
   void validate() const;
+  // The U-Net this config trains: --model's, with --ch, --res-blocks, --dropout,
+  // --image-size (resized_config: the attention follows), --channels, --conditional
+  // (10 classes and a null class) and --learned-variance applied.
+  UNetConfig model_config() const;
 };
 
 // A named starting point for the config, before any flag: "default" (the table's defaults)

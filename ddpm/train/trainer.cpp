@@ -9,6 +9,7 @@
 #include "ddpm/core/check.h"
 #include "ddpm/core/hash.h"
 #include "ddpm/dist/tree_reduce.h"
+#include "ddpm/data/augment.h"
 
 namespace ddpm {
 
@@ -18,6 +19,7 @@ enum TrainRngPurpose : uint64_t {
   rng_shuffle = 0x7e01,     // the data permutation of epoch e: Generator(seed, make_stream(rng_shuffle, e))
   rng_dropout = 0x7e02,     // dropout masks of step k: make_stream(rng_dropout, k), then the block id
   rng_label_drop = 0x7e03,  // classifier-free guidance label drop of step k, index i
+  rng_hflip = 0x7e04,       // --hflip: the flips of step k's batch, image i (augment.h)
 };
 
 }  // namespace
@@ -36,13 +38,13 @@ Trainer::Trainer(const TrainConfig& config, Dataset data, const UNetConfig* mode
   DDPM_CHECK(data_.size() > 0, "train: the dataset is empty");
   DDPM_CHECK(static_cast<int64_t>(data_.labels.size()) == data_.size(),
              "train: " << data_.labels.size() << " labels for " << data_.size() << " images");
-  UNetConfig mc = model_config ? *model_config : unet_config(config_.model);
-  if (config_.conditional) mc.num_classes = 10;
-  if (config_.learned_variance) mc.learned_variance = true;
-  // --ch, --res-blocks, --dropout: the named model's own unless given (validate() checks the result)
-  if (config_.ch > 0) mc.ch = config_.ch;
-  if (config_.res_blocks > 0) mc.num_res_blocks = config_.res_blocks;
-  if (config_.dropout >= 0) mc.dropout = static_cast<float>(config_.dropout);
+  const UNetConfig mc = model_config ? *model_config : config_.model_config();
+  // Classifier-free guidance needs labels, and the model has 10 classes and a null one.
+  DDPM_CHECK(!config_.conditional || (data_.num_classes >= 2 && data_.num_classes <= mc.num_classes),
+             "train: --conditional needs 2.." << mc.num_classes << " classes, the dataset has " << data_.num_classes
+                 << (data_.num_classes < 2 ? " (a folder without class sub-folders): put each class's images in "
+                                             "DIR/<class>/, or drop --conditional"
+                                           : ": use at most 10 class sub-folders, or drop --conditional"));
   if (config_.timesteps == TimestepSampling::importance) timestep_sampler_ = std::make_unique<TimestepSampler>(config_.T);
   const Shape& s = data_.images.shape();
   DDPM_CHECK(s.size() == 4 && s[1] == mc.in_ch && s[2] == mc.image_size && s[3] == mc.image_size,
@@ -277,8 +279,9 @@ double Trainer::step() {
 Trainer::StepBatch Trainer::draw_batch() {
   StepBatch b;
   next_batch(b.x0, b.labels);  // [B, C, H, W], [B]
-  if (step_ + 1 == nan_step_) b.x0[nan_sample_ * (b.x0.numel() / b.x0.size(0))] = NAN;  // debug: inject_nan
   b.k = static_cast<uint64_t>(step_);
+  if (config_.hflip) random_hflip(b.x0, RngKey{config_.seed, make_stream(rng_hflip, b.k)});  // Ho et al., Appendix B
+  if (step_ + 1 == nan_step_) b.x0[nan_sample_ * (b.x0.numel() / b.x0.size(0))] = NAN;  // debug: inject_nan
   if (config_.conditional) {
     // Classifier-free guidance (Ho & Salimans 2022): drop the label to null with p_uncond.
     const int64_t null_class = model_->config().num_classes;

@@ -136,7 +136,7 @@ TEST_CASE("sample_run: forward.png without a checkpoint, under --schedule and --
   testing::write_mnist_split(data, "t10k", 3);
   const std::string report = run_quietly(parse({"--forward", "--schedule", "cosine", "--T", "10", "--data", data,
                                                 "--fig-rows", "2", "--fig-cols", "3", "--seed", "5", "--out", out}));
-  CHECK(contains(report, "wrote " + out + "/forward.png (2 test digits under the cosine schedule, T = 10, at t = 0, 5, 10;"));
+  CHECK(contains(report, "wrote " + out + "/forward.png (2 test images of MNIST under the cosine schedule, T = 10, at t = 0, 5, 10;"));
   CHECK(list_files(out) == std::vector<std::string>{"forward.png"});
 
   const Tensor digits = slice_batch(load_mnist(data, "test").images, 0, 2);

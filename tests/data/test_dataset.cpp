@@ -37,6 +37,11 @@ TEST_CASE("dataset: load_dataset reads cifar10 and folder; sizes apply to folder
   CHECK(c.labels == std::vector<uint8_t>{1, 2, 3, 4, 5});
   CHECK(c.num_classes == 10);
   CHECK(load_dataset("cifar10", cifar.path, {32, 3}).size() == 5);  // its own size and channels: fine
+  // the test split is test_batch.bin
+  CHECK_THROWS_WITH_AS(load_dataset("cifar10", cifar.path, {}, "test"), doctest::Contains("test_batch.bin"), Error);
+  testing::write_bytes(cifar / "test_batch.bin", testing::cifar_records({7, 8}));
+  CHECK(load_dataset("cifar10", cifar.path, {}, "test").labels == std::vector<uint8_t>{7, 8});
+  CHECK_THROWS_WITH_AS(load_dataset("cifar10", cifar.path, {}, "valid"), doctest::Contains("use train or test"), Error);
   CHECK_THROWS_WITH_AS(load_dataset("cifar10", cifar.path, {28, 0}),
                        doctest::Contains("--dataset cifar10 has 32x32 images; an image size of 28 applies to --dataset "
                                          "folder only"),
@@ -56,6 +61,7 @@ TEST_CASE("dataset: load_dataset reads cifar10 and folder; sizes apply to folder
   CHECK(f.images.shape() == Shape{2, 3, 8, 8});
   CHECK(f.labels == std::vector<uint8_t>{0, 1});
   CHECK(f.num_classes == 2);
+  CHECK(load_dataset("folder", folder.path, {8, 3}, "test").images.shape() == Shape{2, 3, 8, 8});  // one split
   CHECK_THROWS_WITH_AS(load_dataset("folder", ""), doctest::Contains("--dataset folder needs the folder of images"),
                        Error);
   CHECK_THROWS_WITH_AS(load_dataset("folder", folder.path), doctest::Contains("image size 0 is outside 1..1024"), Error);

@@ -1,6 +1,6 @@
 // Cross-check against PyTorch: every layer, the minimal U-Net with every parameter's
-// gradient, Adam, ten training steps, twenty steps of Algorithm 2 and the schedule tables
-// agree with the PyTorch mirror in tools/torch_reference.py.
+// gradient, an RGB U-Net (16x16x3), Adam, ten training steps, twenty steps of Algorithm 2
+// and the schedule tables agree with the PyTorch mirror in tools/torch_reference.py.
 //
 // The fixtures (tests/fixtures/*.safetensors) were written by
 //   /usr/bin/python3 tools/torch_reference.py fixtures --out tests/fixtures
@@ -277,6 +277,49 @@ TEST_CASE("crosscheck: the minimal U-Net's eps, L_simple and every parameter's g
   int64_t compared = 0;
   for (const auto& kv : st.tensors) compared += kv.first.compare(0, 5, "grad.") == 0;
   CHECK(compared == static_cast<int64_t>(ps.size()));  // the fixture has every parameter's gradient
+}
+
+// tools/torch_reference.py's formula_weights_: element i of parameter `name` is
+// sin(0.61 i + 0.17 h) / sqrt(fan_in) for a matrix or kernel, 0.1 sin(...) for a bias and
+// 1 + 0.1 sin(...) for a GroupNorm weight (h: the sum of the name's bytes), in double,
+// rounded to float once.
+void formula_weights(const ParamList& ps) {
+  for (Parameter* p : ps) {
+    Tensor& w = p->var->value;
+    double h = 0;
+    for (unsigned char b : p->name) h += b;
+    const int64_t fan_in = w.dim() >= 2 ? w.numel() / w.size(0) : 0;
+    const bool norm_weight = p->name.find("norm") != std::string::npos && ends_with(p->name, ".weight");
+    for (int64_t i = 0; i < w.numel(); i++) {
+      const double v = std::sin(0.61 * static_cast<double>(i) + 0.17 * h);
+      w[i] = static_cast<float>(fan_in ? v / std::sqrt(static_cast<double>(fan_in)) : norm_weight ? 1.0 + 0.1 * v : 0.1 * v);
+    }
+  }
+}
+
+TEST_CASE("crosscheck: an RGB U-Net (16x16x3, ch 16) matches PyTorch: eps, L_simple, the channel layers' gradients") {
+  SafeTensors st = fixture("unet_rgb.safetensors");
+  const UNetConfig c = UNetConfig::from_metadata(st.metadata, st.source);
+  CHECK(c.in_ch == 3);
+  CHECK(c.image_size == 16);
+  UNet model(c);
+  ParamList ps = model.parameters();
+  formula_weights(ps);
+  zero_grad(ps);
+  Tape tape;
+  Var eps_theta = model.forward(tape, constant(st.at("x_t")), to_ints(st.at("t")), ForwardContext{});
+  Var loss = loss_simple(tape, eps_theta, st.at("eps"));
+  tape.backward(loss);
+  // As deep as the minimal U-Net, the same bars (its test above says why).
+  scaled("eps_theta", eps_theta->value, st.at("eps_theta"), 2e-5);
+  check_allclose("L_simple", loss->value, st.at("loss"), 0.0, 1e-5);
+  int64_t compared = 0;
+  for (Parameter* p : ps)
+    if (st.find("grad." + p->name)) {
+      scaled("grad." + p->name, p->var->grad, st.at("grad." + p->name), 5e-5);
+      compared++;
+    }
+  CHECK(compared == 6);  // conv_in, conv_out and the first attention's q (at 8x8): weights and biases
 }
 
 TEST_CASE("crosscheck: a PyTorch-initialized state dict loads with load_model and gives PyTorch's eps") {

@@ -1,6 +1,7 @@
 // Tests of the GIF writer: the LZW code stream (exact codes for a small input, round
 // trips through the decoder across code-width changes and table resets) and the file
 // structure, parsed back block by block.
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -131,4 +132,30 @@ TEST_CASE("gif: the file parses block by block and each frame decodes to its pix
   CHECK_THROWS_WITH_AS(encode_gif(W, H, frames, {10, 10}), doctest::Contains("one delay per frame"), Error);
   CHECK_THROWS_WITH_AS(encode_gif(W, H + 1, frames, delays), doctest::Contains("frame 0 has 1200 bytes"), Error);
   CHECK_THROWS_AS(encode_gif(70000, 1, {std::vector<uint8_t>(70000)}, {1}), Error);
+}
+
+TEST_CASE("gif: RGB frames map to the 6x6x6 cube, nearest level per channel") {
+  CHECK(gif_cube_index(0, 0, 0) == 0);
+  CHECK(gif_cube_index(255, 255, 255) == 215);
+  CHECK(gif_cube_index(255, 0, 0) == 180);
+  CHECK(gif_cube_index(0, 255, 0) == 30);
+  CHECK(gif_cube_index(0, 0, 255) == 5);
+  CHECK(gif_cube_index(25, 26, 76) == 0 * 36 + 1 * 6 + 1);  // 25 -> 0, 26 -> 51, 76 -> 51 (77 -> 102)
+  CHECK(gif_cube_index(77, 0, 0) == 2 * 36);
+  const uint8_t rgb[6] = {255, 0, 0, 10, 128, 240};
+  CHECK(gif_cube_frame(rgb, 2) == std::vector<uint8_t>{180, 0 * 36 + 3 * 6 + 5});
+  const std::vector<uint8_t> gif = encode_gif(2, 1, {gif_cube_frame(rgb, 2)}, {10}, 0, GifPalette::cube);
+  CHECK(gif[10] == 0xF7);
+  for (int k = 0; k < 256; k++) {
+    CAPTURE(k);
+    const int r = k < 216 ? 51 * (k / 36) : 0, g = k < 216 ? 51 * (k / 6 % 6) : 0, b = k < 216 ? 51 * (k % 6) : 0;
+    REQUIRE(gif[13 + 3 * k] == r);
+    REQUIRE(gif[13 + 3 * k + 1] == g);
+    REQUIRE(gif[13 + 3 * k + 2] == b);
+  }
+  // every channel within 25 of the cube color it maps to
+  for (int v = 0; v < 256; v++) {
+    const int k = gif_cube_index(static_cast<uint8_t>(v), 0, 0);
+    REQUIRE(std::abs(51 * (k / 36) - v) <= 25);
+  }
 }

@@ -103,6 +103,23 @@ TEST_CASE("safetensors: round trip is exact, including metadata, 0-d and empty t
   CHECK(parse_safetensors(meta_only.data(), meta_only.size(), "m").metadata.at("k") == "v");
 }
 
+TEST_CASE("safetensors: load_safetensors_metadata reads the metadata alone, with the header's checks") {
+  TempDir dir;
+  const std::map<std::string, std::string> metadata = {{"format", "ddpm-checkpoint-1"}, {"config.in_ch", "3"}};
+  std::vector<uint8_t> bytes = encode_safetensors(sample_tensors(), metadata);
+  write_file_atomic((dir / "a.safetensors"), bytes);
+  CHECK(load_safetensors_metadata((dir / "a.safetensors")) == metadata);
+  // The tensors' bytes are not read: a file cut inside the data still gives its metadata...
+  uint64_t n = 0;
+  for (int k = 0; k < 8; k++) n |= uint64_t(bytes[k]) << (8 * k);
+  write_file_atomic((dir / "cut.safetensors"), std::vector<uint8_t>(bytes.begin(), bytes.begin() + 8 + n + 4));
+  CHECK(load_safetensors_metadata((dir / "cut.safetensors")) == metadata);
+  // ...but one cut inside the header is refused, naming the file
+  write_file_atomic((dir / "short.safetensors"), std::vector<uint8_t>(bytes.begin(), bytes.begin() + 8 + n / 2));
+  CHECK_THROWS_WITH_AS(load_safetensors_metadata((dir / "short.safetensors")),
+                       doctest::Contains("short.safetensors"), Error);
+}
+
 TEST_CASE("safetensors: the writer refuses what the reader would reject") {
   Tensor t({2});
   CHECK_THROWS_WITH_AS(encode_safetensors({{"a", t}, {"a", t}}), doctest::Contains("'a' appears twice"), Error);

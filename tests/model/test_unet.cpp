@@ -16,6 +16,40 @@ TEST_CASE("unet: the named configs have exactly the documented parameter counts"
   CHECK_THROWS_AS(unet_config("huge"), Error);
 }
 
+TEST_CASE("unet: cifar10 is Ho et al.'s CIFAR-10 model, 35,746,307 parameters") {
+  const UNetConfig c = unet_config("cifar10");
+  CHECK(c.image_size == 32);
+  CHECK(c.in_ch == 3);
+  CHECK(c.ch == 128);
+  CHECK(c.ch_mult == std::vector<int64_t>{1, 2, 2, 2});
+  CHECK(c.num_res_blocks == 2);
+  CHECK(c.attn_resolutions == std::vector<int64_t>{16});
+  CHECK(c.dropout == 0.1f);
+  UNet net(c);
+  // The count an independent PyTorch port of the architecture gives (issue 18).
+  CHECK(net.num_parameters() == 35746307);
+}
+
+TEST_CASE("unet: resized_config moves the attention with the image size, level by level") {
+  const UNetConfig tiny = unet_config("tiny");  // 28 -> 14 -> 7, attention at 7 (level 2)
+  CHECK(resized_config(tiny, 32).attn_resolutions == std::vector<int64_t>{8});
+  CHECK(resized_config(tiny, 16).attn_resolutions == std::vector<int64_t>{4});
+  CHECK(resized_config(tiny, 32).image_size == 32);
+  const UNetConfig cifar = unet_config("cifar10");  // 32 -> 16 -> 8 -> 4, attention at 16 (level 1)
+  CHECK(resized_config(cifar, 64).attn_resolutions == std::vector<int64_t>{32});
+  CHECK(resized_config(cifar, 16).attn_resolutions == std::vector<int64_t>{8});
+  CHECK(resized_config(cifar, 32).attn_resolutions == cifar.attn_resolutions);
+  // cifar10 halves the image 3 times: 20 is not a multiple of 8
+  CHECK_THROWS_WITH_AS(resized_config(cifar, 20), doctest::Contains("not a multiple of 8"), Error);
+  // an RGB tiny at 16x16 runs: [N, 3, 16, 16] in, the same out
+  UNetConfig rgb = resized_config(tiny, 16);
+  rgb.in_ch = 3;
+  UNet net(rgb, 1);
+  Tape tape = Tape::no_grad();
+  Var y = net.forward(tape, constant(randn({2, 3, 16, 16}, 3)), {1, 500}, ForwardContext{});
+  CHECK(y->value.shape() == Shape{2, 3, 16, 16});
+}
+
 TEST_CASE("unet: parameter names mirror the module tree and are unique") {
   UNet net(unet_config("tiny"));
   std::set<std::string> names;

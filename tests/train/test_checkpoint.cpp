@@ -50,7 +50,7 @@ TEST_CASE("checkpoint: load_model reads the EMA weights and the config back") {
   for (size_t i = 0; i < p.size(); i++) CHECK(p[i]->var->value.to_vector() == q[i]->var->value.to_vector());
 }
 
-TEST_CASE("checkpoint: a checkpoint whose config.* disagrees with train.ch is refused as corrupt") {
+TEST_CASE("checkpoint: a checkpoint whose config.* disagrees with train.ch, image_size or channels is refused as corrupt") {
   TrainConfig c = bars_config();
   c.ch = 16;
   c.res_blocks = 2;
@@ -61,4 +61,10 @@ TEST_CASE("checkpoint: a checkpoint whose config.* disagrees with train.ch is re
   SafeTensors st = load_safetensors(dir / "a.safetensors");
   st.metadata["train.ch"] = "24";
   CHECK_THROWS_WITH_AS(validate_checkpoint(st), doctest::Contains("do not fit train.ch = 24"), Error);
+  st.metadata["train.ch"] = "16";
+  st.metadata["train.image_size"] = "16";  // the model is bars' 8x8
+  CHECK_THROWS_WITH_AS(validate_checkpoint(st), doctest::Contains("do not fit train.image_size = 16"), Error);
+  st.metadata.erase("train.image_size");
+  st.metadata["train.channels"] = "3";  // the model is gray
+  CHECK_THROWS_WITH_AS(validate_checkpoint(st), doctest::Contains("and train.channels = 3"), Error);
 }

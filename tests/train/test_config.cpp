@@ -36,6 +36,9 @@ TEST_CASE("config: every field of the config table round-trips through the metad
   c.ch = 16;
   c.res_blocks = 2;
   c.dropout = 0.05;
+  c.image_size = 16;
+  c.channels = 3;
+  c.hflip = true;
   TrainConfig weighted;
   weighted.loss = LossType::weighted;
   const TrainConfig defaults;

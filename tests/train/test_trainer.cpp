@@ -105,6 +105,25 @@ TEST_CASE("trainer: --ch, --res-blocks and --dropout size the model") {
   CHECK(Trainer(own, bars()).model().config().ch == unet_config(own.model).ch);
 }
 
+TEST_CASE("trainer: --hflip mirrors training images, and nothing else") {
+  TrainConfig plain = bars_config(), flipped = bars_config();
+  flipped.hflip = true;
+  // Column bars change under a mirror: the runs differ.
+  Trainer a(plain, bars()), b(flipped, bars());
+  for (int i = 0; i < 3; i++) a.step(), b.step();
+  CHECK(trainer_weights(a) != trainer_weights(b));
+  // Row bars (labels 0..4) are their own mirror images: the flips change nothing.
+  Dataset rows = bars();
+  for (int64_t n = 0; n < rows.size(); n++)
+    if (rows.labels[n] >= 5) {
+      for (int64_t k = 0; k < 64; k++) rows.images[n * 64 + k] = rows.images[(n - 5) * 64 + k];
+      rows.labels[n] = static_cast<uint8_t>(rows.labels[n] - 5);
+    }
+  Trainer c(plain, rows), d(flipped, rows);
+  for (int i = 0; i < 3; i++) c.step(), d.step();
+  CHECK(trainer_weights(c) == trainer_weights(d));
+}
+
 TEST_CASE("trainer: every option resumes through resume_trainer, ./train_mnist's path, bit for bit") {
   struct Case {
     const char* name;
@@ -124,7 +143,8 @@ TEST_CASE("trainer: every option resumes through resume_trainer, ./train_mnist's
               c.lr_schedule = LrSchedule::cosine, c.lr_floor = 0.1, c.steps = 14, c.warmup = 3;
             }},
            {"--lr-schedule linear --steps 14", [](TrainConfig& c) { c.lr_schedule = LrSchedule::linear, c.steps = 14; }},
-           {"--ch 16 --res-blocks 2 --dropout 0.2", [](TrainConfig& c) { c.ch = 16, c.res_blocks = 2, c.dropout = 0.2; }}}) {
+           {"--ch 16 --res-blocks 2 --dropout 0.2", [](TrainConfig& c) { c.ch = 16, c.res_blocks = 2, c.dropout = 0.2; }},
+           {"--hflip", [](TrainConfig& c) { c.hflip = true; }}}) {
     CAPTURE(k.name);
     testing::TempDir dir;
     TrainConfig c = bars_config();
