@@ -93,8 +93,8 @@ void write_samples(Trainer& trainer, const std::string& path, int64_t n, bool dd
   const TrainConfig& tc = trainer.config();
   const Schedule& s = trainer.schedule();
   const SigmaChoice sigma{c.learned_variance, tc.variance};  // a learned variance samples with its Sigma
-  std::function<int64_t(int64_t)> label_of;  // a conditional model draws digit i mod 10, guided with w = 1
-  if (c.num_classes > 0) label_of = [](int64_t i) { return i % 10; };
+  std::function<int64_t(int64_t)> label_of;  // a conditional model draws class i mod its classes, guided with w = 1
+  if (c.num_classes > 0) label_of = [K = c.num_classes](int64_t i) { return i % K; };
   const BatchModelFn model = unet_batch_model(*ema, s, tc.predict, sigma, label_of, c.num_classes > 0 ? 1.0 : 0.0);
   SamplerChoice choice;
   if (ddim) {
@@ -156,6 +156,10 @@ Dataset load_training_data(TrainRun& run, Communicator& comm) {
     const UNetConfig own = run.config.model_config();
     if (data.images.size(2) != own.image_size) run.config.image_size = data.images.size(2);
     if (data.images.size(1) != own.in_ch) run.config.channels = data.images.size(1);
+    // a conditional model gets the data's classes (a folder may have fewer than 10)
+    if (run.config.conditional && run.config.classes == 0 && data.num_classes != own.num_classes &&
+        data.num_classes >= 2 && data.num_classes <= 10)
+      run.config.classes = data.num_classes;
   }
   return data;
 }

@@ -160,10 +160,11 @@ void check_configs_agree(const UNetConfig& model, const TrainConfig& train, cons
              path << ": config.image_size = " << model.image_size << " and config.in_ch = " << model.in_ch
                   << " do not fit train.image_size = " << train.image_size << " and train.channels = "
                   << train.channels << "; the file is corrupt");
-  DDPM_CHECK(model.num_classes == (train.conditional ? 10 : 0) && model.learned_variance == train.learned_variance,
+  DDPM_CHECK(model.num_classes == train.model_config().num_classes && model.learned_variance == train.learned_variance,
              path << ": config.num_classes = " << model.num_classes << " and config.learned_variance = "
                   << model.learned_variance << " do not fit train.conditional = " << train.conditional
-                  << " and train.learned_variance = " << train.learned_variance << "; the file is corrupt");
+                  << ", train.classes = " << train.classes << " and train.learned_variance = "
+                  << train.learned_variance << "; the file is corrupt");
 }
 
 // The counters (state.*), each present and consistent: Adam and the EMA update at most once

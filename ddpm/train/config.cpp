@@ -158,7 +158,7 @@ TrainConfig TrainConfig::from_metadata(const std::map<std::string, std::string>&
 
 UNetConfig TrainConfig::model_config() const {
   UNetConfig mc = unet_config(model);
-  if (conditional) mc.num_classes = 10;
+  if (conditional) mc.num_classes = classes > 0 ? classes : 10;
   if (learned_variance) mc.learned_variance = true;
   // each the named model's own unless given
   if (ch > 0) mc.ch = ch;
@@ -206,6 +206,7 @@ void TrainConfig::validate() const {
              "train: --image-size " << image_size << " not in " << kMinImageSize << ".." << kMaxImageSize
                                     << " (0: the dataset's own)");
   DDPM_CHECK(channels != 2, "train: --channels 2: use 1 (gray) or 3 (RGB)");
+  DDPM_CHECK(classes != 1, "train: --classes 1: a conditional model needs 2..10 classes");
   model_config().validate();  // --model known, --image-size a multiple of 2^(levels-1), the sizes in bounds
   DDPM_CHECK(loss == LossType::simple || (predict == PredictionTarget::eps && !learned_variance),
              "train: --loss weighted is an eps-MSE; with --predict " << target_name(predict)

@@ -74,6 +74,9 @@ enum class MetaRule { always, when_not_default };
     "class-conditional model (classifier-free guidance)")                                                            \
   X(double, p_uncond, 0.1, "--p-uncond", closed(0, 1), MetaRule::always,                                             \
     "with --conditional: probability of dropping the label")                                                         \
+  X(int64_t, classes, 0, "--classes", closed(0, 10), MetaRule::when_not_default,                                     \
+    "with --conditional: the number of classes, 2..10 (0: the dataset's own: 10 for MNIST and CIFAR-10, the "       \
+    "sub-folders for --dataset folder)")                                                                             \
   X(PredictionTarget, predict, PredictionTarget::eps, "--predict", kNoBounds, MetaRule::when_not_default,            \
     "what the network predicts: eps (Algorithm 1), x0 or v (Salimans & Ho 2022)")                                    \
   X(bool, learned_variance, false, "--learned-variance", kNoBounds, MetaRule::when_not_default,                      \
@@ -119,7 +122,7 @@ struct TrainConfig {
   void validate() const;
   // The U-Net this config trains: --model's, with --ch, --res-blocks, --dropout,
   // --image-size (resized_config: the attention follows), --channels, --conditional
-  // (10 classes and a null class) and --learned-variance applied.
+  // (--classes classes, 10 unless given, and a null class) and --learned-variance applied.
   UNetConfig model_config() const;
 };
 

@@ -39,12 +39,13 @@ Trainer::Trainer(const TrainConfig& config, Dataset data, const UNetConfig* mode
   DDPM_CHECK(static_cast<int64_t>(data_.labels.size()) == data_.size(),
              "train: " << data_.labels.size() << " labels for " << data_.size() << " images");
   const UNetConfig mc = model_config ? *model_config : config_.model_config();
-  // Classifier-free guidance needs labels, and the model has 10 classes and a null one.
+  // Classifier-free guidance needs labels, and the model has --classes classes and a null one.
   DDPM_CHECK(!config_.conditional || (data_.num_classes >= 2 && data_.num_classes <= mc.num_classes),
              "train: --conditional needs 2.." << mc.num_classes << " classes, the dataset has " << data_.num_classes
                  << (data_.num_classes < 2 ? " (a folder without class sub-folders): put each class's images in "
                                              "DIR/<class>/, or drop --conditional"
-                                           : ": use at most 10 class sub-folders, or drop --conditional"));
+                     : data_.num_classes <= 10 ? ": give --classes " + std::to_string(data_.num_classes) + " or 0"
+                                               : std::string(": use at most 10 class sub-folders, or drop --conditional")));
   if (config_.timesteps == TimestepSampling::importance) timestep_sampler_ = std::make_unique<TimestepSampler>(config_.T);
   const Shape& s = data_.images.shape();
   DDPM_CHECK(s.size() == 4 && s[1] == mc.in_ch && s[2] == mc.image_size && s[3] == mc.image_size,

@@ -132,6 +132,10 @@ TEST_CASE("train_run: a folder of RGB PNGs trains at --image-size 16 and samples
   CHECK(meta.at("config.in_ch") == "3");
   CHECK(meta.at("config.image_size") == "16");
   CHECK(meta.at("config.attn_resolutions") == "4");
+  // --conditional on a folder of 2 classes: the model has 2 classes and the null one, so the
+  // grids (image i: class i mod 2) and ./sample draw only classes it was trained on.
+  CHECK(meta.at("train.classes") == "2");
+  CHECK(meta.at("config.num_classes") == "2");
   // samples.png: 4 RGB images of 16x16 in a 2x2 grid with 2-pixel padding
   const Image grid = read_png(out / "samples.png");
   CHECK(grid.channels == 3);
@@ -224,9 +228,10 @@ TEST_CASE("train_run: an RGB run resumed with --hflip gives the bits of the run 
 }
 
 TEST_CASE("train_run: what cannot train is refused before training, saying what to do") {
-  TempDir flat, many, out;
+  TempDir flat, many, three, out;
   write_rgb_pngs(flat, 2, 0);
   write_rgb_pngs(many, 11, 11);
+  write_rgb_pngs(three, 3, 3);
   const std::atomic<bool> interrupted{false};
   auto refused = [&](std::vector<std::string> args, const std::string& message) {
     CAPTURE(message);
@@ -238,6 +243,16 @@ TEST_CASE("train_run: what cannot train is refused before training, saying what 
           "class's images in DIR/<class>/");
   refused({"--dataset", "folder", "--data", many.path, "--image-size", "8", "--conditional"},
           "the dataset has 11: use at most 10 class sub-folders");
+  refused({"--dataset", "folder", "--data", three.path, "--image-size", "8", "--conditional", "--classes", "2"},
+          "--conditional needs 2..2 classes, the dataset has 3: give --classes 3 or 0");
+  refused({"--dataset", "folder", "--data", three.path, "--image-size", "8", "--conditional", "--classes", "1"},
+          "--classes 1: a conditional model needs 2..10 classes");
+  // The advice works: --classes 3 trains.
+  TempDir out3;
+  CHECK(train_run(parse({"--dataset", "folder", "--data", three.path, "--image-size", "8", "--conditional", "--classes",
+                         "3", "--out", out3.path, "--steps", "1", "--batch", "2", "--T", "10", "--sample-every", "0",
+                         "--sample-n", "3"}),
+                  interrupted) == 0);
   refused({"--dataset", "folder", "--data", flat.path, "--model", "cifar10", "--image-size", "20"},
           "--image-size 20 is not a multiple of 8: model 'cifar10' halves the image 3 times (try 16)");
   refused({"--dataset", "folder", "--data", flat.path, "--image-size", "4"}, "--image-size 4 not in 8..64");

@@ -50,7 +50,7 @@ TEST_CASE("checkpoint: load_model reads the EMA weights and the config back") {
   for (size_t i = 0; i < p.size(); i++) CHECK(p[i]->var->value.to_vector() == q[i]->var->value.to_vector());
 }
 
-TEST_CASE("checkpoint: a checkpoint whose config.* disagrees with train.ch, image_size or channels is refused as corrupt") {
+TEST_CASE("checkpoint: a checkpoint whose config.* disagrees with train.ch, image_size, channels or classes is refused as corrupt") {
   TrainConfig c = bars_config();
   c.ch = 16;
   c.res_blocks = 2;
@@ -67,4 +67,9 @@ TEST_CASE("checkpoint: a checkpoint whose config.* disagrees with train.ch, imag
   st.metadata.erase("train.image_size");
   st.metadata["train.channels"] = "3";  // the model is gray
   CHECK_THROWS_WITH_AS(validate_checkpoint(st), doctest::Contains("and train.channels = 3"), Error);
+  st.metadata.erase("train.channels");
+  st.metadata["train.conditional"] = "1";  // the model is unconditional
+  st.metadata["train.classes"] = "3";
+  CHECK_THROWS_WITH_AS(validate_checkpoint(st), doctest::Contains("config.num_classes = 0"), Error);
+  CHECK_THROWS_WITH_AS(validate_checkpoint(st), doctest::Contains("train.classes = 3"), Error);
 }

@@ -39,6 +39,7 @@ TEST_CASE("config: every field of the config table round-trips through the metad
   c.image_size = 16;
   c.channels = 3;
   c.hflip = true;
+  c.classes = 4;
   TrainConfig weighted;
   weighted.loss = LossType::weighted;
   const TrainConfig defaults;
