@@ -155,12 +155,12 @@ table() {
     batch=$(speed_key "$row")
     batch=${batch##*-b}
     awk -v row="$rowvar" -v flags="$(row_flags "$row")$([ "$rowvar" != "$row" ] && echo " --variance ${rowvar#*@}")" \
-      -v m="${minutes%m}" -v s="$steps" -v imgs="$((steps * batch))" -v seed="$seed" \
+      -v m="${minutes%m}" -v steps="$steps" -v imgs="$((steps * batch))" -v seed="$seed" \
       -v sampler="$([ "$sampler" = ddim ] && echo "DDIM 50" || echo "Algorithm 2")" '
-      /^  samples/ && !s++ { fld = $(NF-4); prec = $(NF-3); rec = $(NF-2); ent = $(NF-1) }
-      /^  MNIST train images \(floor\)/ && !f++ { ffld = $(NF-4); fprec = $(NF-3) }
+      /^  samples/ && !seen_samples++ { fld = $(NF-4); prec = $(NF-3); rec = $(NF-2); ent = $(NF-1) }
+      /^  MNIST train images \(floor\)/ && !seen_floor++ { ffld = $(NF-4); fprec = $(NF-3) }
       END { printf "| %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row,
-            (seed == 0 ? "" : " (seed " seed ")"), flags, m, s, imgs, sampler, fld, ffld, prec, fprec, rec, ent }' "$f"
+            (seed == 0 ? "" : " (seed " seed ")"), flags, m, steps, imgs, sampler, fld, ffld, prec, fprec, rec, ent }' "$f"
   done
 }
 
