@@ -427,3 +427,35 @@ TEST_CASE("diffusion: prod q(x_t|x_{t-1}) equals q(x_T|x_0) prod q(x_{t-1}|x_t, 
     for (int64_t i = 0; i < N; i++) CHECK(rhs[i] == doctest::Approx(lhs[i]).epsilon(1e-4));
   }
 }
+
+TEST_CASE("diffusion: Bayes' rule on the reverse path, checked on a two-step Gaussian chain with its conditional from the joint") {
+  // p(x_2) = N(0, 1), p(x_1|x_2) = N(a x_2, v_1), p(x_0|x_1) = N(b x_1, v_0): every marginal
+  // and conditional is Gaussian, so p(x_{1:2}|x_0) comes independently from the joint's
+  // covariance (the Schur complement), not from the ratio the slide writes.
+  const double a = 0.8, v1 = 0.3, b = 0.9, v0 = 0.1;
+  const double var1 = a * a + v1, var0 = b * b * var1 + v0;          // Var x_1, Var x_0
+  const double c10 = b * var1, c20 = b * a, c12 = a;                 // Cov(x_1,x_0), Cov(x_2,x_0), Cov(x_1,x_2)
+  auto log_normal = [](double x, double mean, double var) {
+    return -0.5 * (std::log(2 * M_PI * var) + (x - mean) * (x - mean) / var);
+  };
+  // q(x_{1:2}|x_0) = q(x_1|x_0) q(x_2|x_1), from the linear schedule's first two steps.
+  const Schedule s = make_schedule("linear", 2);
+  auto log_q = [&](double x0, double x1, double x2) {
+    return log_normal(x1, std::sqrt(s.alpha[1]) * x0, s.beta[1]) + log_normal(x2, std::sqrt(s.alpha[2]) * x1, s.beta[2]);
+  };
+  for (const double x0 : {-1.3, 0.2, 0.9})
+    for (const double x1 : {-0.5, 0.7})
+      for (const double x2 : {-1.1, 0.4}) {
+        // p(x_1, x_2 | x_0): mean k x_0 and covariance S - k k^T var0, k = (c10, c20) / var0.
+        const double k1 = c10 / var0, k2 = c20 / var0;
+        const double s11 = var1 - k1 * c10, s22 = 1.0 - k2 * c20, s12 = c12 - k1 * c20;
+        const double det = s11 * s22 - s12 * s12, d1 = x1 - k1 * x0, d2 = x2 - k2 * x0;
+        const double log_p_path_given_x0 =
+            -std::log(2 * M_PI) - 0.5 * std::log(det) - 0.5 * (s22 * d1 * d1 - 2 * s12 * d1 * d2 + s11 * d2 * d2) / det;
+        const double log_p_joint = log_normal(x2, 0, 1) + log_normal(x1, a * x2, v1) + log_normal(x0, b * x1, v0);
+        const double log_p_x0 = log_normal(x0, 0, var0);
+        // log q/p(x_{1:T}|x_0) = log q(x_{1:T}|x_0)/p(x_{0:T}) + log p(x_0)
+        CHECK(log_q(x0, x1, x2) - log_p_path_given_x0 ==
+              doctest::Approx(log_q(x0, x1, x2) - log_p_joint + log_p_x0).epsilon(1e-12));
+      }
+}
