@@ -37,7 +37,8 @@ EvalRunFlags::EvalRunFlags(EvalRun* run)
       "--learned-variance checkpoint, else the checkpoint's train.variance");
   add_sampler_flags(*this, &r.sampler);
   add("--class", &r.class_label,
-      "with --checkpoint of a conditional model: the class of every image (-1: image i has class i mod 10)");
+      "with --checkpoint of a conditional model: the class of every image (-1: image i has class i mod K, the "
+      "model's class count)");
   add("--guidance", &r.guidance, "with --checkpoint of a conditional model: classifier-free guidance w");
   add("--nll", &r.nll, "compute the VLB in bits/dim on --dataset's test images (needs --checkpoint)");
   add("--nll-n", &r.nll_n, "with --nll: the first M test images");
@@ -156,7 +157,7 @@ ImagesToMeasure sample_images(const EvalRun& r, const LoadedModel& m, const Sigm
     for (int64_t i = 0; i < r.n; i++) out.labels.push_back(r.class_label >= 0 ? r.class_label : i % mc.num_classes);
     label_of = [&out](int64_t i) { return out.labels[i]; };
     std::ostringstream os;
-    os << ", " << (r.class_label >= 0 ? "class " + std::to_string(r.class_label) : std::string("class i mod 10"))
+    os << ", " << (r.class_label >= 0 ? "class " + std::to_string(r.class_label) : "class i mod " + std::to_string(mc.num_classes))
        << ", w " << r.guidance;
     how += os.str();
   }

@@ -37,7 +37,8 @@ SampleRunFlags::SampleRunFlags(SampleRun* run)
       "--learned-variance checkpoint, else its train.variance");
   add("--ema", &r.use_ema, "use the EMA weights when the checkpoint has them (--no-ema: the raw weights)");
   add("--class", &r.class_label,
-      "conditional models: the class of every image (0-9), or 'null'; empty: image i gets class i mod 10");
+      "conditional models: the class of every image (0..K-1 for K classes), or 'null'; empty: image i gets class "
+      "i mod K");
   add("--guidance", &r.guidance,
       "conditional models: classifier-free guidance w, eps = (1+w) eps(x,c) - w eps(x,null)");
   add("--guidance-list", &r.guidance_list,
