@@ -35,6 +35,8 @@ inline TrainConfig bars_config() {
   c.T = 50;
   c.seed = 7;
   c.ema = 0.99;
+  c.steps = 2000;  // the recipe before the default-run study, which the pins were recorded with
+  c.lr_schedule = LrSchedule::constant;
   return c;
 }
 

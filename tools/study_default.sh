@@ -4,6 +4,9 @@
 #   tools/study_default.sh speeds            time each model/batch of the study (img/s, 2 threads)
 #   tools/study_default.sh screen [ROW...]   10-minute runs, one axis at a time, judged by DDIM 50
 #   tools/study_default.sh confirm NAME...   20-minute runs of the named rows, judged by Algorithm 2
+#   tools/study_default.sh default           the default ./train_mnist, timed alone on 2 threads,
+#                                            judged by Algorithm 2 with each sampler variance
+#   tools/study_default.sh seeds ROW         the 10-minute ROW at seeds 1 and 2
 #   tools/study_default.sh table             the results so far, as docs/results.md's table
 #
 # A row's budget is wall-clock time at the speed its model and batch reach alone on 2 threads
@@ -34,19 +37,22 @@ base
 lr2e-3cos10ema0.995   --lr 2e-3 --lr-schedule cosine --lr-floor 0.1 --ema 0.995
 ema0.995      --ema 0.995
 cos10         --lr-schedule cosine --lr-floor 0.1
-lr2e-3        --lr 2e-3
 lr4e-3        --lr 4e-3
-cos0          --lr-schedule cosine --lr-floor 0
-lr5e-4        --lr 5e-4
-ema0.9995     --ema 0.9995
-b32           --batch 32
+lr2e-3        --lr 2e-3
+noema         --ema 0
 b128          --batch 128
+b32           --batch 32
 ch48          --ch 48
 rb2           --res-blocks 2
 noclip        --grad-clip 0
-lr2e-3cos10   --lr 2e-3 --lr-schedule cosine --lr-floor 0.1
-lr4e-3cos10ema0.995   --lr 4e-3 --lr-schedule cosine --lr-floor 0.1 --ema 0.995
-lr2e-3cos10ema0.995ch48   --lr 2e-3 --lr-schedule cosine --lr-floor 0.1 --ema 0.995 --ch 48
+lr5e-4        --lr 5e-4
+emaw4         --ema-warmup 4
+emaw30        --ema-warmup 30
+cos0          --lr-schedule cosine --lr-floor 0
+ema0.9995     --ema 0.9995
+b32cos10      --batch 32 --lr-schedule cosine --lr-floor 0.1
+b32cos10emaw4 --batch 32 --lr-schedule cosine --lr-floor 0.1 --ema-warmup 4
+b32cos10lr2e-3 --batch 32 --lr-schedule cosine --lr-floor 0.1 --lr 2e-3
 EOF
 }
 row_flags() { rows | awk -v n="$1" '$1 == n { $1 = ""; print }'; }
@@ -109,7 +115,7 @@ train_row() {
 # judge ROW MINUTES SEED SAMPLER: ./eval at N = 1000 (sampler ddim: DDIM 50 steps; ddpm:
 # Algorithm 2), with --variance V for rows named ROW@V.
 judge() {
-  local row=${1%@*} minutes=$2 seed=$3 sampler=$4 variance="" dir ckpt out
+  local row=${1%@*} minutes=$2 seed=$3 sampler=$4 threads=${5:-1} variance="" dir ckpt out
   [ "$1" != "$row" ] && variance="--variance ${1#*@}"
   dir="$STUDY/$row-${minutes}m-s$seed"
   ckpt=$(ls "$dir"/ckpt-*.safetensors | sort | tail -n 1)
@@ -118,7 +124,7 @@ judge() {
   local how="--sampler ddpm"
   [ "$sampler" = ddim ] && how="--sampler ddim --ddim-steps 50"
   "$BIN/eval" --checkpoint "$ckpt" --n 1000 --classifier "$CLASSIFIER" --data "$DATA" $how $variance \
-    --threads 1 >"$out.tmp" 2>"$out.log" && mv "$out.tmp" "$out"
+    --threads "$threads" >"$out.tmp" 2>"$out.log" && mv "$out.tmp" "$out"
 }
 
 export -f train_row judge steps_for speed_key row_flags rows
@@ -127,15 +133,30 @@ export STUDY BIN DATA CLASSIFIER BASE
 screen() {  # screen [ROW...]: the named rows, or all of them
   { [ $# -gt 0 ] && printf '%s\n' "$@" || rows | awk '{print $1}'; } |
     xargs -P "$JOBS" -I{} bash -c 'train_row {} 10 0 && judge {} 10 0 ddim'
-  judge base@fixed_small 10 0 ddim
 }
 
 confirm() {
   for r in "$@"; do echo "$r"; done | xargs -P "$JOBS" -I{} bash -c 'train_row {} 20 0 && judge {} 20 0 ddpm'
 }
 
+# default: the exact default run (./train_mnist, no flags but --data and --out), alone on 2
+# threads and timed (training plus its final grid), then judged by Algorithm 2 at N = 1000
+# with each sampler variance. Run it on a quiet machine: its wall time is the README's.
+default_run() {
+  local dir="$STUDY/default-20m-s0" start
+  if [ ! -f "$dir/done" ]; then
+    start=$(date +%s)
+    "$BIN/train_mnist" --data "$DATA" --out "$dir" >"$dir.train.log" 2>&1
+    echo "$(( $(date +%s) - start )) s wall, training and final grid, on $(lscpu | sed -n 's/^Model name: *//p'), load before $(cut -d' ' -f1-3 /proc/loadavg)" >"$dir.time"
+    grep -E '^step ' "$dir.train.log" | tail -n 1 | awk '{ split($2, s, "/"); print s[1] }' >"$dir/done"
+  fi
+  for v in fixed_large fixed_small; do
+    judge "default@$v" 20 0 ddpm 2
+  done
+}
+
 seeds() {
-  for s in 1 2; do echo "$s"; done | xargs -P "$JOBS" -I{} bash -c "train_row $1 20 {} && judge $1 20 {} ddpm"
+  for s in 1 2; do echo "$s"; done | xargs -P "$JOBS" -I{} bash -c "train_row $1 10 {} && judge $1 10 {} ddim"
 }
 
 table() {
@@ -152,9 +173,10 @@ table() {
     rowvar=${name%-*}
     row=${rowvar%@*}
     steps=$(cat "$STUDY/$row-$minutes-s$seed/done")
-    batch=$(speed_key "$row")
-    batch=${batch##*-b}
-    awk -v row="$rowvar" -v flags="$(row_flags "$row")$([ "$rowvar" != "$row" ] && echo " --variance ${rowvar#*@}")" \
+    batch=$(sed -nE '1s/.*, batch ([0-9]+),.*/\1/p' "$STUDY/$row-$minutes-s$seed.train.log")
+    flags=$(row_flags "$row")
+    [ "$row" = default ] && flags="(./train_mnist as it is)"
+    awk -v row="$rowvar" -v flags="$flags$([ "$rowvar" != "$row" ] && echo " --variance ${rowvar#*@}")" \
       -v m="${minutes%m}" -v steps="$steps" -v imgs="$((steps * batch))" -v seed="$seed" \
       -v sampler="$([ "$sampler" = ddim ] && echo "DDIM 50" || echo "Algorithm 2")" '
       /^  samples/ && !seen_samples++ { fld = $(NF-4); prec = $(NF-3); rec = $(NF-2); ent = $(NF-1) }
@@ -169,6 +191,7 @@ case "${1:-}" in
   screen) shift; screen "$@" ;;
   confirm) shift; confirm "$@" ;;
   seeds) shift; seeds "$1" ;;
+  default) default_run ;;
   table) table ;;
   *) sed -n '2,20p' "$0"; exit 1 ;;
 esac

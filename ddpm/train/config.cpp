@@ -27,6 +27,18 @@ const std::string& meta_get(const std::map<std::string, std::string>& m, const s
   return it->second;
 }
 
+// The fields that were once written only when not at their default, with that old default:
+// a checkpoint that omits one was written then, at that value (MetaRule in config.h).
+const std::map<std::string, std::string>& legacy_metadata() {
+  static const std::map<std::string, std::string> m = {
+      {"train.ema_warmup", "10"},           // before --ema-warmup existed
+      {"train.steps", "2000"},              // the default run before the study (docs/results.md)
+      {"train.lr_schedule", "constant"},
+      {"train.lr_floor", "0"},
+  };
+  return m;
+}
+
 // Integers as written by std::to_string: an optional '-' and digits, nothing else.
 int64_t parse_int(const std::string& s) {
   const size_t digits = !s.empty() && s[0] == '-' ? 1 : 0;
@@ -133,7 +145,9 @@ TrainConfig TrainConfig::from_metadata(const std::map<std::string, std::string>&
 #define DDPM_FIELD(T_, name, default_value, flag, bounds, rule, help)                                          \
   known.insert("train." #name);                                                                                  \
   if (rule == MetaRule::always || m.count("train." #name)) {                                                     \
-    const std::string& text = meta_get(m, "train." #name, source);                                               \
+    const std::string& text = m.count("train." #name) || !legacy_metadata().count("train." #name)              \
+                                  ? meta_get(m, "train." #name, source)                                          \
+                                  : legacy_metadata().at("train." #name);                                        \
     try {                                                                                                        \
       from_text(text, c.name);                                                                                   \
     } catch (const Error& e) {                                                                                   \

@@ -38,7 +38,9 @@ constexpr int64_t kMinImageSize = 8, kMaxImageSize = 64;  // --image-size (0: th
 
 // When a field is written to a checkpoint's metadata: always, or only when it is not the
 // default (the options beyond Algorithm 2: a default run's checkpoint stays as it was, and
-// checkpoints written before the option existed still load, meaning the default).
+// checkpoints written before the option existed still load, meaning the default). A
+// when_not_default field whose default changes becomes `always`, and its old default goes
+// into legacy_metadata() (config.cpp), which older checkpoints that omit it still mean.
 enum class MetaRule { always, when_not_default };
 
 // THE training config: every field once, with its type, default, ./train_mnist flag,
@@ -51,16 +53,19 @@ enum class MetaRule { always, when_not_default };
 #define DDPM_TRAIN_CONFIG_FIELDS(X)                                                                                  \
   X(std::string, model, "tiny", "--model", kNoBounds, MetaRule::always,                                              \
     "U-Net config: tiny (1.1M params) or small (6.5M)")                                                              \
-  X(int64_t, batch, 64, "--batch", closed(1, 65536), MetaRule::always, "batch size")                                 \
-  X(int64_t, micro_batch, 0, "--micro-batch", closed(0, 65536), MetaRule::when_not_default,                         \
+  X(int64_t, batch, 32, "--batch", closed(1, 65536), MetaRule::always, "batch size")                                 \
+  X(int64_t, micro_batch, 0, "--micro-batch", closed(0, 65536), MetaRule::when_not_default,                          \
     "split each batch into batch/M micro-batches of M, gradients summed in a fixed tree: the same bits on any "      \
     "number of MPI ranks dividing batch/M (docs/scaling.md); 0: the whole batch at once")                            \
   X(double, lr, 1e-3, "--lr", above(0), MetaRule::always,                                                            \
-    "Adam learning rate (after warm-up); with --resume it replaces the checkpoint's, recorded in its metadata")       \
+    "Adam learning rate (after warm-up); with --resume it replaces the checkpoint's, recorded in its metadata")      \
   X(int64_t, warmup, 200, "--warmup", at_least(0), MetaRule::always, "linear learning-rate warm-up steps")           \
   X(double, grad_clip, 1.0, "--grad-clip", at_least(0), MetaRule::always,                                            \
     "clip the global gradient norm to this (0: off)")                                                                \
   X(double, ema, 0.999, "--ema", half_open(0, 1), MetaRule::always, "EMA decay of the weights used for sampling")    \
+  X(double, ema_warmup, 10.0, "--ema-warmup", closed(1, 1e9), MetaRule::always,                                      \
+    "EMA warm-up W: the decay at update k is min(--ema, (1+k)/(W+k)), so until that reaches --ema the EMA "          \
+    "averages about the last 1/(W-1) of the updates (2: the mean of all of them; 1: no warm-up)")                    \
   X(std::string, schedule, "linear", "--schedule", kNoBounds, MetaRule::always,                                      \
     "beta schedule: linear, cosine, sigmoid or quadratic")                                                           \
   X(int64_t, T, 1000, "--T", closed(1, kMaxT), MetaRule::always, "number of diffusion steps")                        \
@@ -75,7 +80,7 @@ enum class MetaRule { always, when_not_default };
   X(double, p_uncond, 0.1, "--p-uncond", closed(0, 1), MetaRule::always,                                             \
     "with --conditional: probability of dropping the label")                                                         \
   X(int64_t, classes, 0, "--classes", closed(0, 10), MetaRule::when_not_default,                                     \
-    "with --conditional: the number of classes, 2..10 (0: the dataset's own: 10 for MNIST and CIFAR-10, the "       \
+    "with --conditional: the number of classes, 2..10 (0: the dataset's own: 10 for MNIST and CIFAR-10, the "        \
     "sub-folders for --dataset folder)")                                                                             \
   X(PredictionTarget, predict, PredictionTarget::eps, "--predict", kNoBounds, MetaRule::when_not_default,            \
     "what the network predicts: eps (Algorithm 1), x0 or v (Salimans & Ho 2022)")                                    \
@@ -83,21 +88,21 @@ enum class MetaRule { always, when_not_default };
     "learn Sigma (Nichol & Dhariwal 2021): L_hybrid = L_simple + 0.001 L_vlb, sampling with learned_range")          \
   X(TimestepSampling, timesteps, TimestepSampling::uniform, "--timesteps", kNoBounds, MetaRule::when_not_default,    \
     "t sampling: uniform (Algorithm 1) or importance (p_t ~ sqrt(E[L_t^2]))")                                        \
-  X(int64_t, steps, 2000, "--steps", closed(0, static_cast<double>(kMaxSteps)), MetaRule::when_not_default,                               \
+  X(int64_t, steps, 3400, "--steps", closed(0, static_cast<double>(kMaxSteps)), MetaRule::always,                    \
     "the step training ends at, where a decaying --lr-schedule lands; with --resume it replaces the checkpoint's")   \
   X(double, minutes, 0.0, "--minutes", closed(0, 1e6), MetaRule::when_not_default,                                   \
     "if > 0, train for this many minutes of training steps instead: --steps is chosen from the speed of the first "  \
     "steps (grids and checkpoints not counted)")                                                                     \
-  X(LrSchedule, lr_schedule, LrSchedule::constant, "--lr-schedule", kNoBounds, MetaRule::when_not_default,           \
+  X(LrSchedule, lr_schedule, LrSchedule::cosine, "--lr-schedule", kNoBounds, MetaRule::always,                       \
     "learning rate after warm-up: constant, or cosine / linear decay to --lr-floor x --lr at --steps")               \
-  X(double, lr_floor, 0.0, "--lr-floor", closed(0, 1), MetaRule::when_not_default,                                   \
+  X(double, lr_floor, 0.1, "--lr-floor", closed(0, 1), MetaRule::always,                                             \
     "with a decaying --lr-schedule: the final learning rate as a fraction of --lr")                                  \
   X(int64_t, ch, 0, "--ch", closed(0, 1024), MetaRule::when_not_default,                                             \
     "the U-Net's base channel count (0: the --model's own)")                                                         \
   X(int64_t, res_blocks, 0, "--res-blocks", closed(0, 8), MetaRule::when_not_default,                                \
     "ResNet blocks per level of the U-Net (0: the --model's own)")                                                   \
   X(double, dropout, -1.0, "--dropout", closed(-1, 0.9), MetaRule::when_not_default,                                 \
-    "dropout in the ResNet blocks (-1: the --model's own: 0 for tiny, 0.1 for small and cifar10)")                  \
+    "dropout in the ResNet blocks (-1: the --model's own: 0 for tiny, 0.1 for small and cifar10)")                   \
   X(int64_t, image_size, 0, "--image-size", closed(0, kMaxImageSize), MetaRule::when_not_default,                    \
     "side of the square training images, 8..64 and a multiple of 2^(levels-1) (4 for tiny and small, 8 for "         \
     "cifar10); the attention resolutions follow it (0: the dataset's own; for --dataset folder the --model's own)")  \

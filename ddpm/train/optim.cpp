@@ -84,15 +84,16 @@ double scheduled_lr(double peak, int64_t step, int64_t warmup, LrSchedule schedu
   return peak * (floor + (1.0 - floor) * decay);
 }
 
-EMA::EMA(const ParamList& params, double decay) : decay_(decay) {
+EMA::EMA(const ParamList& params, double decay, double warmup) : decay_(decay), warmup_(warmup) {
   DDPM_CHECK(decay >= 0.0 && decay < 1.0, "EMA: decay " << decay << " must be in [0, 1)");
+  DDPM_CHECK(warmup >= 1.0, "EMA: warm-up " << warmup << " must be at least 1");
   for (Parameter* p : params) shadow_.push_back(p->var->value.clone());
 }
 
 void EMA::update(const ParamList& params) {
   DDPM_CHECK(params.size() == shadow_.size(), "EMA: " << params.size() << " params, " << shadow_.size() << " shadows");
   const double k = static_cast<double>(updates_);
-  const float d = static_cast<float>(std::min(decay_, (1.0 + k) / (10.0 + k)));
+  const float d = static_cast<float>(std::min(decay_, (1.0 + k) / (warmup_ + k)));
   updates_++;
   for (size_t j = 0; j < params.size(); j++) {
     float* s = shadow_[j].data();

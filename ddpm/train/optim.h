@@ -65,7 +65,11 @@ double scheduled_lr(double peak, int64_t step, int64_t warmup, LrSchedule schedu
 
 class EMA {
  public:
-  EMA(const ParamList& params, double decay);
+  // The decay at update k is min(decay, (1 + k) / (warmup + k)): a warm-up (warmup 10 is
+  // the TensorFlow rule) that keeps the average to roughly the last 1/(warmup - 1) of the
+  // updates until the cap is reached (2: the mean of the starting
+  // weights and every update; 1: no warm-up).
+  EMA(const ParamList& params, double decay, double warmup = 10);
   void update(const ParamList& params);  // after each optimizer step
   int64_t updates() const { return updates_; }
   double decay() const { return decay_; }
@@ -75,7 +79,7 @@ class EMA {
   void swap_into(const ParamList& params);
 
  private:
-  double decay_;
+  double decay_, warmup_;
   std::vector<Tensor> shadow_;
   int64_t updates_ = 0;
 };

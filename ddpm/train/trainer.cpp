@@ -54,7 +54,7 @@ Trainer::Trainer(const TrainConfig& config, Dataset data, const UNetConfig* mode
   model_ = std::make_unique<UNet>(mc, config_.seed);
   params_ = model_->parameters();
   adam_ = std::make_unique<Adam>(params_, AdamConfig{config_.lr});
-  ema_ = std::make_unique<EMA>(params_, config_.ema);
+  ema_ = std::make_unique<EMA>(params_, config_.ema, config_.ema_warmup);
 }
 
 void Trainer::set_target(int64_t steps) {

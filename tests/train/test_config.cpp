@@ -19,6 +19,7 @@ TEST_CASE("config: every field of the config table round-trips through the metad
   c.warmup = 5;
   c.grad_clip = 0.5;
   c.ema = 0.99;
+  c.ema_warmup = 3.5;
   c.schedule = "cosine";
   c.T = 50;
   c.seed = 18446744073709551615ull;
@@ -31,8 +32,8 @@ TEST_CASE("config: every field of the config table round-trips through the metad
   c.timesteps = TimestepSampling::importance;
   c.steps = 1234;
   c.minutes = 17.5;
-  c.lr_schedule = LrSchedule::cosine;
-  c.lr_floor = 0.1;
+  c.lr_schedule = LrSchedule::linear;
+  c.lr_floor = 0.25;
   c.ch = 16;
   c.res_blocks = 2;
   c.dropout = 0.05;
@@ -69,6 +70,36 @@ TEST_CASE("config: every field of the config table round-trips through the metad
   extra["train.momentum"] = "0.9";
   CHECK_THROWS_WITH_AS(TrainConfig::from_metadata(extra, "x.safetensors"),
                        doctest::Contains("x.safetensors: metadata has 'train.momentum'"), Error);
+  // The fields whose default changed are always written now; a checkpoint from before, which
+  // omitted them at their old defaults, still means those (not today's defaults).
+  for (const char* key : {"train.steps", "train.lr_schedule", "train.lr_floor", "train.ema_warmup"})
+    CHECK_MESSAGE(m.count(key) == 1, key << " is not always written");
+  auto old = m;
+  for (const char* key : {"train.steps", "train.lr_schedule", "train.lr_floor", "train.ema_warmup"}) old.erase(key);
+  const TrainConfig from_old = TrainConfig::from_metadata(old, "old.safetensors");
+  CHECK(from_old.steps == 2000);
+  CHECK(from_old.lr_schedule == LrSchedule::constant);
+  CHECK(from_old.lr_floor == 0.0);
+  CHECK(from_old.ema_warmup == 10.0);
+  // An always-written field without an old default is still required.
+  auto no_lr = m;
+  no_lr.erase("train.lr");
+  CHECK_THROWS_WITH_AS(TrainConfig::from_metadata(no_lr, "x.safetensors"), doctest::Contains("no 'train.lr'"), Error);
+}
+
+TEST_CASE("config: the default run is the study's recipe (docs/results.md)") {
+  const TrainConfig d;
+  CHECK(d.model == "tiny");
+  CHECK(d.batch == 32);
+  CHECK(d.lr == 1e-3);
+  CHECK(d.warmup == 200);
+  CHECK(d.lr_schedule == LrSchedule::cosine);
+  CHECK(d.lr_floor == 0.1);
+  CHECK(d.steps == 3400);
+  CHECK(d.ema == 0.999);
+  CHECK(d.ema_warmup == 10.0);
+  CHECK(d.grad_clip == 1.0);
+  CHECK(d.variance == VarianceType::fixed_large);
 }
 
 TEST_CASE("config: --preset paper is Ho et al.'s CIFAR-10 hyperparameters; flags given after it win") {

@@ -62,6 +62,36 @@ TEST_CASE("optim: warm-up and EMA with its warm-up") {
   ema.swap_into({&p});
   CHECK(p.var->value[0] == 1.0f);
   CHECK_THROWS_AS(EMA({&p}, 1.0), Error);
+  CHECK_THROWS_AS(EMA({&p}, 0.9, 0.5), Error);
+}
+
+TEST_CASE("optim: the EMA warm-up W sets how much of the run the average covers") {
+  // W = 2: d_k = (1+k)/(2+k), and the shadow after K updates is the plain mean of the
+  // starting weights and the K iterates (an independent value: the mean, summed directly).
+  const std::vector<float> iterates = {3.0f, -1.0f, 4.0f, 1.5f, -5.0f, 9.0f, 2.0f};
+  Parameter p = make_parameter("w", Tensor::from({1}, {100.0f}));
+  EMA mean({&p}, 0.999, 2.0);
+  double sum = 100.0;
+  for (size_t k = 0; k < iterates.size(); k++) {
+    p.var->value[0] = iterates[k];
+    mean.update({&p});
+    sum += iterates[k];
+    CHECK(mean.shadow()[0][0] == doctest::Approx(sum / double(k + 2)).epsilon(1e-6));
+  }
+  // W = 1: no warm-up, the decay from the first update: shadow = d^K s_0 + (1 - d^K) p for a
+  // constant p.
+  p.var->value[0] = 0.0f;
+  EMA plain({&p}, 0.5, 1.0);
+  p.var->value[0] = 1.0f;
+  for (int k = 0; k < 3; k++) plain.update({&p});
+  CHECK(plain.shadow()[0][0] == doctest::Approx(1.0 - 0.125));
+  // Past the crossover the cap holds: W = 10 reaches 0.5 at k = 8, so update 9 uses 0.5.
+  p.var->value[0] = 0.0f;
+  EMA capped({&p}, 0.5, 10.0);
+  capped.set_updates(9);
+  p.var->value[0] = 1.0f;
+  capped.update({&p});
+  CHECK(capped.shadow()[0][0] == doctest::Approx(0.5));
 }
 
 TEST_CASE("optim: warm-up, then a decaying schedule lands at floor x lr at the target step") {

@@ -144,7 +144,18 @@ TEST_CASE("trainer: every option resumes through resume_trainer, ./train_mnist's
             }},
            {"--lr-schedule linear --steps 14", [](TrainConfig& c) { c.lr_schedule = LrSchedule::linear, c.steps = 14; }},
            {"--ch 16 --res-blocks 2 --dropout 0.2", [](TrainConfig& c) { c.ch = 16, c.res_blocks = 2, c.dropout = 0.2; }},
-           {"--hflip", [](TrainConfig& c) { c.hflip = true; }}}) {
+           {"--hflip", [](TrainConfig& c) { c.hflip = true; }},
+           {"--ema-warmup 2", [](TrainConfig& c) { c.ema_warmup = 2; }},
+           {"the default recipe (batch, lr schedule, EMA), ending at step 14", [](TrainConfig& c) {
+              const TrainConfig d;
+              c.batch = d.batch, c.lr = d.lr, c.warmup = 3, c.lr_schedule = d.lr_schedule, c.lr_floor = d.lr_floor;
+              c.ema = d.ema, c.ema_warmup = d.ema_warmup, c.grad_clip = d.grad_clip, c.steps = 14;
+            }},
+           {"--preset paper", [](TrainConfig& c) {
+              TrainConfig p = preset_config("paper");
+              p.model = c.model, p.T = c.T, p.seed = c.seed;
+              c = p;
+            }}}) {
     CAPTURE(k.name);
     testing::TempDir dir;
     TrainConfig c = bars_config();
