@@ -27,29 +27,29 @@ DATA=${DATA:-data/mnist}
 CLASSIFIER=${CLASSIFIER:-$STUDY/classifier.safetensors}
 mkdir -p "$STUDY"
 
-# The rows: NAME and the flags that differ from the current default run's recipe (the base).
-# One axis at a time from the base, then the combinations the screen suggests; a likely
-# winner second, so that a partial screen already has a candidate.
+# The rows: NAME and the flags that differ from the base, the default run's recipe before
+# this study (BASE). One axis at a time from the base, then the combinations the screen
+# suggested. The default run since is b32cos10 at --steps 3400 (the `default` step).
 BASE="--lr 1e-3 --lr-schedule constant --warmup 200 --ema 0.999 --batch 64 --grad-clip 1"
 rows() {
   cat <<'EOF'
 base
-lr2e-3cos10ema0.995   --lr 2e-3 --lr-schedule cosine --lr-floor 0.1 --ema 0.995
-ema0.995      --ema 0.995
-cos10         --lr-schedule cosine --lr-floor 0.1
-lr4e-3        --lr 4e-3
+lr5e-4        --lr 5e-4
 lr2e-3        --lr 2e-3
+lr4e-3        --lr 4e-3
+cos10         --lr-schedule cosine --lr-floor 0.1
+cos0          --lr-schedule cosine --lr-floor 0
+ema0.995      --ema 0.995
+ema0.9995     --ema 0.9995
 noema         --ema 0
-b128          --batch 128
+emaw4         --ema-warmup 4
+emaw30        --ema-warmup 30
 b32           --batch 32
+b128          --batch 128
 ch48          --ch 48
 rb2           --res-blocks 2
 noclip        --grad-clip 0
-lr5e-4        --lr 5e-4
-emaw4         --ema-warmup 4
-emaw30        --ema-warmup 30
-cos0          --lr-schedule cosine --lr-floor 0
-ema0.9995     --ema 0.9995
+lr2e-3cos10ema0.995 --lr 2e-3 --lr-schedule cosine --lr-floor 0.1 --ema 0.995
 b32cos10      --batch 32 --lr-schedule cosine --lr-floor 0.1
 b32cos10emaw4 --batch 32 --lr-schedule cosine --lr-floor 0.1 --ema-warmup 4
 b32cos10lr2e-3 --batch 32 --lr-schedule cosine --lr-floor 0.1 --lr 2e-3
@@ -162,7 +162,8 @@ seeds() {
 table() {
   echo "| row | flags | minutes | steps | images seen | sampler | FLD (N = 1000) | floor FLD | precision | floor precision | recall | class entropy |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-  for f in $(ls "$STUDY"/*.eval 2>/dev/null); do
+  local r
+  for f in $(for r in $(rows | awk '{print $1}') default; do ls "$STUDY/$r"-*.eval "$STUDY/$r"@*.eval 2>/dev/null; done); do
     local name=${f##*/} rowvar minutes seed sampler row steps batch
     name=${name%.eval}
     sampler=${name##*.}

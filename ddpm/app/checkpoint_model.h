@@ -1,6 +1,6 @@
 // checkpoint_model.h: a checkpoint's model, ready to sample, as ./sample and ./eval load it.
 //
-//   LoadedModel m = load_checkpoint_model("out/ckpt-00002000.safetensors", /*use_ema=*/true);
+//   LoadedModel m = load_checkpoint_model("out/ckpt-00003400.safetensors", /*use_ema=*/true);
 //   m.model, m.schedule, m.predict   -> unet_model(*m.model, m.schedule, m.predict, sigma)
 //
 // The weights are load_model's (ddpm/train/checkpoint.h: every check, errors name the file).
