@@ -145,9 +145,12 @@ confirm() {
 default_run() {
   local dir="$STUDY/default-20m-s0" start
   if [ ! -f "$dir/done" ]; then
+    local load timer=()
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    [ -x /usr/bin/time ] && timer=(/usr/bin/time -f '%M kB peak RSS' -o "$dir.rss")
     start=$(date +%s)
-    "$BIN/train_mnist" --data "$DATA" --out "$dir" >"$dir.train.log" 2>&1
-    echo "$(( $(date +%s) - start )) s wall, training and final grid, on $(lscpu | sed -n 's/^Model name: *//p'), load before $(cut -d' ' -f1-3 /proc/loadavg)" >"$dir.time"
+    "${timer[@]}" "$BIN/train_mnist" --data "$DATA" --out "$dir" >"$dir.train.log" 2>&1
+    echo "$(( $(date +%s) - start )) s wall, training and final grid, on $(lscpu | sed -n 's/^Model name: *//p'), load before $load" >"$dir.time"
     grep -E '^step ' "$dir.train.log" | tail -n 1 | awk '{ split($2, s, "/"); print s[1] }' >"$dir/done"
   fi
   for v in fixed_large fixed_small; do

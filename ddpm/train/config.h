@@ -57,7 +57,7 @@ enum class MetaRule { always, when_not_default };
   X(int64_t, micro_batch, 0, "--micro-batch", closed(0, 65536), MetaRule::when_not_default,                          \
     "split each batch into batch/M micro-batches of M, gradients summed in a fixed tree: the same bits on any "      \
     "number of MPI ranks dividing batch/M (docs/scaling.md); 0: the whole batch at once")                            \
-  X(double, lr, 1e-3, "--lr", above(0), MetaRule::always,                                                            \
+  X(double, lr, 2e-3, "--lr", above(0), MetaRule::always,                                                            \
     "Adam learning rate (after warm-up); with --resume it replaces the checkpoint's, recorded in its metadata")      \
   X(int64_t, warmup, 200, "--warmup", at_least(0), MetaRule::always, "linear learning-rate warm-up steps")           \
   X(double, grad_clip, 1.0, "--grad-clip", at_least(0), MetaRule::always,                                            \

@@ -91,7 +91,7 @@ TEST_CASE("config: the default run is the study's recipe (docs/results.md)") {
   const TrainConfig d;
   CHECK(d.model == "tiny");
   CHECK(d.batch == 32);
-  CHECK(d.lr == 1e-3);
+  CHECK(d.lr == 2e-3);
   CHECK(d.warmup == 200);
   CHECK(d.lr_schedule == LrSchedule::cosine);
   CHECK(d.lr_floor == 0.1);
