@@ -29,7 +29,7 @@ mkdir -p "$STUDY"
 
 # The rows: NAME and the flags that differ from the base, the default run's recipe before
 # this study (BASE). One axis at a time from the base, then the combinations the screen
-# suggested. The default run since is b32cos10 at --steps 3400 (the `default` step).
+# suggested. The default run is b32cos10lr2e-3 at --steps 3400 (the `default` step).
 BASE="--lr 1e-3 --lr-schedule constant --warmup 200 --ema 0.999 --batch 64 --grad-clip 1"
 rows() {
   cat <<'EOF'
