@@ -28,8 +28,11 @@ make_data() {
 # per step, T = 20, a checkpoint every step, one thread (results do not depend on it).
 # In the background, run "$TRAIN" "${TRAIN_ARGS[@]}" directly (not through train, whose
 # subshell would take the signals instead of the trainer).
-TRAIN_ARGS=(--data "$WORK/data" --model tiny --batch 4 --T 20 --warmup 5 --ckpt-every 1 --keep 2
-  --sample-n 1 --log-every 1 --threads 1)
+# A constant learning rate: the killed runs train toward --steps 1000000 and the last resume
+# ends them at N, which equals an uninterrupted --steps N run only when the schedule does
+# not depend on the target step (a decaying one, the default, lands at the target).
+TRAIN_ARGS=(--data "$WORK/data" --model tiny --batch 4 --T 20 --warmup 5 --lr-schedule constant --ckpt-every 1
+  --keep 2 --sample-n 1 --log-every 1 --threads 1)
 train() { "$TRAIN" "${TRAIN_ARGS[@]}" "$@"; }
 
 newest() { { ls "$1"/ckpt-*.safetensors 2>/dev/null || true; } | sort | tail -n 1; }
