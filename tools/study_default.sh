@@ -178,7 +178,8 @@ table() {
     row=${rowvar%@*}
     steps=$(cat "$STUDY/$row-$minutes-s$seed/done")
     batch=$(sed -nE '1s/.*, batch ([0-9]+),.*/\1/p' "$STUDY/$row-$minutes-s$seed.train.log")
-    flags=$(row_flags "$row")
+    flags=$(row_flags "$row" | sed 's/^ *//')
+    [ -z "$flags" ] && flags="(the base)"
     [ "$row" = default ] && flags="(./train_mnist as it is)"
     awk -v row="$rowvar" -v flags="$flags$([ "$rowvar" != "$row" ] && echo " --variance ${rowvar#*@}")" \
       -v m="${minutes%m}" -v steps="$steps" -v imgs="$((steps * batch))" -v seed="$seed" \
